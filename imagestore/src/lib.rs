@@ -1,0 +1,30 @@
+//! skiff's image store.
+//!
+//! - [`content`]: blobs addressed by digest, written through an ingest area.
+//! - [`import`]: importers for `docker save` archives (legacy and Docker 25+),
+//!   OCI archives and layout directories, plain or gzip-wrapped, from files or stdin.
+//! - [`apply`]: the hostile-input-safe layer applier.
+//! - [`snapshot`]: one unpacked directory per chain ID, handed out as mount descriptions.
+//! - [`gc`]: garbage collection and leases for running jobs.
+//!
+//! See `docs/store.md` for the on-disk layout.
+
+pub use oci_spec;
+
+pub mod apply;
+pub mod content;
+pub mod digest;
+pub mod error;
+mod fsutil;
+pub mod images;
+pub mod session;
+pub mod snapshot;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub mod gc;
+pub mod store;
+
+pub use images::{ImageRecord, LayerRecord};
+pub use snapshot::MountDescription;
+pub use store::{Lease, Store, DEFAULT_ROOT};

@@ -1,0 +1,182 @@
+//! The store: its directory layout and the operations that span modules.
+//!
+//! ```text
+//! ROOT/
+//!   lock                     flock: shared by importers and lease takers, exclusive for gc
+//!   blobs/sha256/<hex>       content store
+//!   snapshots/<id>/          one unpacked layer each (short random ids)
+//!   meta/snapshots/<chain>.json
+//!   meta/images/<config hex>.json
+//!   meta/tags/<escaped ref>.json
+//!   leases/<name>.lease      held (flock) by running jobs
+//!   locks/<chain hex>        per-snapshot locks for concurrent imports
+//!   tmp/<session>{,.lock}    per-import scratch, removed on exit or by the next command
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::content::ContentStore;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{mkdirs, FileLock};
+use crate::images::{ImageIndex, ImageRecord};
+use crate::session::{self, Session};
+use crate::snapshot::{MountDescription, Snapshotter};
+
+/// The default store root.
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
+
+/// An opened image store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    content: ContentStore,
+    snapshots: Snapshotter,
+    images: ImageIndex,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root`, and remove what dead
+    /// imports left in `tmp/`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        let root = root.as_ref();
+        mkdirs(root)?;
+        let root = fs::canonicalize(root).ctx("resolve", root)?;
+        for sub in [
+            "blobs/sha256",
+            "snapshots",
+            "meta/snapshots",
+            "meta/images",
+            "meta/tags",
+            "leases",
+            "locks",
+            "tmp",
+        ] {
+            let p = root.join(sub);
+            if !p.is_dir() {
+                mkdirs(&p)?;
+            }
+        }
+        let store = Store {
+            content: ContentStore::new(root.join("blobs/sha256")),
+            snapshots: Snapshotter::new(
+                root.join("snapshots"),
+                root.join("meta/snapshots"),
+                root.join("locks"),
+            ),
+            images: ImageIndex::new(root.join("meta/images"), root.join("meta/tags")),
+            root,
+        };
+        let cleaned = session::clean_stale(&store.root.join("tmp"))?;
+        if cleaned > 0 {
+            tracing::info!(
+                cleaned,
+                "removed stale temporary data of interrupted imports"
+            );
+        }
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The snapshotter.
+    pub fn snapshots(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    /// Image records and tags.
+    pub fn images(&self) -> &ImageIndex {
+        &self.images
+    }
+
+    /// Resolve an image reference (tag, id or id prefix).
+    pub fn resolve(&self, reference: &str) -> Result<ImageRecord> {
+        self.images.resolve(reference)
+    }
+
+    /// The image's configuration (from its verified config blob).
+    pub fn image_config(&self, rec: &ImageRecord) -> Result<oci_spec::image::ImageConfiguration> {
+        let data = self.content.read(&rec.config)?;
+        oci_spec::image::ImageConfiguration::from_reader(&data[..]).map_err(|e| Error::BadJson {
+            what: format!("image config {}", rec.config),
+            detail: e.to_string(),
+        })
+    }
+
+    /// The mount description of an image's root filesystem.
+    pub fn mount_description(&self, rec: &ImageRecord) -> Result<MountDescription> {
+        self.snapshots.mount_description(&rec.chain())
+    }
+
+    /// Take a lease on an image's snapshots for a running job: `gc` keeps
+    /// them until the lease is dropped or its holder dies.
+    pub fn lease(&self, name: &str, rec: &ImageRecord) -> Result<Lease> {
+        let _shared = self.lock_shared()?;
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.root.join("leases").join(format!("{safe}.lease"));
+        let body = serde_json::to_vec(&LeaseBody {
+            image: rec.id.clone(),
+            chain: rec.chain(),
+        })
+        .map_err(|e| Error::CorruptMetadata {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        let lock = FileLock::acquire(&path, true)?;
+        fs::write(&path, body).ctx("write lease", &path)?;
+        Ok(Lease { path, _lock: lock })
+    }
+
+    pub(crate) fn lock_shared(&self) -> Result<FileLock> {
+        FileLock::acquire(&self.root.join("lock"), false)
+    }
+
+    pub(crate) fn lock_exclusive(&self) -> Result<FileLock> {
+        FileLock::acquire(&self.root.join("lock"), true)
+    }
+
+    pub(crate) fn new_session(&self) -> Result<Session> {
+        Session::create(&self.root.join("tmp"))
+    }
+
+    pub(crate) fn leases_dir(&self) -> PathBuf {
+        self.root.join("leases")
+    }
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LeaseBody {
+    pub(crate) image: Digest,
+    pub(crate) chain: Vec<Digest>,
+}
+
+/// A held lease. Dropping it releases the snapshots to `gc`.
+#[derive(Debug)]
+pub struct Lease {
+    path: PathBuf,
+    _lock: FileLock,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}

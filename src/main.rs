@@ -1,0 +1,86 @@
+//! The `skiff` command line: argument parsing, logging setup and exit codes.
+//! All real work lives in the `imagestore`, `runtime` and `bench` crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod image_cmd;
+mod run_cmd;
+
+/// skiff: run short-lived container jobs from a local image store, with no daemon.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about, propagate_version = true)]
+struct Cli {
+    /// Store root directory.
+    #[arg(long, global = true, env = "SKIFF_ROOT", default_value = imagestore::DEFAULT_ROOT)]
+    root: PathBuf,
+
+    /// Log more (repeat for more detail). `SKIFF_LOG` takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage images in the local store.
+    Image {
+        #[command(subcommand)]
+        command: image_cmd::ImageCommand,
+    },
+    /// Run a job from an image, like `docker run`.
+    Run(run_cmd::RunArgs),
+    /// Find and clean up after jobs whose `skiff` was killed.
+    Gc(run_cmd::GcArgs),
+    /// Internal: a single-threaded launcher process serving a pool.
+    #[command(hide = true)]
+    Launcher(run_cmd::LauncherArgs),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Print an error with its whole cause chain.
+fn report(err: &anyhow::Error) {
+    let mut msg = format!("skiff: error: {err}");
+    for cause in err.chain().skip(1) {
+        msg.push_str(&format!(": {cause}"));
+    }
+    eprintln!("{msg}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),
+        Command::Run(args) => run_cmd::run(&cli.root, args),
+        Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
+        Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            report(&err);
+            // 125: skiff itself failed (docker's convention); image commands use it too.
+            ExitCode::from(run_cmd::EXIT_SKIFF_FAILED)
+        }
+    }
+}
