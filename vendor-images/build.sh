@@ -9,7 +9,7 @@
 # busybox-static), python3, gzip.
 #
 # Each archive is kept as a plain `docker save` tar when it is smaller than
-# $MAX_BYTES (2,000,000), otherwise it is written as `docker save | gzip -9n`
+# $MAX_BYTES (2 MiB = 2,097,152 bytes), otherwise it is written as `docker save | gzip -9n`
 # with a .tar.gz name; a stale file of the other name is removed. The final
 # archive must be smaller than $MAX_BYTES either way, or the script fails.
 #
@@ -20,7 +20,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
-MAX_BYTES="${MAX_BYTES:-2000000}"
+MAX_BYTES="${MAX_BYTES:-2097152}"  # 2 MiB
 BUSYBOX_IMAGE="skiff-vendor/busybox:latest"
 COMPAT_IMAGE="skiff-vendor/compat:latest"
 
