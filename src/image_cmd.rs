@@ -1,11 +1,240 @@
-//! `skiff image …`
-use std::path::Path;
+//! `skiff image …`: import, ls, inspect, rm, gc.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use imagestore::{ImportOptions, Input, Platform, Store};
 
 /// Image subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum ImageCommand {}
+pub enum ImageCommand {
+    /// Import a `docker save` archive, OCI archive or OCI layout directory (`-` reads stdin).
+    Import {
+        /// Archive file, layout directory, or `-` for stdin.
+        path: String,
+        /// Tag the imported image NAME[:TAG].
+        #[arg(long)]
+        tag: Option<String>,
+        /// Platform to take from multi-platform indexes (default: this host's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List images.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's record and configuration.
+    Inspect {
+        /// Tag, id or id prefix.
+        reference: String,
+        /// Print JSON (the default output is JSON too; kept for symmetry).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tag, or an image with its tags; data goes at the next gc.
+    Rm {
+        /// Tag, id or id prefix.
+        reference: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove blobs and snapshots no image or running job uses.
+    Gc {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 /// Run an image subcommand.
-pub fn run(_root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
-    match cmd {}
+pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
+    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    match cmd {
+        ImageCommand::Import {
+            path,
+            tag,
+            platform,
+            json,
+        } => import(&store, &path, tag, platform, json),
+        ImageCommand::Ls { json } => ls(&store, json),
+        ImageCommand::Inspect { reference, .. } => inspect(&store, &reference),
+        ImageCommand::Rm { reference, json } => {
+            let r = store.remove_image(&reference)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                for t in &r.untagged {
+                    println!("Untagged: {t}");
+                }
+                if let Some(d) = &r.deleted {
+                    println!("Deleted: {d}");
+                }
+            }
+            Ok(())
+        }
+        ImageCommand::Gc { json } => {
+            let r = store.gc()?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "removed {} blobs ({} bytes), {} snapshots, {} orphaned dirs; {} snapshots kept for running jobs",
+                    r.blobs_removed, r.bytes_freed, r.snapshots_removed, r.orphan_dirs_removed, r.snapshots_leased
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A progress bar on a terminal, hidden otherwise or with `--json`.
+fn progress(json: bool) -> indicatif::ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} unpacking [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// Import an archive; shared with `skiff run PATH`.
+pub fn import_path(store: &Store, path: &str, opts: &ImportOptions) -> anyhow::Result<imagestore::ImportReport> {
+    let input = if path == "-" {
+        Input::Stdin
+    } else {
+        Input::Path(PathBuf::from(path))
+    };
+    store
+        .import(&input, opts)
+        .with_context(|| format!("importing {}", input.display()))
+}
+
+fn import(store: &Store, path: &str, tag: Option<String>, platform: Option<String>, json: bool) -> anyhow::Result<()> {
+    let platform = platform.map(|p| Platform::parse(&p)).transpose()?;
+    let opts = ImportOptions {
+        tag,
+        platform,
+        progress: progress(json),
+    };
+    let report = import_path(store, path, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for w in &report.warnings {
+        eprintln!("skiff: warning: {w}");
+    }
+    for img in &report.images {
+        let name = if img.refs.is_empty() {
+            "<none>".to_string()
+        } else {
+            img.refs.join(", ")
+        };
+        println!("Loaded image: {name} ({}, {}, {} layers)", img.id, img.platform, img.layers);
+    }
+    println!(
+        "{} layers unpacked, {} already present ({})",
+        report.layers_unpacked, report.layers_reused, report.format
+    );
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct LsRow {
+    reference: Option<String>,
+    id: String,
+    platform: String,
+    layers: usize,
+    size: u64,
+    imported_at: u64,
+}
+
+fn ls(store: &Store, json: bool) -> anyhow::Result<()> {
+    let tags = store.images().tags()?;
+    let mut rows = Vec::new();
+    for rec in store.images().list()? {
+        let mut refs: Vec<&String> = tags.iter().filter(|(_, id)| id == &rec.id).map(|(r, _)| r).collect();
+        refs.sort();
+        let mk = |reference: Option<String>| LsRow {
+            reference,
+            id: rec.id.to_string(),
+            platform: rec.platform.clone(),
+            layers: rec.layers.len(),
+            size: rec.size(),
+            imported_at: rec.imported_at,
+        };
+        if refs.is_empty() {
+            rows.push(mk(None));
+        }
+        for r in refs {
+            rows.push(mk(Some(r.clone())));
+        }
+    }
+    rows.sort_by(|a, b| a.reference.cmp(&b.reference).then(a.id.cmp(&b.id)));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<40} {:<14} {:<14} {:>6} {:>10}", "REFERENCE", "IMAGE ID", "PLATFORM", "LAYERS", "SIZE");
+    for r in rows {
+        println!(
+            "{:<40} {:<14} {:<14} {:>6} {:>10}",
+            r.reference.as_deref().unwrap_or("<none>"),
+            &r.id[7..19],
+            r.platform,
+            r.layers,
+            human_size(r.size)
+        );
+    }
+    Ok(())
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+fn inspect(store: &Store, reference: &str) -> anyhow::Result<()> {
+    let rec = store.resolve(reference)?;
+    // Raw JSON, so configs that are not strictly OCI still show.
+    let config: serde_json::Value = serde_json::from_slice(&store.content().read(&rec.config)?)?;
+    let tags = store.images().tags_of(&rec.id)?;
+    let rootfs = store.mount_description(&rec)?;
+    let out = serde_json::json!({
+        "id": rec.id,
+        "refs": tags,
+        "manifest": rec.manifest,
+        "platform": rec.platform,
+        "source_format": rec.source_format,
+        "imported_at": rec.imported_at,
+        "size": rec.size(),
+        "layers": rec.layers,
+        "rootfs": rootfs,
+        "config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

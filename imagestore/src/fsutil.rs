@@ -51,16 +51,6 @@ impl FileLock {
         }
         Ok(FileLock { _file: file })
     }
-
-    /// Take the lock exclusively if nobody holds it.
-    pub(crate) fn try_exclusive(path: &Path) -> Result<Option<FileLock>> {
-        let file = open_lock_file(path)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(FileLock { _file: file })),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(e).ctx("lock", path),
-        }
-    }
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {

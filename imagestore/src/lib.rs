@@ -12,12 +12,20 @@
 pub use oci_spec;
 
 pub mod apply;
+pub mod compression;
 pub mod content;
+mod docker;
+pub mod import;
+mod oci;
+mod plan;
 pub mod digest;
 pub mod error;
 mod fsutil;
 pub mod images;
+pub mod platform;
+pub mod remove;
 pub mod session;
+pub mod source;
 pub mod snapshot;
 
 pub use digest::Digest;
@@ -28,3 +36,6 @@ pub mod store;
 pub use images::{ImageRecord, LayerRecord};
 pub use snapshot::MountDescription;
 pub use store::{Lease, Store, DEFAULT_ROOT};
+pub use import::{ImportOptions, ImportReport, ImportedImage};
+pub use platform::Platform;
+pub use source::Input;

@@ -53,11 +53,6 @@ impl Session {
         }
     }
 
-    /// The session's directory (same filesystem as the store).
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A fresh unique path inside the session.
     pub(crate) fn temp_path(&self, prefix: &str) -> PathBuf {
         self.dir.join(format!("{prefix}-{}", random_name(10)))

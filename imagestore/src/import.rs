@@ -1,0 +1,454 @@
+//! Import: detect the input, plan it, bring each missing layer into the
+//! store (in parallel), then record the images.
+//!
+//! Order of visibility, for crash safety: blobs and snapshots are committed
+//! by rename once verified; the image record and its tags are written last.
+//! An interrupted import therefore leaves at most unreferenced blobs or
+//! snapshot directories (removed by `gc`) and a dead session in `tmp/`
+//! (removed by the next command), never a half-visible image.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use indicatif::ProgressBar;
+use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
+use serde::Serialize;
+
+use crate::apply::apply_layer;
+use crate::compression::Compression;
+use crate::digest::{Digest, HashingReader, TeeReader};
+use crate::error::{Error, IoContext, Result};
+use crate::images::{normalize_reference, ImageRecord, LayerRecord};
+use crate::plan::{ImagePlan, LayerPlan, Plan};
+use crate::platform::Platform;
+use crate::session::Session;
+use crate::snapshot::SnapshotInfo;
+use crate::source::{Input, Source};
+use crate::store::Store;
+use crate::{docker, oci};
+
+/// Import options.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Tag the (single) imported image with this reference.
+    pub tag: Option<String>,
+    /// Platform to pick from multi-platform indexes (default: the host's).
+    pub platform: Option<Platform>,
+    /// Progress display; hidden by default.
+    pub progress: ProgressBar,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            tag: None,
+            platform: None,
+            progress: ProgressBar::hidden(),
+        }
+    }
+}
+
+/// One imported image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedImage {
+    /// Image ID (config digest).
+    pub id: Digest,
+    /// Manifest digest.
+    pub manifest: Digest,
+    /// References now pointing at it.
+    pub refs: Vec<String>,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Number of layers.
+    pub layers: usize,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    /// The input as named.
+    pub input: String,
+    /// Detected format.
+    pub format: String,
+    /// Images imported.
+    pub images: Vec<ImportedImage>,
+    /// Layers unpacked by this import.
+    pub layers_unpacked: usize,
+    /// Layers already present and reused.
+    pub layers_reused: usize,
+    /// Warnings: platform mismatches, skipped device nodes, skipped manifests.
+    pub warnings: Vec<String>,
+}
+
+/// Counts bytes into a progress bar.
+struct ProgressReader<'a, R> {
+    inner: R,
+    bar: &'a ProgressBar,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+impl Store {
+    /// Import every image an input holds.
+    pub fn import(&self, input: &Input, opts: &ImportOptions) -> Result<ImportReport> {
+        let _shared = self.lock_shared()?;
+        let session = self.new_session()?;
+        let source = Source::detect(input, &session)?;
+        let mut plan = plan_source(&source, opts.platform.as_ref())?;
+        if let Some(tag) = &opts.tag {
+            if plan.images.len() != 1 {
+                return Err(Error::TagNeedsOneImage(plan.images.len()));
+            }
+            let r = normalize_reference(tag)?;
+            if !plan.images[0].refs.contains(&r) {
+                plan.images[0].refs.push(r);
+            }
+        }
+
+        // Each distinct chain once, across all images.
+        let mut layers: Vec<LayerPlan> = Vec::new();
+        for img in &plan.images {
+            for l in &img.layers {
+                if !layers.iter().any(|x| x.chain_id == l.chain_id) {
+                    layers.push(l.clone());
+                }
+            }
+        }
+        let (snaps, unpacked, reports) = self.ensure_layers(&source, &session, &layers, &opts.progress)?;
+        let mut warnings = plan.warnings.clone();
+        warnings.extend(reports);
+
+        let mut images = Vec::new();
+        for img in &plan.images {
+            images.push(self.record_image(img, &snaps)?);
+        }
+        opts.progress.finish_and_clear();
+        let format = match (plan.images.first(), source.wrapper) {
+            (Some(i), "") => i.format.to_string(),
+            (Some(i), w) => format!("{} ({w}-compressed)", i.format),
+            (None, _) => String::new(),
+        };
+        Ok(ImportReport {
+            input: source.input.clone(),
+            format,
+            images,
+            layers_unpacked: unpacked,
+            layers_reused: layers.len() - unpacked,
+            warnings,
+        })
+    }
+
+    /// Make sure every layer has a snapshot, unpacking missing ones in parallel.
+    fn ensure_layers(
+        &self,
+        source: &Source,
+        session: &Session,
+        layers: &[LayerPlan],
+        bar: &ProgressBar,
+    ) -> Result<(HashMap<Digest, SnapshotInfo>, usize, Vec<String>)> {
+        let mut snaps = HashMap::new();
+        let mut todo = Vec::new();
+        for l in layers {
+            match self.snapshots().get(&l.chain_id)? {
+                Some(info) => {
+                    snaps.insert(l.chain_id.clone(), info);
+                }
+                None => todo.push(l),
+            }
+        }
+        if todo.is_empty() {
+            return Ok((snaps, 0, Vec::new()));
+        }
+        let total: u64 = todo
+            .iter()
+            .map(|l| source.open(&l.entry, "layer").map(|(_, s)| s).unwrap_or(0))
+            .sum();
+        bar.set_length(total);
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(todo.len());
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let results: Mutex<Vec<Option<Result<(SnapshotInfo, bool, Vec<String>)>>>> =
+            Mutex::new((0..todo.len()).map(|_| None).collect());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= todo.len() || failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let r = self.ensure_layer(source, session, todo[i], bar);
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    if let Ok(mut res) = results.lock() {
+                        res[i] = Some(r);
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_default();
+        let mut unpacked = 0;
+        let mut warnings = Vec::new();
+        for (l, r) in todo.iter().zip(results) {
+            match r {
+                Some(Ok((info, did, w))) => {
+                    unpacked += usize::from(did);
+                    warnings.extend(w);
+                    snaps.insert(l.chain_id.clone(), info);
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok((snaps, unpacked, warnings))
+    }
+
+    /// Unpack one layer into a new snapshot unless another process has.
+    fn ensure_layer(
+        &self,
+        source: &Source,
+        session: &Session,
+        layer: &LayerPlan,
+        bar: &ProgressBar,
+    ) -> Result<(SnapshotInfo, bool, Vec<String>)> {
+        let _lock = self.snapshots().lock_chain(&layer.chain_id)?;
+        if let Some(info) = self.snapshots().get(&layer.chain_id)? {
+            return Ok((info, false, Vec::new()));
+        }
+        let name = match &layer.declared {
+            Some(d) => format!("{d} (archive entry {})", layer.entry),
+            None => format!("{} (archive entry {})", layer.diff_id, layer.entry),
+        };
+        let (raw, _) = source.open(&layer.entry, &format!("layer {}", layer.diff_id))?;
+        let spooled = source.spooled(&layer.entry);
+        let present = layer.declared.as_ref().is_some_and(|d| self.content().contains(d));
+        let ingest = if spooled.is_none() && !present {
+            let p = session.temp_path("blob");
+            let f = File::create(&p).ctx("create", &p)?;
+            Some((p, BufWriter::with_capacity(1 << 20, f)))
+        } else {
+            None
+        };
+        let (ingest_path, ingest_writer) = match ingest {
+            Some((p, w)) => (Some(p), Some(w)),
+            None => (None, None),
+        };
+        let tmp = session.temp_path("snap");
+        fs::create_dir(&tmp).ctx("create", &tmp)?;
+
+        let mut hashed = HashingReader::new(TeeReader::new(ProgressReader { inner: raw, bar }, ingest_writer));
+        let (diff_digest, unpacked_size, compression, report) = {
+            let buf = BufReader::with_capacity(256 * 1024, &mut hashed);
+            let (compression, decoder) = Compression::decoder(buf).map_err(|source| Error::ReadArchive {
+                what: format!("layer {name}"),
+                source,
+            })?;
+            let mut diff = HashingReader::new(decoder);
+            let report = apply_layer(&mut diff, &tmp).map_err(|source| Error::Apply {
+                layer: name.clone(),
+                source,
+            })?;
+            diff.drain().map_err(|source| Error::ReadArchive {
+                what: format!("layer {name}: decompressing"),
+                source,
+            })?;
+            let (d, n, _) = diff.finish();
+            (d, n, compression, report)
+        };
+        hashed.drain().map_err(|source| Error::ReadArchive {
+            what: format!("layer {name}"),
+            source,
+        })?;
+        let (blob_digest, blob_size, tee) = hashed.finish();
+        if let Some(mut w) = tee.into_writer() {
+            w.flush().map_err(|source| Error::Io {
+                op: "write",
+                path: ingest_path.clone().unwrap_or_default(),
+                source,
+            })?;
+        }
+        if let Some(declared) = &layer.declared {
+            if declared != &blob_digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("layer {name}"),
+                    expected: declared.to_string(),
+                    actual: blob_digest.to_string(),
+                });
+            }
+        }
+        if let Some(size) = layer.declared_size {
+            if size != blob_size {
+                return Err(Error::SizeMismatch {
+                    what: format!("layer {name}"),
+                    expected: size,
+                    actual: blob_size,
+                });
+            }
+        }
+        if diff_digest != layer.diff_id {
+            return Err(Error::DiffIdMismatch {
+                layer: name,
+                expected: layer.diff_id.to_string(),
+                actual: diff_digest.to_string(),
+            });
+        }
+        if let Some(p) = &ingest_path {
+            self.content().commit_file(p, &blob_digest)?;
+        } else if let Some((spool, _)) = &spooled {
+            let dst = self.content().path(&blob_digest);
+            if !dst.exists() {
+                fs::hard_link(spool, &dst).ctx("commit blob", &dst)?;
+            }
+        }
+        let media_type = if layer.declared.is_some() {
+            layer.media_type.clone()
+        } else {
+            compression.media_type().to_string()
+        };
+        let info = self.snapshots().commit(
+            &tmp,
+            SnapshotInfo {
+                chain_id: layer.chain_id.clone(),
+                parent: layer.parent.clone(),
+                diff_id: layer.diff_id.clone(),
+                dir: String::new(),
+                blob: blob_digest,
+                blob_media_type: media_type,
+                blob_size,
+                unpacked_size,
+            },
+        )?;
+        let warnings = report
+            .skipped
+            .iter()
+            .map(|s| format!("layer {}: skipped {s}", layer.diff_id))
+            .collect();
+        Ok((info, true, warnings))
+    }
+
+    /// Store config and manifest blobs, then the image record and its tags.
+    fn record_image(&self, img: &ImagePlan, snaps: &HashMap<Digest, SnapshotInfo>) -> Result<ImportedImage> {
+        self.content().put_bytes(&img.config_digest, &img.config_bytes)?;
+        let mut layers = Vec::with_capacity(img.layers.len());
+        for l in &img.layers {
+            let info = snaps.get(&l.chain_id).ok_or_else(|| Error::Inconsistent {
+                image: img.config_digest.to_string(),
+                detail: format!("layer {} has no snapshot", l.diff_id),
+            })?;
+            let (digest, media_type, size) = match &l.declared {
+                Some(d) => (d.clone(), l.media_type.clone(), l.declared_size.unwrap_or(info.blob_size)),
+                None => (info.blob.clone(), info.blob_media_type.clone(), info.blob_size),
+            };
+            layers.push(LayerRecord {
+                digest,
+                media_type,
+                size,
+                diff_id: l.diff_id.clone(),
+                chain_id: l.chain_id.clone(),
+            });
+        }
+        let manifest = match &img.manifest {
+            Some((d, bytes)) => {
+                self.content().put_bytes(d, bytes)?;
+                d.clone()
+            }
+            None => {
+                let bytes = synthesize_manifest(img, &layers)?;
+                let d = Digest::of_bytes(&bytes);
+                self.content().put_bytes(&d, &bytes)?;
+                d
+            }
+        };
+        let rec = ImageRecord {
+            id: img.config_digest.clone(),
+            manifest: manifest.clone(),
+            config: img.config_digest.clone(),
+            platform: img.platform.to_string(),
+            layers,
+            source_format: img.format.to_string(),
+            imported_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        self.images().put(&rec)?;
+        for r in &img.refs {
+            self.images().tag(r, &rec.id)?;
+        }
+        Ok(ImportedImage {
+            id: rec.id.clone(),
+            manifest,
+            refs: img.refs.clone(),
+            platform: rec.platform.clone(),
+            layers: rec.layers.len(),
+        })
+    }
+}
+
+/// Pick the format from the archive's content.
+fn plan_source(source: &Source, platform: Option<&Platform>) -> Result<Plan> {
+    if source.has("index.json") {
+        return oci::plan(source, platform);
+    }
+    if source.has("manifest.json") {
+        return docker::plan(source, platform, "docker-archive");
+    }
+    let detail = if source.has("repositories") {
+        "it has a `repositories` file but no manifest.json (pre-Docker-1.10 save format)".to_string()
+    } else {
+        "no manifest.json or index.json at its top level".to_string()
+    };
+    Err(Error::UnknownFormat {
+        input: source.input.clone(),
+        detail,
+    })
+}
+
+/// An OCI manifest for an image that came without one (legacy `docker save`).
+fn synthesize_manifest(img: &ImagePlan, layers: &[LayerRecord]) -> Result<Vec<u8>> {
+    let bad = |e: oci_spec::OciSpecError| Error::Inconsistent {
+        image: img.config_digest.to_string(),
+        detail: format!("cannot build a manifest: {e}"),
+    };
+    let digest = |d: &Digest| -> Result<oci_spec::image::Digest> {
+        d.to_string().parse().map_err(bad)
+    };
+    let config = DescriptorBuilder::default()
+        .media_type(MediaType::ImageConfig)
+        .digest(digest(&img.config_digest)?)
+        .size(img.config_bytes.len() as u64)
+        .build()
+        .map_err(bad)?;
+    let mut descs = Vec::new();
+    for l in layers {
+        descs.push(
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(l.media_type.as_str()))
+                .digest(digest(&l.digest)?)
+                .size(l.size)
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(config)
+        .layers(descs)
+        .build()
+        .map_err(bad)?;
+    manifest.to_string().map(String::into_bytes).map_err(bad)
+}

@@ -1,0 +1,396 @@
+//! Archive sources: a uniform view of "named entries" over the inputs skiff
+//! accepts, detected from their content, never from a file name.
+//!
+//! - a directory (an OCI layout, or an unpacked `docker save`): entries are
+//!   files opened beneath it with `openat2(RESOLVE_BENEATH)`;
+//! - a seekable uncompressed tar file: the tar is indexed once (headers only)
+//!   and entries are read in place at their offsets, in parallel;
+//! - a stream (stdin, or any input wrapped in gzip or zstd): entries are
+//!   streamed once into the session's ingest area, hashed on the way, and
+//!   later committed to the content store by rename when referenced.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+
+use crate::apply::clean_path;
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::session::Session;
+
+/// Where an import reads from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A file or directory.
+    Path(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+impl Input {
+    /// How the input is named in messages.
+    pub fn display(&self) -> String {
+        match self {
+            Input::Path(p) => p.display().to_string(),
+            Input::Stdin => "<stdin>".to_string(),
+        }
+    }
+}
+
+/// The largest JSON document (manifest, index, config) skiff will read.
+pub(crate) const MAX_JSON: u64 = 16 << 20;
+const MAX_LINK_DEPTH: usize = 16;
+
+#[derive(Debug, Clone)]
+enum Loc {
+    /// A byte range of a file (a tar member in place, or a whole file).
+    Range { path: PathBuf, offset: u64, size: u64 },
+    /// A file in the session's ingest area, already hashed.
+    Spooled { path: PathBuf, size: u64, digest: Digest },
+}
+
+/// Named entries of an input archive.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub(crate) input: String,
+    /// `gzip`, `zstd` or empty: the outer wrapper, for reports.
+    pub(crate) wrapper: &'static str,
+    entries: HashMap<String, Loc>,
+    links: HashMap<String, String>,
+    dir: Option<PathBuf>,
+}
+
+/// Normalise an archive entry name: relative, no `.`/`..`, `/`-joined.
+pub(crate) fn clean_name(raw: &[u8]) -> Option<String> {
+    let comps = clean_path(raw);
+    if comps.is_empty() {
+        return None;
+    }
+    let parts: Option<Vec<&str>> = comps.iter().map(|c| c.to_str()).collect();
+    Some(parts?.join("/"))
+}
+
+impl Source {
+    /// Open an input, detecting what it is from its content.
+    pub(crate) fn detect(input: &Input, session: &Session) -> Result<Source> {
+        let name = input.display();
+        match input {
+            Input::Path(p) if p.is_dir() => Ok(Source {
+                input: name,
+                wrapper: "",
+                entries: HashMap::new(),
+                links: HashMap::new(),
+                dir: Some(p.clone()),
+            }),
+            Input::Path(p) => {
+                let file = File::open(p).ctx("open", p)?;
+                let mut reader = BufReader::with_capacity(256 * 1024, file);
+                match sniff(&mut reader, &name)? {
+                    Kind::Tar => {
+                        let mut file = reader.into_inner();
+                        file.seek(SeekFrom::Start(0)).ctx("seek in", p)?;
+                        Source::index_tar(name, p, file)
+                    }
+                    Kind::Gzip => Source::spool(
+                        name,
+                        "gzip",
+                        BufReader::new(flate2::bufread::MultiGzDecoder::new(reader)),
+                        session,
+                    ),
+                    Kind::Zstd => {
+                        let dec = zstd::Decoder::with_buffer(reader).ctx("open zstd stream", p)?;
+                        Source::spool(name, "zstd", BufReader::new(dec), session)
+                    }
+                }
+            }
+            Input::Stdin => {
+                // A pipe may deliver the first block in pieces: gather it
+                // before sniffing, then replay it ahead of the rest.
+                let mut stdin = io::stdin().lock();
+                let mut prefix = Vec::with_capacity(512);
+                (&mut stdin)
+                    .take(512)
+                    .read_to_end(&mut prefix)
+                    .map_err(|source| Error::ReadArchive { what: name.clone(), source })?;
+                let mut reader =
+                    BufReader::with_capacity(256 * 1024, io::Cursor::new(prefix).chain(stdin));
+                match sniff(&mut reader, &name)? {
+                    Kind::Tar => Source::spool(name, "", reader, session),
+                    Kind::Gzip => Source::spool(
+                        name,
+                        "gzip",
+                        BufReader::new(flate2::bufread::MultiGzDecoder::new(reader)),
+                        session,
+                    ),
+                    Kind::Zstd => {
+                        let dec = zstd::Decoder::with_buffer(reader)
+                            .map_err(|source| Error::ReadArchive { what: name.clone(), source })?;
+                        Source::spool(name, "zstd", BufReader::new(dec), session)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Index a seekable tar: read headers only, note each member's offset.
+    fn index_tar(input: String, path: &Path, file: File) -> Result<Source> {
+        let mut archive = tar::Archive::new(file);
+        let mut entries = HashMap::new();
+        let mut links = HashMap::new();
+        let iter = archive.entries_with_seek().map_err(|source| Error::ReadArchive {
+            what: input.clone(),
+            source,
+        })?;
+        let mut last = String::from("<start>");
+        for entry in iter {
+            let entry = entry.map_err(|source| Error::ReadArchive {
+                what: format!("{input} (after entry {last})"),
+                source,
+            })?;
+            let Some(name) = clean_name(&entry.path_bytes()) else {
+                continue;
+            };
+            last = name.clone();
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    entries.insert(
+                        name,
+                        Loc::Range {
+                            path: path.to_path_buf(),
+                            offset: entry.raw_file_position(),
+                            size: entry.size(),
+                        },
+                    );
+                }
+                t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
+                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref()) {
+                        links.insert(name, target);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Source {
+            input,
+            wrapper: "",
+            entries,
+            links,
+            dir: None,
+        })
+    }
+
+    /// Stream a tar once, spooling each member into the session (hashed).
+    fn spool<R: Read>(input: String, wrapper: &'static str, reader: R, session: &Session) -> Result<Source> {
+        let mut archive = tar::Archive::new(reader);
+        let mut entries = HashMap::new();
+        let mut links = HashMap::new();
+        let iter = archive.entries().map_err(|source| Error::ReadArchive {
+            what: input.clone(),
+            source,
+        })?;
+        let mut last = String::from("<start>");
+        let mut buf = vec![0u8; 256 * 1024];
+        for entry in iter {
+            let mut entry = entry.map_err(|source| Error::ReadArchive {
+                what: format!("{input} (after entry {last})"),
+                source,
+            })?;
+            let Some(name) = clean_name(&entry.path_bytes()) else {
+                continue;
+            };
+            last = name.clone();
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let path = session.temp_path("spool");
+                    let mut out = File::create(&path).ctx("create", &path)?;
+                    let mut hashing = HashingReader::new(&mut entry);
+                    loop {
+                        let n = hashing.read(&mut buf).map_err(|source| Error::ReadArchive {
+                            what: format!("{input}: entry {name}"),
+                            source,
+                        })?;
+                        if n == 0 {
+                            break;
+                        }
+                        out.write_all(&buf[..n]).ctx("write", &path)?;
+                    }
+                    let (digest, size, _) = hashing.finish();
+                    entries.insert(name, Loc::Spooled { path, size, digest });
+                }
+                t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
+                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref()) {
+                        links.insert(name, target);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Source {
+            input,
+            wrapper,
+            entries,
+            links,
+            dir: None,
+        })
+    }
+
+    /// Follow archive-internal links (`layer.tar` symlinks in `docker save`).
+    fn resolve<'a>(&'a self, name: &'a str) -> Result<(String, Option<&'a Loc>)> {
+        let mut cur = clean_name(name.as_bytes()).unwrap_or_default();
+        for _ in 0..MAX_LINK_DEPTH {
+            if let Some(loc) = self.entries.get(&cur) {
+                return Ok((cur, Some(loc)));
+            }
+            match self.links.get(&cur) {
+                Some(t) => cur = t.clone(),
+                None => return Ok((cur, None)),
+            }
+        }
+        Err(Error::MissingEntry {
+            entry: name.to_string(),
+            what: "link chain too long or cyclic".into(),
+        })
+    }
+
+    /// Whether an entry exists.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        if let Some(dir) = &self.dir {
+            return open_beneath(dir, name).is_ok();
+        }
+        matches!(self.resolve(name), Ok((_, Some(_))))
+    }
+
+    /// Open an entry for reading, with its size when known.
+    pub(crate) fn open(&self, name: &str, what: &str) -> Result<(Box<dyn Read + Send>, u64)> {
+        let missing = || Error::MissingEntry {
+            entry: name.to_string(),
+            what: what.to_string(),
+        };
+        if let Some(dir) = &self.dir {
+            let file = open_beneath(dir, name).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => missing(),
+                _ => Error::io("open", dir.join(name), e),
+            })?;
+            let size = file.metadata().ctx("stat", dir.join(name))?.len();
+            return Ok((Box::new(file), size));
+        }
+        let (_, loc) = self.resolve(name)?;
+        match loc.ok_or_else(missing)? {
+            Loc::Range { path, offset, size } => {
+                let mut f = File::open(path).ctx("open", path)?;
+                f.seek(SeekFrom::Start(*offset)).ctx("seek in", path)?;
+                Ok((Box::new(f.take(*size)), *size))
+            }
+            Loc::Spooled { path, size, .. } => {
+                let f = File::open(path).ctx("open", path)?;
+                Ok((Box::new(f), *size))
+            }
+                    }
+    }
+
+    /// The spooled file and its digest, when the entry was streamed into ingest.
+    pub(crate) fn spooled(&self, name: &str) -> Option<(PathBuf, Digest)> {
+        match self.resolve(name) {
+            Ok((_, Some(Loc::Spooled { path, digest, .. }))) => Some((path.clone(), digest.clone())),
+            _ => None,
+        }
+    }
+
+    /// Read a small entry (JSON) whole.
+    pub(crate) fn read_small(&self, name: &str, what: &str) -> Result<Vec<u8>> {
+        let (reader, size) = self.open(name, what)?;
+        if size > MAX_JSON {
+            return Err(Error::BadJson {
+                what: format!("{what} (archive entry {name})"),
+                detail: format!("{size} bytes is larger than the {MAX_JSON}-byte limit"),
+            });
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        reader
+            .take(MAX_JSON + 1)
+            .read_to_end(&mut data)
+            .map_err(|source| Error::ReadArchive {
+                what: format!("{}: entry {name}", self.input),
+                source,
+            })?;
+        Ok(data)
+    }
+}
+
+/// An archive-internal link target, as a clean entry name. Symlink targets
+/// are relative to the link's directory; hardlink targets are archive paths.
+fn link_target(name: &str, kind: tar::EntryType, target: Option<&[u8]>) -> Option<String> {
+    let target = target?;
+    if kind == tar::EntryType::Symlink && !target.starts_with(b"/") {
+        let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        let mut joined = dir.as_bytes().to_vec();
+        joined.push(b'/');
+        joined.extend_from_slice(target);
+        return clean_name(&joined);
+    }
+    clean_name(target)
+}
+
+/// Open a file beneath a directory; symlinks inside it are followed only
+/// while they stay beneath it.
+fn open_beneath(dir: &Path, name: &str) -> io::Result<File> {
+    let clean = clean_name(name.as_bytes()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let dirfd = nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    // SAFETY: `open` just returned this fd and nothing else owns it.
+    let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(std::os::fd::AsRawFd::as_raw_fd(&dirfd), clean.as_str(), how)?;
+    // SAFETY: `openat2` just returned this fd and nothing else owns it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    Ok(file)
+}
+
+enum Kind {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+/// Look at the first bytes of an input.
+fn sniff<R: BufRead>(reader: &mut R, name: &str) -> Result<Kind> {
+    let head = reader.fill_buf().map_err(|source| Error::ReadArchive {
+        what: name.to_string(),
+        source,
+    })?;
+    if head.is_empty() {
+        return Err(Error::UnknownFormat {
+            input: name.to_string(),
+            detail: "the input is empty".into(),
+        });
+    }
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Kind::Gzip);
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Ok(Kind::Zstd);
+    }
+    let first = head;
+    if first.len() >= 263 && &first[257..262] == b"ustar" {
+        return Ok(Kind::Tar);
+    }
+    let detail = if first.starts_with(b"{") || first.starts_with(b"[") {
+        "it is JSON; give the directory that holds an OCI layout instead".to_string()
+    } else if first.len() < 263 {
+        "too short or truncated to be a tar archive".to_string()
+    } else {
+        "not a tar archive, gzip or zstd stream, or OCI layout directory".to_string()
+    };
+    Err(Error::UnknownFormat {
+        input: name.to_string(),
+        detail,
+    })
+}
