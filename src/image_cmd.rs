@@ -56,7 +56,13 @@ pub enum ImageCommand {
 
 /// Run an image subcommand.
 pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
-    let store = Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
+    // Behave like other Unix tools when stdout is closed early (`| head`).
+    // SAFETY: setting a signal disposition to SIG_DFL has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let store =
+        Store::open(root).with_context(|| format!("opening the store at {}", root.display()))?;
     match cmd {
         ImageCommand::Import {
             path,
@@ -102,16 +108,22 @@ fn progress(json: bool) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} unpacking [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} unpacking [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
 }
 
 /// Import an archive; shared with `skiff run PATH`.
-pub fn import_path(store: &Store, path: &str, opts: &ImportOptions) -> anyhow::Result<imagestore::ImportReport> {
+pub fn import_path(
+    store: &Store,
+    path: &str,
+    opts: &ImportOptions,
+) -> anyhow::Result<imagestore::ImportReport> {
     let input = if path == "-" {
         Input::Stdin
     } else {
@@ -122,7 +134,13 @@ pub fn import_path(store: &Store, path: &str, opts: &ImportOptions) -> anyhow::R
         .with_context(|| format!("importing {}", input.display()))
 }
 
-fn import(store: &Store, path: &str, tag: Option<String>, platform: Option<String>, json: bool) -> anyhow::Result<()> {
+fn import(
+    store: &Store,
+    path: &str,
+    tag: Option<String>,
+    platform: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
     let platform = platform.map(|p| Platform::parse(&p)).transpose()?;
     let opts = ImportOptions {
         tag,
@@ -143,7 +161,10 @@ fn import(store: &Store, path: &str, tag: Option<String>, platform: Option<Strin
         } else {
             img.refs.join(", ")
         };
-        println!("Loaded image: {name} ({}, {}, {} layers)", img.id, img.platform, img.layers);
+        println!(
+            "Loaded image: {name} ({}, {}, {} layers)",
+            img.id, img.platform, img.layers
+        );
     }
     println!(
         "{} layers unpacked, {} already present ({})",
@@ -166,7 +187,11 @@ fn ls(store: &Store, json: bool) -> anyhow::Result<()> {
     let tags = store.images().tags()?;
     let mut rows = Vec::new();
     for rec in store.images().list()? {
-        let mut refs: Vec<&String> = tags.iter().filter(|(_, id)| id == &rec.id).map(|(r, _)| r).collect();
+        let mut refs: Vec<&String> = tags
+            .iter()
+            .filter(|(_, id)| id == &rec.id)
+            .map(|(r, _)| r)
+            .collect();
         refs.sort();
         let mk = |reference: Option<String>| LsRow {
             reference,
@@ -188,7 +213,10 @@ fn ls(store: &Store, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<40} {:<14} {:<14} {:>6} {:>10}", "REFERENCE", "IMAGE ID", "PLATFORM", "LAYERS", "SIZE");
+    println!(
+        "{:<40} {:<14} {:<14} {:>6} {:>10}",
+        "REFERENCE", "IMAGE ID", "PLATFORM", "LAYERS", "SIZE"
+    );
     for r in rows {
         println!(
             "{:<40} {:<14} {:<14} {:>6} {:>10}",

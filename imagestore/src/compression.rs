@@ -36,7 +36,9 @@ impl Compression {
     }
 
     /// Wrap a buffered reader in the matching decoder, detecting first.
-    pub fn decoder<'a, R: BufRead + 'a>(mut reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    pub fn decoder<'a, R: BufRead + 'a>(
+        mut reader: R,
+    ) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
         let c = Compression::detect(reader.fill_buf()?);
         let dec: Box<dyn Read + 'a> = match c {
             Compression::None => Box::new(reader),

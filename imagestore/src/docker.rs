@@ -10,7 +10,9 @@ use serde::Deserialize;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::images::normalize_reference;
-use crate::plan::{chain_ids, config_platform, parse_config, check_bytes, ImagePlan, LayerPlan, Plan};
+use crate::plan::{
+    chain_ids, check_bytes, config_platform, parse_config, ImagePlan, LayerPlan, Plan,
+};
 use crate::platform::Platform;
 use crate::source::Source;
 
@@ -34,7 +36,11 @@ fn declared_digest(name: &str) -> Option<Digest> {
 }
 
 /// Read `manifest.json` and plan every image in it.
-pub(crate) fn plan(source: &Source, wanted: Option<&Platform>, format: &'static str) -> Result<Plan> {
+pub(crate) fn plan(
+    source: &Source,
+    wanted: Option<&Platform>,
+    format: &'static str,
+) -> Result<Plan> {
     let data = source.read_small("manifest.json", "docker save manifest")?;
     let value: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::BadJson {
         what: "manifest.json".into(),
@@ -46,10 +52,11 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>, format: &'static 
             detail: format!("expected a list of images, found {}", json_kind(&value)),
         });
     }
-    let entries: Vec<ManifestEntry> = serde_json::from_value(value).map_err(|e| Error::BadJson {
-        what: "manifest.json".into(),
-        detail: e.to_string(),
-    })?;
+    let entries: Vec<ManifestEntry> =
+        serde_json::from_value(value).map_err(|e| Error::BadJson {
+            what: "manifest.json".into(),
+            detail: e.to_string(),
+        })?;
     if entries.is_empty() {
         return Err(Error::NoImage {
             input: source.input.clone(),
@@ -77,12 +84,22 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>, format: &'static 
     Ok(plan)
 }
 
-fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: &'static str) -> Result<ImagePlan> {
+fn plan_entry(
+    source: &Source,
+    e: &ManifestEntry,
+    i: usize,
+    format: &'static str,
+) -> Result<ImagePlan> {
     let what = format!("image config {} (manifest.json entry {i})", e.config);
     let config_bytes = source.read_small(&e.config, &what)?;
     let config_digest = Digest::of_bytes(&config_bytes);
     if let Some(declared) = declared_digest(&e.config) {
-        check_bytes(&config_bytes, &declared, None, &format!("{declared} (config entry {})", e.config))?;
+        check_bytes(
+            &config_bytes,
+            &declared,
+            None,
+            &format!("{declared} (config entry {})", e.config),
+        )?;
     }
     let (cfg, diff_ids) = parse_config(&config_bytes, &what)?;
     if diff_ids.len() != e.layers.len() {
@@ -98,8 +115,16 @@ fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: &'static str
     let chains = chain_ids(&diff_ids);
     let mut layers = Vec::with_capacity(e.layers.len());
     let parents = std::iter::once(None).chain(chains.iter().cloned().map(Some));
-    for (((entry, diff_id), chain_id), parent) in e.layers.iter().zip(diff_ids).zip(chains.clone()).zip(parents) {
-        let declared = entry.strip_prefix("blobs/sha256/").and_then(|h| Digest::from_hex(h).ok());
+    for (((entry, diff_id), chain_id), parent) in e
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .zip(chains.clone())
+        .zip(parents)
+    {
+        let declared = entry
+            .strip_prefix("blobs/sha256/")
+            .and_then(|h| Digest::from_hex(h).ok());
         layers.push(LayerPlan {
             entry: entry.clone(),
             declared,

@@ -124,7 +124,8 @@ impl Store {
                 }
             }
         }
-        let (snaps, unpacked, reports) = self.ensure_layers(&source, &session, &layers, &opts.progress)?;
+        let (snaps, unpacked, reports) =
+            self.ensure_layers(&source, &session, &layers, &opts.progress)?;
         let mut warnings = plan.warnings.clone();
         warnings.extend(reports);
 
@@ -234,7 +235,10 @@ impl Store {
         };
         let (raw, _) = source.open(&layer.entry, &format!("layer {}", layer.diff_id))?;
         let spooled = source.spooled(&layer.entry);
-        let present = layer.declared.as_ref().is_some_and(|d| self.content().contains(d));
+        let present = layer
+            .declared
+            .as_ref()
+            .is_some_and(|d| self.content().contains(d));
         let ingest = if spooled.is_none() && !present {
             let p = session.temp_path("blob");
             let f = File::create(&p).ctx("create", &p)?;
@@ -249,13 +253,17 @@ impl Store {
         let tmp = session.temp_path("snap");
         fs::create_dir(&tmp).ctx("create", &tmp)?;
 
-        let mut hashed = HashingReader::new(TeeReader::new(ProgressReader { inner: raw, bar }, ingest_writer));
+        let mut hashed = HashingReader::new(TeeReader::new(
+            ProgressReader { inner: raw, bar },
+            ingest_writer,
+        ));
         let (diff_digest, unpacked_size, compression, report) = {
             let buf = BufReader::with_capacity(256 * 1024, &mut hashed);
-            let (compression, decoder) = Compression::decoder(buf).map_err(|source| Error::ReadArchive {
-                what: format!("layer {name}"),
-                source,
-            })?;
+            let (compression, decoder) =
+                Compression::decoder(buf).map_err(|source| Error::ReadArchive {
+                    what: format!("layer {name}"),
+                    source,
+                })?;
             let mut diff = HashingReader::new(decoder);
             let report = apply_layer(&mut diff, &tmp).map_err(|source| Error::Apply {
                 layer: name.clone(),
@@ -340,8 +348,13 @@ impl Store {
     }
 
     /// Store config and manifest blobs, then the image record and its tags.
-    fn record_image(&self, img: &ImagePlan, snaps: &HashMap<Digest, SnapshotInfo>) -> Result<ImportedImage> {
-        self.content().put_bytes(&img.config_digest, &img.config_bytes)?;
+    fn record_image(
+        &self,
+        img: &ImagePlan,
+        snaps: &HashMap<Digest, SnapshotInfo>,
+    ) -> Result<ImportedImage> {
+        self.content()
+            .put_bytes(&img.config_digest, &img.config_bytes)?;
         let mut layers = Vec::with_capacity(img.layers.len());
         for l in &img.layers {
             let info = snaps.get(&l.chain_id).ok_or_else(|| Error::Inconsistent {
@@ -349,8 +362,16 @@ impl Store {
                 detail: format!("layer {} has no snapshot", l.diff_id),
             })?;
             let (digest, media_type, size) = match &l.declared {
-                Some(d) => (d.clone(), l.media_type.clone(), l.declared_size.unwrap_or(info.blob_size)),
-                None => (info.blob.clone(), info.blob_media_type.clone(), info.blob_size),
+                Some(d) => (
+                    d.clone(),
+                    l.media_type.clone(),
+                    l.declared_size.unwrap_or(info.blob_size),
+                ),
+                None => (
+                    info.blob.clone(),
+                    info.blob_media_type.clone(),
+                    info.blob_size,
+                ),
             };
             layers.push(LayerRecord {
                 digest,
@@ -407,7 +428,8 @@ fn plan_source(source: &Source, platform: Option<&Platform>) -> Result<Plan> {
         return docker::plan(source, platform, "docker-archive");
     }
     let detail = if source.has("repositories") {
-        "it has a `repositories` file but no manifest.json (pre-Docker-1.10 save format)".to_string()
+        "it has a `repositories` file but no manifest.json (pre-Docker-1.10 save format)"
+            .to_string()
     } else {
         "no manifest.json or index.json at its top level".to_string()
     };
@@ -423,9 +445,8 @@ fn synthesize_manifest(img: &ImagePlan, layers: &[LayerRecord]) -> Result<Vec<u8
         image: img.config_digest.to_string(),
         detail: format!("cannot build a manifest: {e}"),
     };
-    let digest = |d: &Digest| -> Result<oci_spec::image::Digest> {
-        d.to_string().parse().map_err(bad)
-    };
+    let digest =
+        |d: &Digest| -> Result<oci_spec::image::Digest> { d.to_string().parse().map_err(bad) };
     let config = DescriptorBuilder::default()
         .media_type(MediaType::ImageConfig)
         .digest(digest(&img.config_digest)?)

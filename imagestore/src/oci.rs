@@ -16,7 +16,8 @@ use crate::docker;
 use crate::error::{Error, Result};
 use crate::images::normalize_reference;
 use crate::plan::{
-    chain_ids, compute_diff_id, config_platform, is_layer_media_type, parse_config, read_blob, ImagePlan, LayerPlan, Plan,
+    chain_ids, compute_diff_id, config_platform, is_layer_media_type, parse_config, read_blob,
+    ImagePlan, LayerPlan, Plan,
 };
 use crate::platform::Platform;
 use crate::source::Source;
@@ -44,7 +45,10 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>) -> Result<Plan> {
         detail: e.to_string(),
     })?;
     let docker_manifest = source.has("manifest.json");
-    let listed = value.get("manifests").and_then(|m| m.as_array()).map(|m| !m.is_empty());
+    let listed = value
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .map(|m| !m.is_empty());
     if listed != Some(true) {
         if docker_manifest {
             return docker::plan(source, wanted, "docker-archive (OCI layout)");
@@ -63,7 +67,11 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>) -> Result<Plan> {
         what: "index.json".into(),
         detail: e.to_string(),
     })?;
-    let format = if docker_manifest { "docker-archive (OCI layout)" } else { "oci" };
+    let format = if docker_manifest {
+        "docker-archive (OCI layout)"
+    } else {
+        "oci"
+    };
     let mut walk = Walk {
         source,
         wanted,
@@ -73,11 +81,12 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>) -> Result<Plan> {
         single_fallback: false,
         format,
     };
-    let extra_tags = if docker_manifest { docker::repo_tags(source) } else { Vec::new() };
-    for d in index.manifests() {
-        let refs = descriptor_refs(d, &source.input);
-        walk.descriptor(d, refs, 0, index.manifests().len())?;
-    }
+    let extra_tags = if docker_manifest {
+        docker::repo_tags(source)
+    } else {
+        Vec::new()
+    };
+    walk.index(&index, None, 0)?;
     for img in &mut walk.plan.images {
         for (cfg, r) in &extra_tags {
             if cfg == &img.config_digest && !img.refs.contains(r) {
@@ -128,12 +137,22 @@ fn descriptor_refs(d: &Descriptor, input: &str) -> Vec<String> {
 
 /// A repository name from the input's base name (`trivy-test_image_tag.oci` → `trivy-test_image_tag`).
 fn layout_name(input: &str) -> String {
-    let base = input.trim_end_matches('/').rsplit('/').next().unwrap_or("oci");
+    let base = input
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("oci");
     let base = base.split('.').next().unwrap_or(base);
     let clean: String = base
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if clean.is_empty() || input == "<stdin>" {
         "oci".into()
@@ -153,7 +172,13 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn descriptor(&mut self, d: &Descriptor, refs: Vec<String>, depth: usize, siblings: usize) -> Result<()> {
+    fn descriptor(
+        &mut self,
+        d: &Descriptor,
+        refs: Vec<String>,
+        depth: usize,
+        siblings: usize,
+    ) -> Result<()> {
         let mt = d.media_type().to_string();
         let digest = Digest::parse(&d.digest().to_string())?;
         if depth > MAX_DEPTH {
@@ -172,7 +197,7 @@ impl Walk<'_> {
                 what: format!("image index {digest}"),
                 detail: e.to_string(),
             })?;
-            return self.index(&index, refs, depth + 1);
+            return self.index(&index, Some(refs), depth + 1);
         }
         if MANIFEST_TYPES.contains(&mt.as_str()) {
             if d.artifact_type().is_some() {
@@ -181,11 +206,25 @@ impl Walk<'_> {
             }
             return self.manifest(d, &digest, refs, siblings);
         }
-        self.skipped.push(format!("{digest}: media type {mt} is not an image"));
+        self.skipped
+            .push(format!("{digest}: media type {mt} is not an image"));
         Ok(())
     }
 
-    fn index(&mut self, index: &ImageIndex, refs: Vec<String>, depth: usize) -> Result<()> {
+    /// Walk an index. `inherited` names the images below a nested index;
+    /// at the top level each descriptor's own annotations name it.
+    fn index(
+        &mut self,
+        index: &ImageIndex,
+        inherited: Option<Vec<String>>,
+        depth: usize,
+    ) -> Result<()> {
+        let input = self.source.input.clone();
+        let refs_of = |d: &Descriptor| {
+            inherited
+                .clone()
+                .unwrap_or_else(|| descriptor_refs(d, &input))
+        };
         let kids: Vec<&Descriptor> = index.manifests().iter().collect();
         let with_platform: Vec<&Descriptor> = kids
             .iter()
@@ -194,15 +233,15 @@ impl Walk<'_> {
             .collect();
         if with_platform.is_empty() {
             for d in kids {
-                self.descriptor(d, refs.clone(), depth, index.manifests().len())?;
+                self.descriptor(d, refs_of(d), depth, index.manifests().len())?;
             }
             return Ok(());
         }
         let want = self.wanted.cloned().unwrap_or_else(Platform::host);
-        let mut chosen: Option<&Descriptor> = with_platform.iter().copied().find(|d| {
-            let p = d.platform().as_ref().expect("filtered");
-            want.matches(&Platform::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref()))
-        });
+        let mut chosen: Option<&Descriptor> = with_platform
+            .iter()
+            .copied()
+            .find(|d| descriptor_platform(d).is_some_and(|p| want.matches(&p)));
         if chosen.is_none() && self.wanted.is_none() && with_platform.len() == 1 {
             chosen = Some(with_platform[0]);
             self.single_fallback = true;
@@ -210,26 +249,37 @@ impl Walk<'_> {
         let Some(chosen) = chosen else {
             let available: Vec<String> = with_platform
                 .iter()
-                .filter_map(|d| d.platform().as_ref())
-                .map(|p| Platform::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref()).to_string())
+                .filter_map(|d| descriptor_platform(d))
+                .map(|p| p.to_string())
                 .collect();
             return Err(Error::PlatformNotFound {
                 wanted: want.to_string(),
                 available: available.join(", "),
             });
         };
-        self.descriptor(chosen, refs.clone(), depth, 1)?;
+        self.descriptor(chosen, refs_of(chosen), depth, 1)?;
         // Entries without a platform in a platform index are other images.
         for d in kids.iter().filter(|d| d.platform().is_none()) {
-            self.descriptor(d, refs.clone(), depth, index.manifests().len())?;
+            self.descriptor(d, refs_of(d), depth, index.manifests().len())?;
         }
         Ok(())
     }
 
-    fn manifest(&mut self, d: &Descriptor, digest: &Digest, refs: Vec<String>, siblings: usize) -> Result<()> {
+    fn manifest(
+        &mut self,
+        d: &Descriptor,
+        digest: &Digest,
+        refs: Vec<String>,
+        siblings: usize,
+    ) -> Result<()> {
         if !self.seen.insert(digest.clone()) {
             // Shared by several indexes: import once, keep every name.
-            if let Some(img) = self.plan.images.iter_mut().find(|i| i.manifest.as_ref().map(|m| &m.0) == Some(digest)) {
+            if let Some(img) = self
+                .plan
+                .images
+                .iter_mut()
+                .find(|i| i.manifest.as_ref().map(|m| &m.0) == Some(digest))
+            {
                 for r in refs {
                     if !img.refs.contains(&r) {
                         img.refs.push(r);
@@ -238,7 +288,11 @@ impl Walk<'_> {
             }
             return Ok(());
         }
-        let data = read_blob(self.source, digest, Some(d.size()), "image manifest")?;
+        let what = match descriptor_platform(d) {
+            Some(p) => format!("image manifest for {p}"),
+            None => "image manifest".to_string(),
+        };
+        let data = read_blob(self.source, digest, Some(d.size()), &what)?;
         let manifest = ImageManifest::from_reader(&data[..]).map_err(|e| Error::BadJson {
             what: format!("image manifest {digest}"),
             detail: e.to_string(),
@@ -246,14 +300,23 @@ impl Walk<'_> {
         let cfg_mt = manifest.config().media_type().to_string();
         let image_config = CONFIG_TYPES.contains(&cfg_mt.as_str());
         let tar_layers = !manifest.layers().is_empty()
-            && manifest.layers().iter().all(|l| is_layer_media_type(&l.media_type().to_string()));
+            && manifest
+                .layers()
+                .iter()
+                .all(|l| is_layer_media_type(&l.media_type().to_string()));
         if manifest.artifact_type().is_some() || (!image_config && !tar_layers) {
-            self.skipped.push(format!("{digest}: artifact (config media type {cfg_mt})"));
+            self.skipped
+                .push(format!("{digest}: artifact (config media type {cfg_mt})"));
             return Ok(());
         }
         let cfg_digest = Digest::parse(&manifest.config().digest().to_string())?;
         let what = format!("image config of manifest {digest}");
-        let config_bytes = read_blob(self.source, &cfg_digest, Some(manifest.config().size()), &what)?;
+        let config_bytes = read_blob(
+            self.source,
+            &cfg_digest,
+            Some(manifest.config().size()),
+            &what,
+        )?;
         let parsed = parse_config(&config_bytes, &format!("{what} ({cfg_digest})"));
         let (platform, diff_ids) = match parsed {
             Ok((cfg, diff_ids)) => (config_platform(&cfg), diff_ids),
@@ -268,12 +331,13 @@ impl Walk<'_> {
                 let mut ids = Vec::new();
                 for l in manifest.layers() {
                     let ld = Digest::parse(&l.digest().to_string())?;
-                    ids.push(compute_diff_id(self.source, &format!("blobs/sha256/{}", ld.hex()), &ld)?);
+                    ids.push(compute_diff_id(
+                        self.source,
+                        &format!("blobs/sha256/{}", ld.hex()),
+                        &ld,
+                    )?);
                 }
-                let platform = d
-                    .platform()
-                    .as_ref()
-                    .map(|p| Platform::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref()))
+                let platform = descriptor_platform(d)
                     .unwrap_or_else(|| Platform::new("unknown", "unknown", None));
                 (platform, ids)
             }
@@ -290,7 +354,8 @@ impl Walk<'_> {
         }
         if let Some(w) = self.wanted {
             if d.platform().is_none() && !w.matches(&platform) {
-                self.skipped.push(format!("{digest}: platform {platform}, not {w}"));
+                self.skipped
+                    .push(format!("{digest}: platform {platform}, not {w}"));
                 return Ok(());
             }
         } else if platform != Platform::host() && (siblings == 1 || self.single_fallback) {
@@ -302,7 +367,13 @@ impl Walk<'_> {
         let chains = chain_ids(&diff_ids);
         let mut layers = Vec::new();
         let parents = std::iter::once(None).chain(chains.iter().cloned().map(Some));
-        for (((l, diff_id), chain_id), parent) in manifest.layers().iter().zip(diff_ids).zip(chains.clone()).zip(parents) {
+        for (((l, diff_id), chain_id), parent) in manifest
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .zip(chains.clone())
+            .zip(parents)
+        {
             let lmt = l.media_type().to_string();
             let ld = Digest::parse(&l.digest().to_string())?;
             if !is_layer_media_type(&lmt) {
@@ -336,11 +407,25 @@ impl Walk<'_> {
 
 fn is_attestation(d: &Descriptor) -> bool {
     let ann = d.annotations().as_ref();
-    if ann.and_then(|a| a.get("vnd.docker.reference.type")).map(|v| v == "attestation-manifest") == Some(true) {
+    if ann
+        .and_then(|a| a.get("vnd.docker.reference.type"))
+        .map(|v| v == "attestation-manifest")
+        == Some(true)
+    {
         return true;
     }
     d.platform()
         .as_ref()
         .map(|p| p.os().to_string() == "unknown" && p.architecture().to_string() == "unknown")
         .unwrap_or(false)
+}
+
+fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
+    d.platform().as_ref().map(|p| {
+        Platform::new(
+            &p.os().to_string(),
+            &p.architecture().to_string(),
+            p.variant().as_deref(),
+        )
+    })
 }

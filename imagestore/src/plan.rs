@@ -73,7 +73,12 @@ pub(crate) fn is_layer_media_type(mt: &str) -> bool {
 }
 
 /// Read a blob by digest from `blobs/sha256/<hex>`, checking digest and size.
-pub(crate) fn read_blob(source: &Source, digest: &Digest, size: Option<u64>, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_blob(
+    source: &Source,
+    digest: &Digest,
+    size: Option<u64>,
+    what: &str,
+) -> Result<Vec<u8>> {
     let entry = format!("blobs/sha256/{}", digest.hex());
     if !source.has(&entry) {
         return Err(Error::MissingBlob {
@@ -87,7 +92,12 @@ pub(crate) fn read_blob(source: &Source, digest: &Digest, size: Option<u64>, wha
 }
 
 /// Check bytes against a declared digest and size.
-pub(crate) fn check_bytes(data: &[u8], digest: &Digest, size: Option<u64>, what: &str) -> Result<()> {
+pub(crate) fn check_bytes(
+    data: &[u8],
+    digest: &Digest,
+    size: Option<u64>,
+    what: &str,
+) -> Result<()> {
     let actual = Digest::of_bytes(data);
     if &actual != digest {
         return Err(Error::DigestMismatch {
@@ -153,9 +163,11 @@ pub(crate) fn compute_diff_id(source: &Source, entry: &str, declared: &Digest) -
     let (raw, _) = source.open(entry, &format!("layer {declared}"))?;
     let mut hashed = HashingReader::new(raw);
     let diff = {
-        let (_, dec) = Compression::decoder(BufReader::new(&mut hashed)).map_err(|source| Error::ReadArchive {
-            what: format!("layer {declared}"),
-            source,
+        let (_, dec) = Compression::decoder(BufReader::new(&mut hashed)).map_err(|source| {
+            Error::ReadArchive {
+                what: format!("layer {declared}"),
+                source,
+            }
         })?;
         let mut diff = HashingReader::new(dec);
         diff.drain().map_err(|source| Error::ReadArchive {

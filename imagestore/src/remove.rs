@@ -23,7 +23,9 @@ impl Store {
         let _shared = self.lock_shared()?;
         let rec = self.resolve(reference)?;
         let tags = self.images().tags_of(&rec.id)?;
-        let as_tag = normalize_reference(reference).ok().filter(|r| tags.contains(r));
+        let as_tag = normalize_reference(reference)
+            .ok()
+            .filter(|r| tags.contains(r));
         let mut report = RemoveReport {
             untagged: Vec::new(),
             deleted: None,

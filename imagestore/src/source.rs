@@ -48,9 +48,17 @@ const MAX_LINK_DEPTH: usize = 16;
 #[derive(Debug, Clone)]
 enum Loc {
     /// A byte range of a file (a tar member in place, or a whole file).
-    Range { path: PathBuf, offset: u64, size: u64 },
+    Range {
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+    },
     /// A file in the session's ingest area, already hashed.
-    Spooled { path: PathBuf, size: u64, digest: Digest },
+    Spooled {
+        path: PathBuf,
+        size: u64,
+        digest: Digest,
+    },
 }
 
 /// Named entries of an input archive.
@@ -115,7 +123,10 @@ impl Source {
                 (&mut stdin)
                     .take(512)
                     .read_to_end(&mut prefix)
-                    .map_err(|source| Error::ReadArchive { what: name.clone(), source })?;
+                    .map_err(|source| Error::ReadArchive {
+                        what: name.clone(),
+                        source,
+                    })?;
                 let mut reader =
                     BufReader::with_capacity(256 * 1024, io::Cursor::new(prefix).chain(stdin));
                 match sniff(&mut reader, &name)? {
@@ -127,8 +138,12 @@ impl Source {
                         session,
                     ),
                     Kind::Zstd => {
-                        let dec = zstd::Decoder::with_buffer(reader)
-                            .map_err(|source| Error::ReadArchive { what: name.clone(), source })?;
+                        let dec = zstd::Decoder::with_buffer(reader).map_err(|source| {
+                            Error::ReadArchive {
+                                what: name.clone(),
+                                source,
+                            }
+                        })?;
                         Source::spool(name, "zstd", BufReader::new(dec), session)
                     }
                 }
@@ -141,10 +156,12 @@ impl Source {
         let mut archive = tar::Archive::new(file);
         let mut entries = HashMap::new();
         let mut links = HashMap::new();
-        let iter = archive.entries_with_seek().map_err(|source| Error::ReadArchive {
-            what: input.clone(),
-            source,
-        })?;
+        let iter = archive
+            .entries_with_seek()
+            .map_err(|source| Error::ReadArchive {
+                what: input.clone(),
+                source,
+            })?;
         let mut last = String::from("<start>");
         for entry in iter {
             let entry = entry.map_err(|source| Error::ReadArchive {
@@ -167,7 +184,8 @@ impl Source {
                     );
                 }
                 t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
-                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref()) {
+                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref())
+                    {
                         links.insert(name, target);
                     }
                 }
@@ -184,7 +202,12 @@ impl Source {
     }
 
     /// Stream a tar once, spooling each member into the session (hashed).
-    fn spool<R: Read>(input: String, wrapper: &'static str, reader: R, session: &Session) -> Result<Source> {
+    fn spool<R: Read>(
+        input: String,
+        wrapper: &'static str,
+        reader: R,
+        session: &Session,
+    ) -> Result<Source> {
         let mut archive = tar::Archive::new(reader);
         let mut entries = HashMap::new();
         let mut links = HashMap::new();
@@ -209,10 +232,12 @@ impl Source {
                     let mut out = File::create(&path).ctx("create", &path)?;
                     let mut hashing = HashingReader::new(&mut entry);
                     loop {
-                        let n = hashing.read(&mut buf).map_err(|source| Error::ReadArchive {
-                            what: format!("{input}: entry {name}"),
-                            source,
-                        })?;
+                        let n = hashing
+                            .read(&mut buf)
+                            .map_err(|source| Error::ReadArchive {
+                                what: format!("{input}: entry {name}"),
+                                source,
+                            })?;
                         if n == 0 {
                             break;
                         }
@@ -222,7 +247,8 @@ impl Source {
                     entries.insert(name, Loc::Spooled { path, size, digest });
                 }
                 t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
-                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref()) {
+                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref())
+                    {
                         links.insert(name, target);
                     }
                 }
@@ -289,13 +315,15 @@ impl Source {
                 let f = File::open(path).ctx("open", path)?;
                 Ok((Box::new(f), *size))
             }
-                    }
+        }
     }
 
     /// The spooled file and its digest, when the entry was streamed into ingest.
     pub(crate) fn spooled(&self, name: &str) -> Option<(PathBuf, Digest)> {
         match self.resolve(name) {
-            Ok((_, Some(Loc::Spooled { path, digest, .. }))) => Some((path.clone(), digest.clone())),
+            Ok((_, Some(Loc::Spooled { path, digest, .. }))) => {
+                Some((path.clone(), digest.clone()))
+            }
             _ => None,
         }
     }
@@ -338,8 +366,13 @@ fn link_target(name: &str, kind: tar::EntryType, target: Option<&[u8]>) -> Optio
 /// Open a file beneath a directory; symlinks inside it are followed only
 /// while they stay beneath it.
 fn open_beneath(dir: &Path, name: &str) -> io::Result<File> {
-    let clean = clean_name(name.as_bytes()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-    let dirfd = nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    let clean =
+        clean_name(name.as_bytes()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let dirfd = nix::fcntl::open(
+        dir,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
     // SAFETY: `open` just returned this fd and nothing else owns it.
     let dirfd = unsafe { OwnedFd::from_raw_fd(dirfd) };
     let how = OpenHow::new()
