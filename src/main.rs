@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod image_cmd;
 mod run_cmd;
 
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Run a job from an image, like `docker run`.
     Run(run_cmd::RunArgs),
+    /// Measure skiff against other tools on this host.
+    Bench(bench_cmd::BenchArgs),
     /// Find and clean up after jobs whose `skiff` was killed.
     Gc(run_cmd::GcArgs),
     /// Internal: a single-threaded launcher process serving a pool.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),
         Command::Run(args) => run_cmd::run(&cli.root, args),
+        Command::Bench(args) => bench_cmd::run(&cli.root, args).map(|()| 0u8),
         Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
         Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),
     };
