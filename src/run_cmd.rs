@@ -1,7 +1,12 @@
-//! `skiff run`, `skiff gc` and the hidden launcher subcommand.
-//! (Placeholder: owned by the runtime work.)
+//! `skiff run`, `skiff gc` and the hidden `skiff launcher` subcommand.
+//! Argument parsing only: the work is in the `runtime` crate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use imagestore::{ImportOptions, Input, Store};
+use runtime::job::{parse_bytes, parse_duration};
+use runtime::{Backend, JobIo, JobSpec, Limits, Runner, ScratchMode, SeccompMode};
 
 /// Exit status when skiff itself fails.
 pub const EXIT_SKIFF_FAILED: u8 = 125;
@@ -9,29 +14,230 @@ pub const EXIT_SKIFF_FAILED: u8 = 125;
 /// Arguments of `skiff run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Image reference or archive path.
-    pub image: String,
-    /// Command and arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from skiff's).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the job (created if missing).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User: user, uid, user:group or uid:gid (from the image's /etc/passwd and /etc/group).
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Override the image's ENTRYPOINT ("" clears it; the image's CMD is dropped too).
+    #[arg(long, allow_hyphen_values = true)]
+    pub entrypoint: Option<String>,
+    /// Hostname (default: the first 12 characters of the job name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit, e.g. 64m or 1g.
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU quota in CPUs, e.g. 0.5.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes.
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<i64>,
+    /// Network: none (a new namespace with lo up) or host.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro].
+    #[arg(long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs at PATH.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Keep stdin open and copy it to the job.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Stop the job after DURATION (e.g. 30s): SIGTERM, then SIGKILL after --stop-timeout.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Grace period between SIGTERM and SIGKILL.
+    #[arg(long = "stop-timeout", default_value = "10s")]
+    pub stop_timeout: String,
+    /// Job name (default: random).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Runtime: libcontainer (in-process, default), runc, crun, youki or a path.
+    #[arg(long, env = "SKIFF_RUNTIME", default_value = "libcontainer")]
+    pub runtime: String,
+    /// Accepted for docker compatibility: jobs are always removed.
+    #[arg(long)]
+    pub rm: bool,
+    /// Add a capability (or ALL).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined.
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Where the writable layer lives: tmpfs (default) or disk.
+    #[arg(long, default_value = "tmpfs")]
+    pub scratch: String,
+    /// Print a JSON result object on stdout after the job's output.
+    #[arg(long)]
+    pub json: bool,
+    /// IMAGE (a store reference, or an archive path to import first), then COMMAND [ARG...].
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub image_and_command: Vec<String>,
 }
 
 /// Arguments of `skiff gc`.
 #[derive(Debug, clap::Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Arguments of the hidden launcher subcommand.
 #[derive(Debug, clap::Args)]
 pub struct LauncherArgs {}
 
-/// Run a job.
-pub fn run(_root: &Path, _args: RunArgs) -> anyhow::Result<u8> {
-    anyhow::bail!("skiff run is not implemented yet")
+fn looks_like_archive(image: &str) -> bool {
+    let p = Path::new(image);
+    (image.contains('/')
+        || image.ends_with(".tar")
+        || image.contains(".tar.")
+        || image.ends_with(".tgz"))
+        && p.exists()
+}
+
+/// Resolve IMAGE: an archive path is imported first and its image id used.
+fn image_reference(store: &Store, image: &str) -> anyhow::Result<String> {
+    if !looks_like_archive(image) {
+        return Ok(image.to_string());
+    }
+    let report = store
+        .import(
+            &Input::Path(PathBuf::from(image)),
+            &ImportOptions::default(),
+        )
+        .with_context(|| format!("importing {image}"))?;
+    match report.images.as_slice() {
+        [one] => Ok(one.id.to_string()),
+        _ => anyhow::bail!(
+            "{image} holds {} images; import it with `skiff image import` and run one by reference",
+            report.images.len()
+        ),
+    }
+}
+
+fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
+    let host_env = |k: &str| std::env::var(k).ok();
+    let mut env = Vec::new();
+    for f in &args.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading env file {}", f.display()))?;
+        env.extend(runtime::image_process::parse_env_file(&text, host_env));
+    }
+    env.extend(
+        args.env
+            .iter()
+            .filter_map(|e| runtime::image_process::expand_env_arg(e, host_env)),
+    );
+    let mut seccomp = SeccompMode::Default;
+    for opt in &args.security_opt {
+        match opt.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp = SeccompMode::Unconfined,
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {}
+            _ => {
+                anyhow::bail!("unsupported --security-opt {opt:?} (supported: seccomp=unconfined)")
+            }
+        }
+    }
+    let scratch = match args.scratch.as_str() {
+        "tmpfs" => ScratchMode::Tmpfs,
+        "disk" => ScratchMode::Disk,
+        s => anyhow::bail!("invalid --scratch {s:?}: expected tmpfs or disk"),
+    };
+    let mut it = args.image_and_command.iter().skip(1);
+    let command: Vec<String> = it.by_ref().cloned().collect();
+    Ok(JobSpec {
+        name: args.name.clone().unwrap_or_default(),
+        command,
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            }
+        }),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        limits: Limits {
+            memory_bytes: args.memory.as_deref().map(parse_bytes).transpose()?,
+            cpus: args.cpus,
+            cpu_shares: args.cpu_shares,
+            pids: args.pids_limit,
+        },
+        network: args.network.parse()?,
+        read_only: args.read_only,
+        volumes: args
+            .volume
+            .iter()
+            .map(|v| v.parse())
+            .collect::<Result<_, _>>()?,
+        tmpfs: args.tmpfs.clone(),
+        cap_add: args.cap_add.clone(),
+        cap_drop: args.cap_drop.clone(),
+        seccomp,
+        stdin: args.interactive,
+        timeout: args.timeout.as_deref().map(parse_duration).transpose()?,
+        stop_timeout: parse_duration(&args.stop_timeout)?,
+        scratch,
+    })
+}
+
+/// Run a job; returns its docker-style exit status.
+pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
+    let job = job_spec(&args)?;
+    let backend = Backend::parse(&args.runtime)?;
+    let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
+    let image = image_reference(&store, &args.image_and_command[0])?;
+    let mut runner = Runner::new(store)?;
+    let result = runner.run(&image, job, &backend, JobIo::Inherit)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    }
+    Ok(result.exit_code.clamp(0, 255) as u8)
 }
 
 /// Clean up after killed jobs.
-pub fn gc(_root: &Path, _args: GcArgs) -> anyhow::Result<()> {
-    anyhow::bail!("skiff gc is not implemented yet")
+pub fn gc(root: &Path, args: GcArgs) -> anyhow::Result<()> {
+    let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
+    let cgroups = runtime::cgroups::detect(&runtime::cgroups::group_key(store.root()))?;
+    let report = runtime::gc::collect(&store.root().join("run"), cgroups.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "removed {} orphaned job(s), killed {} process(es), removed {} stray cgroup(s)",
+            report.jobs.len(),
+            report.killed,
+            report.stray_cgroups.len()
+        );
+    }
+    Ok(())
 }
 
 /// Serve launches for a pool.

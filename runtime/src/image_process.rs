@@ -22,7 +22,11 @@ pub fn process_args(
         Some(ep) => (ep, &[]),
         None => (image_entrypoint.unwrap_or(&[]), image_cmd.unwrap_or(&[])),
     };
-    let cmd = if command.is_empty() { default_cmd } else { command };
+    let cmd = if command.is_empty() {
+        default_cmd
+    } else {
+        command
+    };
     let args: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
     if args.is_empty() {
         return Err(Error::NoCommand);
@@ -37,9 +41,14 @@ fn key_of(entry: &str) -> &str {
 /// The environment: the image's Env, then the overrides (a later `KEY=…`
 /// replaces an earlier one in place), a default PATH if there is none,
 /// `HOSTNAME`, and `HOME` from the user's passwd entry if unset.
-pub fn merge_env(image_env: &[String], overrides: &[String], hostname: &str, home: &str) -> Vec<String> {
+pub fn merge_env(
+    image_env: &[String],
+    overrides: &[String],
+    hostname: &str,
+    home: &str,
+) -> Vec<String> {
     let mut env: Vec<String> = Vec::with_capacity(image_env.len() + overrides.len() + 3);
-    let mut set = |env: &mut Vec<String>, entry: &str| {
+    let set = |env: &mut Vec<String>, entry: &str| {
         if !entry.contains('=') {
             return;
         }
@@ -50,7 +59,11 @@ pub fn merge_env(image_env: &[String], overrides: &[String], hostname: &str, hom
             env.push(entry.to_string());
         }
     };
-    if !image_env.iter().chain(overrides).any(|e| key_of(e) == "PATH") {
+    if !image_env
+        .iter()
+        .chain(overrides)
+        .any(|e| key_of(e) == "PATH")
+    {
         set(&mut env, &format!("PATH={DEFAULT_PATH}"));
     }
     set(&mut env, &format!("HOSTNAME={hostname}"));

@@ -78,7 +78,9 @@ impl std::str::FromStr for Volume {
             _ => return Err(bad("expected HOST:CONTAINER[:ro|rw]")),
         };
         if !host.starts_with('/') {
-            return Err(bad("the host path must be absolute (named volumes are not supported)"));
+            return Err(bad(
+                "the host path must be absolute (named volumes are not supported)",
+            ));
         }
         if !target.starts_with('/') || target == "/" {
             return Err(bad("the container path must be absolute and not /"));
@@ -180,7 +182,9 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let n: f64 = num.parse().map_err(|_| bad("expected a number with an optional k, m, g or t suffix"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| bad("expected a number with an optional k, m, g or t suffix"))?;
     if !(n.is_finite() && n >= 0.0) {
         return Err(bad("must not be negative"));
     }
@@ -229,7 +233,10 @@ mod tests {
 
     #[test]
     fn test_parse_duration_units() {
-        assert_eq!(parse_duration("500ms").expect("ok"), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("500ms").expect("ok"),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_duration("2").expect("ok"), Duration::from_secs(2));
         assert_eq!(parse_duration("1.5m").expect("ok"), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err());

@@ -57,7 +57,12 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
             gid: f[2].parse().ok()?,
             members: f
                 .get(3)
-                .map(|m| m.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+                .map(|m| {
+                    m.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default(),
         })
     })
@@ -69,7 +74,8 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 /// - a name must exist; a number need not (it then has home `/`, gid 0);
 /// - without a group, the primary gid comes from passwd and the
 ///   supplementary groups are those that list the user;
-/// - with a group, that is the only group.
+/// - with a group, that is the only group;
+/// - the primary group is always among the supplementary ones.
 pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ExecUser> {
     let (user_part, group_part) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -88,8 +94,13 @@ pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Re
         (None, Some(uid)) => (uid, 0, "/".to_string(), None),
         (None, None) => return Err(Error::UserNotFound(user_part.to_string())),
     };
-    let home = if home.is_empty() { "/".to_string() } else { home };
+    let home = if home.is_empty() {
+        "/".to_string()
+    } else {
+        home
+    };
     let mut additional_gids = Vec::new();
+    let explicit_group = group_part.is_some_and(|g| !g.is_empty());
     match group_part.filter(|g| !g.is_empty()) {
         Some(g) => {
             let numeric_gid: Option<u32> = g.parse().ok();
@@ -106,6 +117,9 @@ pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Re
             };
         }
         None => {
+            // Like Docker (runc's GetExecUser since the 2023 supplementary
+            // group fix): the primary group is a supplementary group too.
+            additional_gids.push(gid);
             if let (Some(name), Some(t)) = (&name, group) {
                 for e in group_entries(t) {
                     if e.members.iter().any(|m| m == name) && !additional_gids.contains(&e.gid) {
@@ -114,6 +128,9 @@ pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Re
                 }
             }
         }
+    }
+    if explicit_group {
+        additional_gids.push(gid);
     }
     Ok(ExecUser {
         uid,
@@ -134,7 +151,7 @@ mod tests {
     fn test_resolve_user_by_name_with_groups() {
         let u = resolve_user("app", Some(PASSWD), Some(GROUP)).expect("ok");
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.additional_gids, vec![2000]);
+        assert_eq!(u.additional_gids, vec![1000, 2000]);
         assert_eq!(u.home, "/home/app");
     }
 
@@ -156,7 +173,7 @@ mod tests {
     fn test_resolve_user_explicit_group_replaces_supplementary() {
         let u = resolve_user("app:extra", Some(PASSWD), Some(GROUP)).expect("ok");
         assert_eq!((u.uid, u.gid), (1000, 2000));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![2000]);
         let u = resolve_user("1000:1000", Some(PASSWD), Some(GROUP)).expect("ok");
         assert_eq!((u.uid, u.gid), (1000, 1000));
     }

@@ -1,0 +1,238 @@
+//! Launch backends: libcontainer in-process (the default), or an external
+//! OCI runtime binary given the same `config.json` in a bundle.
+//!
+//! Both take a prepared bundle and the job's stdio, and return the pid to
+//! wait for and the pid to signal.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+
+use crate::error::{Error, Result};
+use crate::exec::SkiffExecutor;
+
+/// Which runtime launches the job.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// youki's libcontainer, in this (single-threaded) process.
+    #[default]
+    Libcontainer,
+    /// An OCI runtime binary (`runc`, `crun`, `youki` or a path), run as
+    /// `RUNTIME --root DIR run --bundle BUNDLE ID`.
+    Binary(PathBuf),
+}
+
+impl Backend {
+    /// Parse `--runtime`: `libcontainer` (or empty), a name looked up in
+    /// PATH, or a path.
+    pub fn parse(s: &str) -> Result<Backend> {
+        if s.is_empty() || s == "libcontainer" || s == "skiff" {
+            return Ok(Backend::Libcontainer);
+        }
+        if s.contains('/') {
+            return Ok(Backend::Binary(PathBuf::from(s)));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(s);
+            if p.is_file() {
+                return Ok(Backend::Binary(p));
+            }
+        }
+        Err(Error::InvalidOption {
+            what: "runtime",
+            value: s.to_string(),
+            detail: "not found in PATH".into(),
+        })
+    }
+
+    /// Short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Libcontainer => "libcontainer".into(),
+            Backend::Binary(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The job's standard streams (container ends).
+#[derive(Debug)]
+pub struct JobStdio {
+    /// stdin (a pipe or /dev/null).
+    pub stdin: OwnedFd,
+    /// stdout pipe.
+    pub stdout: OwnedFd,
+    /// stderr pipe.
+    pub stderr: OwnedFd,
+}
+
+/// A started job.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    /// The process to wait for: the job's init (libcontainer) or the runtime binary.
+    pub wait_pid: i32,
+    /// The job's init, when known.
+    pub init_pid: Option<i32>,
+    /// Milliseconds spent creating the container.
+    pub create_ms: f64,
+    /// Milliseconds spent starting it.
+    pub start_ms: f64,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Create and start through libcontainer. Must be called from a
+/// single-threaded process, one launch at a time.
+///
+/// `on_created` runs between create and start with the init pid (to record
+/// it for `gc` and to bring `lo` up).
+pub fn launch_libcontainer(
+    id: &str,
+    bundle: &Path,
+    state_root: &Path,
+    stdio: JobStdio,
+    on_created: &mut dyn FnMut(i32) -> Result<()>,
+) -> Result<Started> {
+    let t = Instant::now();
+    let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(SkiffExecutor)
+        .with_root_path(state_root)
+        .map_err(Error::ContainerCreate)?
+        .with_stdin(stdio.stdin)
+        .with_stdout(stdio.stdout)
+        .with_stderr(stdio.stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(false)
+        .build()
+        .map_err(Error::ContainerCreate)?;
+    let create_ms = ms_since(t);
+    let pid = container
+        .pid()
+        .ok_or_else(|| Error::BuildSpec("created container has no pid".into()))?
+        .as_raw();
+    on_created(pid)?;
+    let t = Instant::now();
+    container.start().map_err(Error::ContainerStart)?;
+    Ok(Started {
+        wait_pid: pid,
+        init_pid: Some(pid),
+        create_ms,
+        start_ms: ms_since(t),
+    })
+}
+
+/// Run `RUNTIME --root ROOT run --bundle BUNDLE ID` as a child. The runtime
+/// stays the job's parent and exits with its status.
+pub fn launch_binary(
+    runtime: &Path,
+    id: &str,
+    bundle: &Path,
+    state_root: &Path,
+    stdio: JobStdio,
+    hybrid_cgroups: bool,
+) -> Result<Started> {
+    let t = Instant::now();
+    let is_crun = runtime
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("crun"));
+    if is_crun && hybrid_cgroups {
+        hide_unified_controllers(state_root)?;
+    }
+    let child = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(state_root)
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg(id)
+        .stdin(std::process::Stdio::from(stdio.stdin))
+        .stdout(std::process::Stdio::from(stdio.stdout))
+        .stderr(std::process::Stdio::from(stdio.stderr))
+        .spawn()
+        .map_err(|e| Error::RuntimeBinary {
+            runtime: runtime.display().to_string(),
+            detail: format!("cannot start it: {e}"),
+        })?;
+    let pid = child.id() as i32;
+    // The Child handle would not reap; the supervisor waits on the pid.
+    std::mem::forget(child);
+    Ok(Started {
+        wait_pid: pid,
+        init_pid: None,
+        create_ms: ms_since(t),
+        start_ms: 0.0,
+    })
+}
+
+/// crun 1.8 refuses hybrid hosts because `/sys/fs/cgroup/unified/cgroup.controllers`
+/// is not empty. The launcher is in a private mount namespace already, so an
+/// empty file bound over it is seen by crun only (HOST-FACTS.md).
+fn hide_unified_controllers(scratch: &Path) -> Result<()> {
+    let target = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
+    if !target.exists() {
+        return Ok(());
+    }
+    let empty = scratch.join("empty-controllers");
+    std::fs::write(&empty, "").map_err(|e| Error::io("write", &empty, e))?;
+    nix::mount::mount(
+        Some(&empty),
+        target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::Mount {
+        what: "empty cgroup.controllers (crun hybrid workaround)",
+        target: target.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Bring `lo` up in the network namespace of `pid` (Docker does this for
+/// `--network none`; libcontainer does not).
+pub fn loopback_up(pid: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let own = std::fs::File::open("/proc/self/ns/net")
+        .map_err(|e| Error::io("open", "/proc/self/ns/net", e))?;
+    let path = format!("/proc/{pid}/ns/net");
+    let theirs = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+    nix::sched::setns(&theirs, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::io("setns", &path, e.into()))?;
+    let result = (|| -> std::io::Result<()> {
+        // SAFETY: socket/ioctl on a local ifreq that lives for the calls.
+        unsafe {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if sock < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (i, b) in b"lo\0".iter().enumerate() {
+                req.ifr_name[i] = *b as libc::c_char;
+            }
+            let mut r = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req);
+            if r == 0 {
+                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                r = libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
+            }
+            let err = std::io::Error::last_os_error();
+            libc::close(sock);
+            if r != 0 {
+                return Err(err);
+            }
+        }
+        Ok(())
+    })();
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| Error::io("setns back", "/proc/self/ns/net", e.into()))?;
+    let _ = own.as_raw_fd();
+    result.map_err(|e| Error::io("bring up lo in", path, e))
+}

@@ -1,0 +1,295 @@
+//! Job cgroups behind one trait, [`CgroupDriver`], with a v1 (legacy and
+//! hybrid) and a v2 implementation. The layout is detected once, in
+//! [`detect`]; nothing else asks which version is in use.
+//!
+//! Layout: every job gets `<caller's cgroup>/skiff/<store key>/<job>` (see
+//! `docs/cgroups.md`). The limits themselves are written by the launch
+//! backend from the OCI spec's `linux.resources` (see [`resources`]); the
+//! driver names the paths, reads accounting, and kills and removes.
+
+mod v1;
+mod v2;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+};
+
+use crate::error::{Error, Result};
+use crate::job::Limits;
+
+pub use v1::CgroupV1;
+pub use v2::CgroupV2;
+
+/// Accounting read from a job's cgroup after it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CgroupStats {
+    /// Peak memory use in bytes, when the kernel reports it.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time used, in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Number of OOM kills in the cgroup.
+    pub oom_kills: u64,
+}
+
+/// Which cgroup layout the host uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum CgroupVersion {
+    /// v1 hierarchies (legacy, or hybrid with an empty cgroup2 mount).
+    V1,
+    /// The unified hierarchy.
+    V2,
+}
+
+/// The one seam between skiff and the host's cgroups.
+pub trait CgroupDriver: std::fmt::Debug {
+    /// The layout this driver handles.
+    fn version(&self) -> CgroupVersion;
+    /// The `linux.cgroupsPath` for a job: absolute, from the hierarchy root,
+    /// below the caller's own cgroup.
+    fn job_path(&self, job: &str) -> PathBuf;
+    /// Read the job's accounting.
+    fn stats(&self, job: &str) -> Result<CgroupStats>;
+    /// Pids in the job's cgroup.
+    fn pids(&self, job: &str) -> Result<Vec<i32>>;
+    /// Kill every task in the job's cgroup, then remove it. Missing is fine.
+    fn remove(&self, job: &str) -> Result<()>;
+    /// Names of the job cgroups that exist (for `gc` and leak counts).
+    fn list_jobs(&self) -> Result<Vec<String>>;
+}
+
+/// Detect the host's layout and the caller's place in it. Job cgroups go in
+/// `<caller's cgroup>/skiff/<group>/<job>`; `group` keeps the jobs of
+/// different store roots apart, so one store's `gc` never touches another's.
+pub fn detect(group: &str) -> Result<Box<dyn CgroupDriver>> {
+    detect_at(
+        Path::new("/sys/fs/cgroup"),
+        Path::new("/proc/self/cgroup"),
+        group,
+    )
+}
+
+/// A short stable key for a store root, for [`detect`]'s `group`.
+pub fn group_key(root: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    // FNV-1a, 64 bits: stable across builds, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.as_os_str().as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", h as u32)
+}
+
+/// [`detect`] with explicit paths (for tests).
+pub fn detect_at(
+    mount_root: &Path,
+    self_cgroup: &Path,
+    group: &str,
+) -> Result<Box<dyn CgroupDriver>> {
+    let text = fs::read_to_string(self_cgroup).map_err(|e| cg_err("read", self_cgroup, e))?;
+    if mount_root.join("cgroup.controllers").exists() {
+        let own = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
+        Ok(Box::new(CgroupV2::new(mount_root, own, group)))
+    } else {
+        Ok(Box::new(CgroupV1::new(mount_root, &text, group)))
+    }
+}
+
+pub(crate) fn cg_err(op: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Cgroup {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Read a cgroup file holding one number.
+pub(crate) fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Read `key value` from a flat-keyed cgroup file.
+pub(crate) fn read_key(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+pub(crate) fn read_pids(dir: &Path) -> Result<Vec<i32>> {
+    let p = dir.join("cgroup.procs");
+    match fs::read_to_string(&p) {
+        Ok(t) => Ok(t.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(cg_err("read", &p, e)),
+    }
+}
+
+/// SIGKILL every task in `dir`, then rmdir it, retrying while the dying
+/// tasks leave.
+pub(crate) fn kill_and_rmdir(dir: &Path) -> Result<()> {
+    for attempt in 0..200 {
+        if !dir.exists() {
+            return Ok(());
+        }
+        for pid in read_pids(dir)? {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 199 => {
+                std::thread::sleep(Duration::from_millis(if attempt < 20 { 1 } else { 10 }));
+            }
+            Err(e) => return Err(cg_err("remove", dir, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Names of the subdirectories of `dir`.
+pub(crate) fn subdirs(dir: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect()
+}
+
+fn dev_rule(
+    allow: bool,
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> Result<LinuxDeviceCgroup> {
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .typ(typ)
+        .access(access);
+    if let Some(m) = major {
+        b = b.major(m);
+    }
+    if let Some(m) = minor {
+        b = b.minor(m);
+    }
+    b.build().map_err(|e| Error::BuildSpec(e.to_string()))
+}
+
+/// Docker's default device rules: deny everything, then allow `mknod` of
+/// any node and read/write of the standard devices only. A device node left
+/// in an image therefore gives no access to the host's device.
+pub fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>> {
+    use LinuxDeviceType::{A, B, C};
+    let mut rules = vec![
+        dev_rule(false, A, None, None, "rwm")?,
+        dev_rule(true, C, None, None, "m")?,
+        dev_rule(true, B, None, None, "m")?,
+    ];
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+        (10, 200),
+    ] {
+        rules.push(dev_rule(true, C, Some(maj), Some(min), "rwm")?);
+    }
+    rules.push(dev_rule(true, C, Some(136), None, "rwm")?);
+    Ok(rules)
+}
+
+/// The OCI `linux.resources` for a job's limits (always with the device rules).
+pub fn resources(limits: &Limits) -> Result<LinuxResources> {
+    let bad = |e: oci_spec::OciSpecError| Error::BuildSpec(e.to_string());
+    let mut b = LinuxResourcesBuilder::default().devices(default_device_rules()?);
+    if let Some(m) = limits.memory_bytes {
+        // Docker sets swap = 2 × memory by default when only -m is given; skiff
+        // forbids swap instead so that an OOM is an OOM.
+        b = b.memory(
+            LinuxMemoryBuilder::default()
+                .limit(m as i64)
+                .swap(m as i64)
+                .build()
+                .map_err(bad)?,
+        );
+    }
+    if limits.cpus.is_some() || limits.cpu_shares.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some((quota, period)) = limits.cpu_quota_period() {
+            cpu = cpu.quota(quota).period(period);
+        }
+        if let Some(s) = limits.cpu_shares {
+            cpu = cpu.shares(s);
+        }
+        b = b.cpu(cpu.build().map_err(bad)?);
+    }
+    if let Some(p) = limits.pids {
+        b = b.pids(LinuxPidsBuilder::default().limit(p).build().map_err(bad)?);
+    }
+    b.build().map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_resources_limits_to_oci() {
+        let r = resources(&Limits {
+            memory_bytes: Some(64 << 20),
+            cpus: Some(1.5),
+            cpu_shares: Some(512),
+            pids: Some(32),
+        })
+        .expect("ok");
+        let mem = r.memory().as_ref().expect("memory");
+        assert_eq!(mem.limit(), Some(64 << 20));
+        let cpu = r.cpu().as_ref().expect("cpu");
+        assert_eq!(
+            (cpu.quota(), cpu.period(), cpu.shares()),
+            (Some(150_000), Some(100_000), Some(512))
+        );
+        assert_eq!(r.pids().as_ref().expect("pids").limit(), 32);
+        let devs = r.devices().as_ref().expect("devices");
+        assert!(!devs[0].allow());
+    }
+
+    #[test]
+    fn test_detect_v1_uses_deepest_caller_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cg = dir.path().join("cgroup");
+        fs::write(&cg, "4:memory:/a/b\n3:pids:/\n0::/\n").expect("write");
+        let d = detect_at(dir.path(), &cg, "g").expect("detect");
+        assert_eq!(d.version(), CgroupVersion::V1);
+        assert_eq!(d.job_path("j1"), PathBuf::from("/a/b/skiff/g/j1"));
+    }
+
+    #[test]
+    fn test_detect_v2_uses_unified_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::write(dir.path().join("cgroup.controllers"), "memory pids\n").expect("write");
+        let cg = dir.path().join("self");
+        fs::write(&cg, "0::/user.slice/x\n").expect("write");
+        let d = detect_at(dir.path(), &cg, "g").expect("detect");
+        assert_eq!(d.version(), CgroupVersion::V2);
+        assert_eq!(d.job_path("j"), PathBuf::from("/user.slice/x/skiff/g/j"));
+    }
+}

@@ -1,0 +1,77 @@
+//! cgroup v2: the unified hierarchy.
+//!
+//! The no-internal-processes rule: a cgroup with member processes cannot
+//! enable controllers for its children. skiff requires a *delegated subtree*:
+//! the caller's cgroup must be able to enable `memory pids cpu` in
+//! `cgroup.subtree_control` (run skiff in a leaf of its own, e.g. a systemd
+//! scope with `Delegate=yes` whose processes sit in a child cgroup). See
+//! `docs/cgroups.md`.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    kill_and_rmdir, read_key, read_pids, read_u64, subdirs, CgroupDriver, CgroupStats,
+    CgroupVersion,
+};
+use crate::error::Result;
+
+/// The v2 driver.
+#[derive(Debug, Clone)]
+pub struct CgroupV2 {
+    mount_root: PathBuf,
+    base: PathBuf,
+}
+
+impl CgroupV2 {
+    /// `own` is the caller's path from the `0::` line of `/proc/self/cgroup`.
+    pub fn new(mount_root: &Path, own: &str, group: &str) -> CgroupV2 {
+        CgroupV2 {
+            mount_root: mount_root.to_path_buf(),
+            base: Path::new(own).join("skiff").join(group),
+        }
+    }
+
+    fn dir(&self, job: &str) -> PathBuf {
+        self.mount_root.join(
+            self.job_path(job)
+                .strip_prefix("/")
+                .unwrap_or(Path::new("")),
+        )
+    }
+}
+
+impl CgroupDriver for CgroupV2 {
+    fn version(&self) -> CgroupVersion {
+        CgroupVersion::V2
+    }
+
+    fn job_path(&self, job: &str) -> PathBuf {
+        self.base.join(job)
+    }
+
+    fn stats(&self, job: &str) -> Result<CgroupStats> {
+        let d = self.dir(job);
+        Ok(CgroupStats {
+            peak_memory_bytes: read_u64(&d.join("memory.peak")),
+            cpu_usec: read_key(&d.join("cpu.stat"), "usage_usec"),
+            oom_kills: read_key(&d.join("memory.events"), "oom_kill").unwrap_or(0),
+        })
+    }
+
+    fn pids(&self, job: &str) -> Result<Vec<i32>> {
+        read_pids(&self.dir(job))
+    }
+
+    fn remove(&self, job: &str) -> Result<()> {
+        let d = self.dir(job);
+        // cgroup.kill (5.14+) kills the whole subtree atomically.
+        let _ = std::fs::write(d.join("cgroup.kill"), "1");
+        kill_and_rmdir(&d)
+    }
+
+    fn list_jobs(&self) -> Result<Vec<String>> {
+        Ok(subdirs(&self.mount_root.join(
+            self.base.strip_prefix("/").unwrap_or(Path::new("")),
+        )))
+    }
+}

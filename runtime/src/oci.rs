@@ -1,0 +1,438 @@
+//! The OCI runtime spec (`config.json`) for a job, with Docker's defaults:
+//! mounts, capabilities, masked and read-only paths, namespaces,
+//! `no_new_privileges`, seccomp and device rules. The same spec goes to
+//! libcontainer and, in a bundle, to an external runtime.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResources, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
+};
+
+use crate::error::{Error, Result};
+use crate::job::{JobSpec, NetworkMode, SeccompMode};
+use crate::seccomp;
+use crate::user::ExecUser;
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Capability names by bit number (`CapBnd` in `/proc/self/status`).
+const CAP_BITS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// Docker's masked paths.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn parse_cap(name: &str) -> Result<Capability> {
+    let up = name.trim().to_ascii_uppercase();
+    let bare = up.strip_prefix("CAP_").unwrap_or(&up);
+    bare.parse().map_err(|_| Error::InvalidOption {
+        what: "capability",
+        value: name.to_string(),
+        detail: "unknown capability".into(),
+    })
+}
+
+/// The caller's bounding set: a job can never hold more.
+pub fn caller_bounding_set() -> Vec<Capability> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    CAP_BITS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .filter_map(|(_, n)| n.parse().ok())
+        .collect()
+}
+
+/// Docker's default set with `--cap-add` and `--cap-drop` applied (`ALL`
+/// means every capability the caller holds). Adding one the caller lacks is
+/// an error.
+pub fn capabilities(
+    add: &[String],
+    drop: &[String],
+    bounding: &[Capability],
+) -> Result<Vec<Capability>> {
+    let mut caps: Vec<Capability> = if drop.iter().any(|d| d.eq_ignore_ascii_case("all")) {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS.to_vec()
+    };
+    for d in drop.iter().filter(|d| !d.eq_ignore_ascii_case("all")) {
+        let c = parse_cap(d)?;
+        caps.retain(|x| *x != c);
+    }
+    for a in add {
+        let new: Vec<Capability> = if a.eq_ignore_ascii_case("all") {
+            bounding.to_vec()
+        } else {
+            let c = parse_cap(a)?;
+            if !bounding.contains(&c) {
+                return Err(Error::InvalidOption {
+                    what: "capability",
+                    value: a.clone(),
+                    detail: "skiff itself does not hold it, so no job can".into(),
+                });
+            }
+            vec![c]
+        };
+        for c in new {
+            if !caps.contains(&c) {
+                caps.push(c);
+            }
+        }
+    }
+    Ok(caps)
+}
+
+/// The resolved process of a job.
+#[derive(Debug, Clone)]
+pub struct ProcessPlan {
+    /// argv.
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<String>,
+    /// Working directory (absolute).
+    pub cwd: String,
+    /// Identity.
+    pub user: ExecUser,
+    /// Hostname.
+    pub hostname: String,
+    /// Capabilities.
+    pub caps: Vec<Capability>,
+}
+
+/// Host-side inputs of a spec.
+#[derive(Debug)]
+pub struct SpecPaths<'a> {
+    /// The mounted root filesystem.
+    pub rootfs: &'a Path,
+    /// Directory holding `hostname`, `hosts` and `resolv.conf` for the job.
+    pub etc_dir: &'a Path,
+    /// `linux.cgroupsPath`.
+    pub cgroups_path: &'a Path,
+}
+
+fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(PathBuf::from(dest))
+        .typ(typ)
+        .source(PathBuf::from(source))
+        .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(|e| Error::BuildSpec(e.to_string()))
+}
+
+fn namespace(t: LinuxNamespaceType) -> Result<LinuxNamespace> {
+    LinuxNamespaceBuilder::default()
+        .typ(t)
+        .build()
+        .map_err(|e| Error::BuildSpec(e.to_string()))
+}
+
+/// Docker's standard mounts.
+fn standard_mounts() -> Result<Vec<Mount>> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+    ])
+}
+
+/// Build the spec of a job.
+pub fn build_spec(
+    job: &JobSpec,
+    plan: &ProcessPlan,
+    paths: &SpecPaths<'_>,
+    resources: Option<LinuxResources>,
+) -> Result<Spec> {
+    let bad = |e: oci_spec::OciSpecError| Error::BuildSpec(e.to_string());
+    let caps: std::collections::HashSet<Capability> = plan.caps.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
+        .build()
+        .map_err(bad)?;
+    let user = UserBuilder::default()
+        .uid(plan.user.uid)
+        .gid(plan.user.gid)
+        .additional_gids(plan.user.additional_gids.clone())
+        .build()
+        .map_err(bad)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(plan.args.clone())
+        .env(plan.env.clone())
+        .cwd(PathBuf::from(&plan.cwd))
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .build()
+        .map_err(bad)?;
+
+    let mut mounts = standard_mounts()?;
+    let etc_opts: &[&str] = if job.read_only {
+        &["rbind", "rprivate", "ro"]
+    } else {
+        &["rbind", "rprivate"]
+    };
+    for (name, dest) in [
+        ("hostname", "/etc/hostname"),
+        ("hosts", "/etc/hosts"),
+        ("resolv.conf", "/etc/resolv.conf"),
+    ] {
+        let src = paths.etc_dir.join(name);
+        mounts.push(mount(dest, "bind", &src.to_string_lossy(), etc_opts)?);
+    }
+    for v in &job.volumes {
+        let mut opts = vec!["rbind", "rprivate"];
+        if v.read_only {
+            opts.push("ro");
+        }
+        mounts.push(mount(&v.target, "bind", &v.host.to_string_lossy(), &opts)?);
+    }
+    for t in &job.tmpfs {
+        mounts.push(mount(
+            t,
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777"],
+        )?);
+    }
+
+    let mut namespaces = vec![
+        namespace(LinuxNamespaceType::Pid)?,
+        namespace(LinuxNamespaceType::Ipc)?,
+        namespace(LinuxNamespaceType::Uts)?,
+        namespace(LinuxNamespaceType::Mount)?,
+    ];
+    if job.network == NetworkMode::None {
+        namespaces.push(namespace(LinuxNamespaceType::Network)?);
+    }
+
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(
+            MASKED_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .readonly_paths(
+            READONLY_PATHS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .cgroups_path(paths.cgroups_path.to_path_buf());
+    if let Some(r) = resources {
+        linux = linux.resources(r);
+    }
+    if job.seccomp == SeccompMode::Default {
+        linux = linux.seccomp(seccomp::default_profile(&plan.caps)?);
+    }
+    let root = RootBuilder::default()
+        .path(paths.rootfs.to_path_buf())
+        .readonly(job.read_only)
+        .build()
+        .map_err(bad)?;
+    SpecBuilder::default()
+        .version("1.0.2")
+        .root(root)
+        .hostname(plan.hostname.clone())
+        .process(process)
+        .mounts(mounts)
+        .linux(linux.build().map_err(bad)?)
+        .build()
+        .map_err(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_capabilities_add_drop() {
+        let bounding: Vec<Capability> = CAP_BITS.iter().filter_map(|n| n.parse().ok()).collect();
+        let caps =
+            capabilities(&["SYS_ADMIN".into()], &["CAP_NET_RAW".into()], &bounding).expect("ok");
+        assert!(caps.contains(&Capability::SysAdmin));
+        assert!(!caps.contains(&Capability::NetRaw));
+        assert_eq!(caps.len(), DEFAULT_CAPS.len());
+        let none = capabilities(&[], &["ALL".into()], &bounding).expect("ok");
+        assert!(none.is_empty());
+        let without_resource: Vec<Capability> = bounding
+            .iter()
+            .copied()
+            .filter(|c| *c != Capability::SysResource)
+            .collect();
+        assert!(capabilities(&["SYS_RESOURCE".into()], &[], &without_resource).is_err());
+        assert!(capabilities(&["NOPE".into()], &[], &bounding).is_err());
+    }
+
+    #[test]
+    fn test_build_spec_docker_defaults() {
+        let job = JobSpec {
+            read_only: true,
+            ..Default::default()
+        };
+        let plan = ProcessPlan {
+            args: vec!["true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            user: ExecUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![2000],
+                home: "/".into(),
+            },
+            hostname: "h".into(),
+            caps: DEFAULT_CAPS.to_vec(),
+        };
+        let paths = SpecPaths {
+            rootfs: Path::new("/r"),
+            etc_dir: Path::new("/e"),
+            cgroups_path: Path::new("/a/skiff/j"),
+        };
+        let spec = build_spec(&job, &plan, &paths, None).expect("spec");
+        let p = spec.process().as_ref().expect("process");
+        assert_eq!(p.no_new_privileges(), Some(true));
+        assert_eq!(
+            p.user().additional_gids().as_ref().expect("gids"),
+            &vec![2000]
+        );
+        let linux = spec.linux().as_ref().expect("linux");
+        assert!(linux
+            .masked_paths()
+            .as_ref()
+            .expect("masked")
+            .contains(&"/proc/kcore".to_string()));
+        assert!(linux.seccomp().is_some());
+        let ns = linux.namespaces().as_ref().expect("ns");
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        assert_eq!(spec.root().as_ref().expect("root").readonly(), Some(true));
+    }
+}

@@ -1,0 +1,1 @@
+//! Launcher pool (see run_cmd).

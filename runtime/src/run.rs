@@ -1,0 +1,522 @@
+//! [`Runner`]: one job from image reference to result, phase by phase.
+
+use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use imagestore::Store;
+
+use crate::backend::{self, Backend, JobStdio, Started};
+use crate::cgroups::{self, CgroupDriver, CgroupStats, CgroupVersion};
+use crate::error::{Error, IoContext, Result};
+use crate::exec::lookup_command;
+use crate::image_process::{merge_env, process_args};
+use crate::job::{JobSpec, NetworkMode, ScratchMode};
+use crate::mounts;
+use crate::oci::{self, ProcessPlan, SpecPaths};
+use crate::safe_root::SafeRoot;
+use crate::state::{process_start_time, random_id, JobDir, JobRecord};
+use crate::supervise::{self, JobControl, OutputSink, SignalGuard};
+use crate::user::resolve_user;
+
+/// Milliseconds spent in each launch phase.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Phases {
+    /// Image lookup in the store, config read, lease.
+    pub lookup_ms: f64,
+    /// State directory, scratch tmpfs and overlay mount.
+    pub rootfs_ms: f64,
+    /// Users, workdir, /etc files, OCI spec and config.json.
+    pub spec_ms: f64,
+    /// Container create (includes the cgroup attach).
+    pub create_ms: f64,
+    /// Container start.
+    pub start_ms: f64,
+    /// From start to exit and drained output.
+    pub wait_ms: f64,
+    /// Accounting, cgroup removal, unmounts, state removal.
+    pub cleanup_ms: f64,
+}
+
+/// The result of a job, as `--json` prints it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JobResult {
+    /// Job name.
+    pub name: String,
+    /// Docker-style exit status: the job's, 128+N for signal N, 137 when OOM-killed.
+    pub exit_code: i32,
+    /// The signal that killed the job, if any.
+    pub signal: Option<i32>,
+    /// Whether the kernel OOM-killed a process of the job.
+    pub oom_killed: bool,
+    /// Whether `--timeout` fired.
+    pub timed_out: bool,
+    /// Whole run, in milliseconds.
+    pub wall_ms: f64,
+    /// From the start of the run until the job was started.
+    pub launch_ms: f64,
+    /// CPU time of the job's cgroup, in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Peak memory of the job's cgroup, in bytes.
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes of captured output dropped by the cap (stdout, stderr).
+    pub output_dropped_bytes: [u64; 2],
+    /// Backend name.
+    pub runtime: String,
+    /// Per-phase timings.
+    pub phases: Phases,
+}
+
+/// Where a job's stdio goes.
+#[derive(Debug)]
+pub enum JobIo {
+    /// Stream to the caller's fds 1 and 2; with `stdin`, copy fd 0 in.
+    Inherit,
+    /// Capture to files, each capped at `cap` bytes; stdin is /dev/null.
+    Capture {
+        /// stdout file.
+        stdout: fs::File,
+        /// stderr file.
+        stderr: fs::File,
+        /// Byte cap per stream.
+        cap: u64,
+    },
+}
+
+/// Launches jobs from one store. Create it once per process: it detects the
+/// cgroup layout and moves the process into a private mount namespace.
+#[derive(Debug)]
+pub struct Runner {
+    store: Store,
+    cgroups: Box<dyn CgroupDriver>,
+    run_root: PathBuf,
+    bounding: Vec<oci_spec::runtime::Capability>,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("create", "pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two fresh descriptors nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+struct InitControl {
+    pid: i32,
+}
+
+impl JobControl for InitControl {
+    fn forward(&mut self, sig: libc::c_int) {
+        // SAFETY: kill(2) with a pid we created.
+        unsafe { libc::kill(self.pid, sig) };
+    }
+    fn terminate(&mut self) {
+        self.forward(libc::SIGTERM);
+    }
+    fn kill(&mut self) {
+        // The init is the pid namespace's reaper: killing it kills them all.
+        self.forward(libc::SIGKILL);
+    }
+}
+
+struct BinaryControl<'a> {
+    runtime_pid: i32,
+    cgroups: &'a dyn CgroupDriver,
+    name: &'a str,
+}
+
+impl JobControl for BinaryControl<'_> {
+    fn forward(&mut self, sig: libc::c_int) {
+        // The runtime (`run` in the foreground) forwards signals to the job.
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.runtime_pid, sig) };
+    }
+    fn terminate(&mut self) {
+        self.forward(libc::SIGTERM);
+    }
+    fn kill(&mut self) {
+        for pid in self.cgroups.pids(self.name).unwrap_or_default() {
+            // SAFETY: kill(2) on a job process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn hosts_file(hostname: &str, network: NetworkMode) -> String {
+    if network == NetworkMode::Host {
+        if let Ok(h) = fs::read_to_string("/etc/hosts") {
+            return h;
+        }
+    }
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+impl Runner {
+    /// Prepare to run jobs from `store`: detect cgroups, collect orphans of
+    /// dead launchers, enter a private mount namespace.
+    pub fn new(store: Store) -> Result<Runner> {
+        let cgroups = cgroups::detect(&cgroups::group_key(store.root()))?;
+        let run_root = store.root().join("run");
+        fs::create_dir_all(&run_root).ctx("create", &run_root)?;
+        let report = crate::gc::collect(&run_root, cgroups.as_ref())?;
+        if !report.jobs.is_empty() || !report.stray_cgroups.is_empty() {
+            tracing::warn!(jobs = ?report.jobs, cgroups = ?report.stray_cgroups, "cleaned up after killed jobs");
+        }
+        mounts::enter_private_mount_namespace()?;
+        Ok(Runner {
+            store,
+            cgroups,
+            run_root,
+            bounding: oci::caller_bounding_set(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The cgroup driver.
+    pub fn cgroups(&self) -> &dyn CgroupDriver {
+        self.cgroups.as_ref()
+    }
+
+    /// `ROOT/run`.
+    pub fn run_root(&self) -> &Path {
+        &self.run_root
+    }
+
+    /// Run one job to completion.
+    pub fn run(
+        &mut self,
+        image: &str,
+        mut job: JobSpec,
+        backend: &Backend,
+        io: JobIo,
+    ) -> Result<JobResult> {
+        let t0 = Instant::now();
+        if job.name.is_empty() {
+            job.name = random_id();
+        }
+        let span = tracing::info_span!("job", id = %job.name);
+        let _enter = span.enter();
+        let mut phases = Phases::default();
+
+        let t = Instant::now();
+        let rec = self.store.resolve(image)?;
+        let config = self.store.image_config(&rec)?;
+        let desc = self.store.mount_description(&rec)?;
+        let lease = self.store.lease(&job.name, &rec)?;
+        phases.lookup_ms = ms(t);
+
+        let t = Instant::now();
+        let dir = JobDir::create(&self.run_root, &job.name)?;
+        let scratch = dir.scratch();
+        let mut mounted: Vec<PathBuf> = Vec::new();
+        let result = self.run_in(
+            &dir,
+            &scratch,
+            &mut mounted,
+            &job,
+            &config,
+            &desc,
+            backend,
+            io,
+            &mut phases,
+            t,
+            t0,
+        );
+
+        let t = Instant::now();
+        let stats = self.cgroups.stats(&job.name).unwrap_or_default();
+        let mut cleanup_err = self.cgroups.remove(&job.name).err();
+        for m in mounted.iter().rev() {
+            if let Err(e) = mounts::unmount(m) {
+                cleanup_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = dir.remove() {
+            cleanup_err.get_or_insert(e);
+        }
+        drop(lease);
+        phases.cleanup_ms = ms(t);
+
+        let mut res = result?;
+        if let Some(e) = cleanup_err {
+            tracing::warn!(error = %e, "cleanup after the job was incomplete; `skiff gc` will retry");
+        }
+        apply_stats(&mut res, &stats);
+        res.phases = phases;
+        res.wall_ms = ms(t0);
+        res.runtime = backend.name();
+        res.name = job.name;
+        Ok(res)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_in(
+        &mut self,
+        dir: &JobDir,
+        scratch: &Path,
+        mounted: &mut Vec<PathBuf>,
+        job: &JobSpec,
+        config: &oci_spec::image::ImageConfiguration,
+        desc: &imagestore::MountDescription,
+        backend: &Backend,
+        io: JobIo,
+        phases: &mut Phases,
+        t_rootfs: Instant,
+        t0: Instant,
+    ) -> Result<JobResult> {
+        fs::create_dir(scratch).ctx("create", scratch)?;
+        if job.scratch == ScratchMode::Tmpfs {
+            mounts::mount_scratch_tmpfs(scratch)?;
+            mounted.push(scratch.to_path_buf());
+        }
+        let sub = |n: &str| scratch.join(n);
+        for d in ["upper", "work", "rootfs", "etc", "bundle", "state"] {
+            fs::create_dir(sub(d)).ctx("create", sub(d))?;
+        }
+        let rootfs = sub("rootfs");
+        mounts::mount_rootfs(desc, &sub("upper"), &sub("work"), &rootfs)?;
+        mounted.push(rootfs.clone());
+        phases.rootfs_ms = ms(t_rootfs);
+
+        // Docker semantics, read from the image through a safe root.
+        let t = Instant::now();
+        let cfg = config.config().clone().unwrap_or_default();
+        let root = SafeRoot::open(&rootfs).ctx("open", &rootfs)?;
+        let read = |p: &str| -> Result<Option<String>> {
+            Ok(root
+                .read_small(p, 1 << 20)
+                .ctx("read image file", p)?
+                .map(|b| String::from_utf8_lossy(&b).into_owned()))
+        };
+        let user_spec = job
+            .user
+            .clone()
+            .or_else(|| cfg.user().clone())
+            .unwrap_or_default();
+        let user = resolve_user(
+            &user_spec,
+            read("/etc/passwd")?.as_deref(),
+            read("/etc/group")?.as_deref(),
+        )?;
+        let hostname = job
+            .hostname
+            .clone()
+            .unwrap_or_else(|| job.name.chars().take(12).collect());
+        let env = merge_env(
+            cfg.env().as_deref().unwrap_or(&[]),
+            &job.env,
+            &hostname,
+            &user.home,
+        );
+        let args = process_args(
+            cfg.entrypoint().as_deref(),
+            cfg.cmd().as_deref(),
+            job.entrypoint.as_deref(),
+            &job.command,
+        )?;
+        let cwd = job
+            .workdir
+            .clone()
+            .or_else(|| cfg.working_dir().clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_string());
+        if !cwd.starts_with('/') {
+            return Err(Error::InvalidOption {
+                what: "working directory",
+                value: cwd,
+                detail: "must be an absolute path".into(),
+            });
+        }
+        root.mkdir_all(&cwd).ctx("create working directory", &cwd)?;
+        let in_volume = job
+            .volumes
+            .iter()
+            .any(|v| args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/'))));
+        if !in_volume {
+            if let Err(e) = lookup_command(&root, &args[0], &env, &cwd) {
+                eprintln!("skiff: {e}");
+                return Ok(JobResult {
+                    exit_code: e.exit_code(),
+                    launch_ms: ms(t0),
+                    ..Default::default()
+                });
+            }
+        }
+        let etc = sub("etc");
+        fs::write(etc.join("hostname"), format!("{hostname}\n"))
+            .ctx("write", etc.join("hostname"))?;
+        fs::write(etc.join("hosts"), hosts_file(&hostname, job.network))
+            .ctx("write", etc.join("hosts"))?;
+        let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))?;
+        let caps = oci::capabilities(&job.cap_add, &job.cap_drop, &self.bounding)?;
+        let plan = ProcessPlan {
+            args,
+            env,
+            cwd,
+            user,
+            hostname,
+            caps,
+        };
+        let cgroup_path = self.cgroups.job_path(&job.name);
+        let spec = oci::build_spec(
+            job,
+            &plan,
+            &SpecPaths {
+                rootfs: &rootfs,
+                etc_dir: &etc,
+                cgroups_path: &cgroup_path,
+            },
+            Some(cgroups::resources(&job.limits)?),
+        )?;
+        let bundle = sub("bundle");
+        spec.save(bundle.join("config.json"))
+            .map_err(|e| Error::BuildSpec(e.to_string()))?;
+        let mut record = JobRecord {
+            name: job.name.clone(),
+            launcher_pid: std::process::id() as i32,
+            init_pid: None,
+            init_start_time: None,
+            cgroup_path,
+        };
+        dir.write_record(&record)?;
+        phases.spec_ms = ms(t);
+
+        // Launch.
+        let signals = SignalGuard::install()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let inherit = matches!(io, JobIo::Inherit);
+        let (stdin_job, stdin_feed) = if job.stdin && inherit {
+            let (r, w) = pipe()?;
+            (r, Some((0 as RawFd, w)))
+        } else {
+            let null = fs::File::open("/dev/null").ctx("open", "/dev/null")?;
+            (OwnedFd::from(null), None)
+        };
+        let stdio = JobStdio {
+            stdin: stdin_job,
+            stdout: out_w,
+            stderr: err_w,
+        };
+        let started: Started = match backend {
+            Backend::Libcontainer => {
+                let network = job.network;
+                backend::launch_libcontainer(
+                    &job.name,
+                    &bundle,
+                    &sub("state"),
+                    stdio,
+                    &mut |pid| {
+                        record.init_pid = Some(pid);
+                        record.init_start_time = process_start_time(pid);
+                        dir.write_record(&record)?;
+                        if network == NetworkMode::None {
+                            backend::loopback_up(pid)?;
+                        }
+                        Ok(())
+                    },
+                )?
+            }
+            Backend::Binary(path) => backend::launch_binary(
+                path,
+                &job.name,
+                &bundle,
+                &sub("state"),
+                stdio,
+                self.cgroups.version() == CgroupVersion::V1,
+            )?,
+        };
+        phases.create_ms = started.create_ms;
+        phases.start_ms = started.start_ms;
+        let launch_ms = ms(t0);
+
+        let t = Instant::now();
+        let (out_sink, err_sink) = match io {
+            JobIo::Inherit => (OutputSink::Fd(1), OutputSink::Fd(2)),
+            JobIo::Capture {
+                stdout,
+                stderr,
+                cap,
+            } => (
+                OutputSink::Capped { file: stdout, cap },
+                OutputSink::Capped { file: stderr, cap },
+            ),
+        };
+        let mut init_control = InitControl {
+            pid: started.wait_pid,
+        };
+        let mut bin_control = BinaryControl {
+            runtime_pid: started.wait_pid,
+            cgroups: self.cgroups.as_ref(),
+            name: &job.name,
+        };
+        let control: &mut dyn JobControl = match backend {
+            Backend::Libcontainer => &mut init_control,
+            Backend::Binary(_) => &mut bin_control,
+        };
+        let outcome = supervise::supervise(
+            started.wait_pid,
+            control,
+            &signals,
+            (out_r, out_sink),
+            (err_r, err_sink),
+            stdin_feed,
+            job.timeout,
+            job.stop_timeout,
+        )?;
+        phases.wait_ms = ms(t);
+        drop(signals);
+
+        let st = outcome.wait_status;
+        let (exit_code, signal) = if libc::WIFEXITED(st) {
+            let code = libc::WEXITSTATUS(st);
+            // An OCI runtime binary reports a job killed by signal N as 128+N.
+            let sig = matches!(backend, Backend::Binary(_)) && code > 128 && code < 128 + 65;
+            (code, sig.then_some(code - 128))
+        } else if libc::WIFSIGNALED(st) {
+            let s = libc::WTERMSIG(st);
+            (128 + s, Some(s))
+        } else {
+            (crate::exec::EXIT_CANNOT_INVOKE, None)
+        };
+        Ok(JobResult {
+            exit_code,
+            signal,
+            timed_out: outcome.timed_out,
+            launch_ms,
+            output_dropped_bytes: outcome.dropped,
+            ..Default::default()
+        })
+    }
+}
+
+fn apply_stats(res: &mut JobResult, stats: &CgroupStats) {
+    res.cpu_usec = stats.cpu_usec;
+    res.peak_memory_bytes = stats.peak_memory_bytes;
+    if stats.oom_kills > 0 {
+        res.oom_killed = true;
+        if res.signal == Some(libc::SIGKILL) {
+            res.exit_code = 137;
+        }
+    }
+}
+
+/// Whether `fd` refers to something (used by tests of fd leaks).
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on any integer is harmless.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}

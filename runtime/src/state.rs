@@ -1,0 +1,197 @@
+//! Per-job state on disk: `ROOT/run/<job>/`.
+//!
+//! ```text
+//! ROOT/run/<job>/
+//!   lock        flock held by the launcher for the job's whole life
+//!   job.json    JobRecord: who launched it, the init pid, the cgroup
+//!   scratch/    tmpfs (private to the launcher's mount namespace) or disk:
+//!               upper/ work/ rootfs/ etc/ bundle/ state/
+//! ```
+//!
+//! `gc` takes the lock without blocking: if it gets it, the launcher is dead
+//! and the job is an orphan (see [`crate::gc`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// What `gc` needs to clean up after a job whose launcher died.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Job name.
+    pub name: String,
+    /// Pid of the launcher.
+    pub launcher_pid: i32,
+    /// The job's init pid (host view), once created.
+    pub init_pid: Option<i32>,
+    /// The init's start time (field 22 of /proc/PID/stat), to avoid killing a reused pid.
+    pub init_start_time: Option<u64>,
+    /// `linux.cgroupsPath` of the job.
+    pub cgroup_path: PathBuf,
+}
+
+/// A job's state directory, locked by this process.
+#[derive(Debug)]
+pub struct JobDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+/// Valid job names: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption {
+            what: "name",
+            value: name.to_string(),
+            detail: "use 1 to 64 of [A-Za-z0-9_.-], starting with a letter or digit".into(),
+        })
+    }
+}
+
+/// A random 12-hex-digit job id.
+pub fn random_id() -> String {
+    let mut buf = [0u8; 6];
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mixed = t ^ ((std::process::id() as u128) << 40);
+        buf.copy_from_slice(&mixed.to_le_bytes()[..6]);
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Try to take an exclusive flock without blocking.
+pub(crate) fn try_lock(f: &File) -> bool {
+    // SAFETY: flock on an open descriptor.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+impl JobDir {
+    /// Create and lock `run_root/<name>`. Fails if a job of that name exists.
+    pub fn create(run_root: &Path, name: &str) -> Result<JobDir> {
+        validate_name(name)?;
+        fs::create_dir_all(run_root).ctx("create", run_root)?;
+        let path = run_root.join(name);
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::InvalidOption {
+                    what: "name",
+                    value: name.to_string(),
+                    detail: "a job of that name is running (or was killed: run `skiff gc`)".into(),
+                })
+            }
+            Err(e) => return Err(Error::io("create", &path, e)),
+        }
+        let lock_path = path.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("create", &lock_path)?;
+        if !try_lock(&lock) {
+            return Err(Error::io(
+                "lock",
+                &lock_path,
+                std::io::ErrorKind::WouldBlock.into(),
+            ));
+        }
+        Ok(JobDir { path, _lock: lock })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The scratch directory (a mount point when on tmpfs).
+    pub fn scratch(&self) -> PathBuf {
+        self.path.join("scratch")
+    }
+
+    /// Write the job record (atomically).
+    pub fn write_record(&self, rec: &JobRecord) -> Result<()> {
+        let p = self.path.join("job.json");
+        let tmp = self.path.join(".job.json.tmp");
+        let data = serde_json::to_vec(rec).map_err(|e| Error::CorruptState {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
+        fs::write(&tmp, data).ctx("write", &tmp)?;
+        fs::rename(&tmp, &p).ctx("rename", &p)
+    }
+
+    /// Remove the directory (the lock goes with it).
+    pub fn remove(self) -> Result<()> {
+        fs::remove_dir_all(&self.path).ctx("remove", &self.path)
+    }
+}
+
+/// Read a job record.
+pub fn read_record(dir: &Path) -> Result<Option<JobRecord>> {
+    let p = dir.join("job.json");
+    match fs::read(&p) {
+        Ok(d) => serde_json::from_slice(&d)
+            .map(Some)
+            .map_err(|e| Error::CorruptState {
+                path: p,
+                detail: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", &p, e)),
+    }
+}
+
+/// Start time of a process (clock ticks since boot), for pid-reuse checks.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and ')'; fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_validate_name() {
+        assert!(validate_name("job-1.a_b").is_ok());
+        assert!(validate_name("../x").is_err());
+        assert!(validate_name("").is_err());
+        assert!(validate_name(".hidden").is_err());
+    }
+
+    #[test]
+    fn test_job_dir_lock_is_exclusive() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let j = JobDir::create(dir.path(), "a").expect("create");
+        assert!(JobDir::create(dir.path(), "a").is_err());
+        let f = File::open(j.path().join("lock")).expect("open");
+        assert!(!try_lock(&f), "a second open file must not get the lock");
+        j.remove().expect("remove");
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
+    fn test_process_start_time_self() {
+        assert!(process_start_time(std::process::id() as i32).is_some());
+    }
+}
