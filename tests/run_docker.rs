@@ -1,0 +1,285 @@
+//! `skiff run` behaves like `docker run` (issue 3): the conformance cases on
+//! the default libcontainer path, plus the cases that need setup.
+
+mod run_common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use run_common::{env, job_stderr, stdout, BUSYBOX, COMPAT};
+
+#[test]
+fn test_run_conformance_libcontainer() {
+    let Some(e) = env() else { return };
+    let failures = run_common::run_conformance(&e, None);
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        e.state_dirs().is_empty(),
+        "state left: {:?}",
+        e.state_dirs()
+    );
+    assert!(
+        e.job_cgroups().is_empty(),
+        "cgroups left: {:?}",
+        e.job_cgroups()
+    );
+}
+
+#[test]
+fn test_run_env_file_and_host_env() {
+    let Some(e) = env() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("env");
+    std::fs::write(&f, "# comment\nA=1\nFROM_HOST\n\nB=two words\n").expect("write");
+    let out = e
+        .cmd()
+        .env("FROM_HOST", "hostval")
+        .args([
+            "run",
+            "--env-file",
+            f.to_str().expect("utf8"),
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo $A $FROM_HOST $B",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        stdout(&out),
+        "1 hostval two words\n",
+        "{}",
+        job_stderr(&out)
+    );
+}
+
+#[test]
+fn test_run_volumes_rw_and_ro() {
+    let Some(e) = env() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("in.txt"), "from host\n").expect("write");
+    let vol = format!("{}:/data", dir.path().display());
+    let out = e.run(
+        None,
+        &[
+            "--volume",
+            &vol,
+            BUSYBOX,
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo out > /data/out.txt",
+        ],
+    );
+    assert_eq!(stdout(&out), "from host\n", "{}", job_stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).expect("out"),
+        "out\n"
+    );
+    let ro = format!("{}:/data:ro", dir.path().display());
+    let out = e.run(
+        None,
+        &[
+            "--volume",
+            &ro,
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo x > /data/nope.txt",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!dir.path().join("nope.txt").exists());
+}
+
+#[test]
+fn test_run_stdin_with_i() {
+    let Some(e) = env() else { return };
+    let mut child = e
+        .cmd()
+        .args(["run", "-i", BUSYBOX, "sh", "-c", "cat; echo end"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"line1\nline2\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(stdout(&out), "line1\nline2\nend\n", "{}", job_stderr(&out));
+}
+
+#[test]
+fn test_run_timeout_kills_and_reports() {
+    let Some(e) = env() else { return };
+    // sleep as pid 1 ignores SIGTERM, so the SIGKILL after --stop-timeout ends it.
+    let out = e.run(
+        None,
+        &[
+            "--json",
+            "--timeout",
+            "300ms",
+            "--stop-timeout",
+            "200ms",
+            BUSYBOX,
+            "sleep",
+            "30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", job_stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(v["timed_out"], true);
+    assert_eq!(v["signal"], 9);
+    // A job that handles SIGTERM exits with its own status.
+    let out = e.run(
+        None,
+        &[
+            "--json",
+            "--timeout",
+            "300ms",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "trap 'echo term; exit 7' TERM; while true; do sleep 0.05; done",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", job_stderr(&out));
+    assert!(stdout(&out).starts_with("term\n"));
+}
+
+#[test]
+fn test_run_sigterm_is_forwarded() {
+    let Some(e) = env() else { return };
+    let child = e
+        .cmd()
+        .args([
+            "run",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut out = child.stdout.expect("stdout");
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).expect("ready");
+    assert_eq!(&buf, b"ready\n");
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest");
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rest, "got-term\n");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 5,
+        "status {status:#x}"
+    );
+}
+
+#[test]
+fn test_run_memory_limit_oom_reported() {
+    let Some(e) = env() else { return };
+    let out = e.run(
+        None,
+        &[
+            "--json",
+            "-m",
+            "16m",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", job_stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(v["oom_killed"], true);
+    assert!(v["peak_memory_bytes"].as_u64().is_some());
+}
+
+#[test]
+fn test_run_json_fields() {
+    let Some(e) = env() else { return };
+    let out = e.run(None, &["--json", "--cpus", "0.5", "-c", "512", COMPAT]);
+    assert_eq!(out.status.code(), Some(0), "{}", job_stderr(&out));
+    let text = stdout(&out);
+    let (job_out, json) = text.split_once('\n').expect("two lines");
+    assert_eq!(job_out, "compat: default-cmd");
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    for k in [
+        "exit_code",
+        "signal",
+        "oom_killed",
+        "timed_out",
+        "wall_ms",
+        "launch_ms",
+        "cpu_usec",
+        "peak_memory_bytes",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    for k in [
+        "lookup_ms",
+        "rootfs_ms",
+        "spec_ms",
+        "create_ms",
+        "start_ms",
+        "wait_ms",
+        "cleanup_ms",
+    ] {
+        assert!(v["phases"].get(k).is_some(), "missing phase {k}");
+    }
+}
+
+#[test]
+fn test_run_archive_path_is_imported() {
+    let Some(e) = env() else { return };
+    let a = run_common::vendor_archive("busybox");
+    let out = e.run(None, &[a.to_str().expect("utf8"), "echo", "hello"]);
+    assert_eq!(stdout(&out), "hello\n", "{}", job_stderr(&out));
+}
+
+#[test]
+fn test_run_output_streams_before_exit() {
+    let Some(e) = env() else { return };
+    let child = e
+        .cmd()
+        .args([
+            "run",
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo first; sleep 5; echo second",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut out = child.stdout.expect("stdout");
+    let mut buf = [0u8; 6];
+    // "first" arrives while the job still sleeps.
+    std::io::Read::read_exact(&mut out, &mut buf).expect("first");
+    assert_eq!(&buf, b"first\n");
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
