@@ -169,7 +169,9 @@ mod tests {
         assert!(root.mkdir_all("/escape/a/b").is_err());
         assert!(!outside.path().join("a").exists());
         // Once its target exists inside the root, it resolves there.
-        let inside = dir.path().join(outside.path().strip_prefix("/").expect("abs"));
+        let inside = dir
+            .path()
+            .join(outside.path().strip_prefix("/").expect("abs"));
         std::fs::create_dir_all(&inside).expect("mkdir");
         root.mkdir_all("/escape/a/b").expect("mkdir");
         assert!(!outside.path().join("a").exists());
