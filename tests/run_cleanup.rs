@@ -1,0 +1,177 @@
+//! Nothing outlives a job: mounts, cgroups, state directories, processes,
+//! fds. And a SIGKILLed `skiff` is cleaned up by the next command.
+
+mod run_common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use run_common::{env, job_stderr, stdout, BUSYBOX};
+
+/// Processes whose root directory is inside `dir` (i.e. jobs of this store).
+fn processes_rooted_in(dir: &Path) -> usize {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
+                .filter(|e| {
+                    std::fs::read_link(e.path().join("root"))
+                        .map(|r| r.to_string_lossy().contains(&needle))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn test_cleanup_leak_count_over_many_jobs() {
+    let Some(e) = env() else { return };
+    let n: usize = std::env::var("SKIFF_LEAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let root = std::fs::canonicalize(e.root.path()).expect("canon");
+    let root_s = root.to_string_lossy().into_owned();
+    let mounts_before = run_common::mounts_containing(&root_s);
+    for i in 0..n {
+        // Alternate a plain job, one with limits, and one that fails.
+        let out = match i % 3 {
+            0 => e.run(None, &[BUSYBOX, "true"]),
+            1 => e.run(
+                None,
+                &[
+                    "-m",
+                    "32m",
+                    "--pids-limit",
+                    "16",
+                    BUSYBOX,
+                    "sh",
+                    "-c",
+                    "sleep 0 & wait",
+                ],
+            ),
+            _ => e.run(None, &[BUSYBOX, "sh", "-c", "exit 3"]),
+        };
+        let want = if i % 3 == 2 { 3 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "job {i}: {}",
+            job_stderr(&out)
+        );
+    }
+    assert_eq!(
+        run_common::mounts_containing(&root_s),
+        mounts_before,
+        "mounts leaked"
+    );
+    assert!(
+        e.state_dirs().is_empty(),
+        "state dirs leaked: {:?}",
+        e.state_dirs()
+    );
+    assert!(
+        e.job_cgroups().is_empty(),
+        "cgroups leaked: {:?}",
+        e.job_cgroups()
+    );
+    assert_eq!(processes_rooted_in(&root), 0, "processes leaked");
+}
+
+#[test]
+fn test_cleanup_job_sees_only_stdio_fds() {
+    let Some(e) = env() else { return };
+    // The shell (pid 1) lists its own fds: stdio only, nothing leaked from skiff.
+    let out = e.run(None, &[BUSYBOX, "sh", "-c", "ls /proc/$$/fd; true"]);
+    assert_eq!(stdout(&out), "0\n1\n2\n", "{}", job_stderr(&out));
+}
+
+#[test]
+fn test_cleanup_gc_after_sigkilled_skiff() {
+    let Some(e) = env() else { return };
+    let mut child = e
+        .cmd()
+        .args([
+            "run",
+            "--name",
+            "orphan",
+            "--scratch",
+            "disk",
+            BUSYBOX,
+            "sleep",
+            "60",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait until the job has started (its record holds the init pid).
+    let record = e.root.path().join("run/orphan/job.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let init_pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&record) {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("record");
+            if let Some(p) = v["init_pid"].as_i64() {
+                break p as i32;
+            }
+        }
+        assert!(Instant::now() < deadline, "job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().expect("SIGKILL skiff");
+    child.wait().expect("reap");
+    assert!(
+        Path::new(&format!("/proc/{init_pid}")).exists(),
+        "the job should outlive its skiff"
+    );
+    let out = e.skiff(&["gc", "--json"]);
+    assert!(out.status.success(), "{}", job_stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(v["jobs"][0], "orphan", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{init_pid}/stat")).exists()
+        && std::fs::read_to_string(format!("/proc/{init_pid}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "orphan still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+    let root = std::fs::canonicalize(e.root.path()).expect("canon");
+    assert_eq!(run_common::mounts_containing(&root.to_string_lossy()), 0);
+}
+
+#[test]
+fn test_cleanup_next_run_collects_orphans() {
+    let Some(e) = env() else { return };
+    let mut child = e
+        .cmd()
+        .args(["run", "--name", "orphan2", BUSYBOX, "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let record = e.root.path().join("run/orphan2/job.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&record).is_ok_and(|t| !t.contains("\"init_pid\":null")) {
+        assert!(Instant::now() < deadline, "job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    let out = e.run(None, &[BUSYBOX, "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+}
