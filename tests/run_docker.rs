@@ -157,6 +157,8 @@ fn test_run_timeout_kills_and_reports() {
 }
 
 #[test]
+// Reaped with waitpid, after the stdout handle moved out of the Child.
+#[allow(clippy::zombie_processes)]
 fn test_run_sigterm_is_forwarded() {
     let Some(e) = env() else { return };
     let child = e
@@ -255,6 +257,8 @@ fn test_run_archive_path_is_imported() {
 }
 
 #[test]
+// Reaped with waitpid, after the stdout handle moved out of the Child.
+#[allow(clippy::zombie_processes)]
 fn test_run_output_streams_before_exit() {
     let Some(e) = env() else { return };
     let child = e

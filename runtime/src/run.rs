@@ -204,6 +204,14 @@ impl Runner {
         io: JobIo,
     ) -> Result<JobResult> {
         let t0 = Instant::now();
+        if *backend == Backend::Libcontainer && thread_count() != Some(1) {
+            // libcontainer deadlocks or races when other threads exist.
+            return Err(Error::InvalidOption {
+                what: "launcher process",
+                value: format!("{:?} threads", thread_count()),
+                detail: "libcontainer must be called from a single-threaded process".into(),
+            });
+        }
         if job.name.is_empty() {
             job.name = random_id();
         }
@@ -502,6 +510,15 @@ impl Runner {
             ..Default::default()
         })
     }
+}
+
+/// Threads of this process, from `/proc/self/status`.
+fn thread_count() -> Option<u32> {
+    fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn apply_stats(res: &mut JobResult, stats: &CgroupStats) {
