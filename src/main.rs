@@ -19,7 +19,7 @@ struct Cli {
     root: PathBuf,
 
     /// Log more (repeat for more detail). `SKIFF_LOG` takes a tracing filter.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
     #[command(subcommand)]
@@ -34,7 +34,7 @@ enum Command {
         command: image_cmd::ImageCommand,
     },
     /// Run a job from an image, like `docker run`.
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
     /// Measure skiff against other tools on this host.
     Bench(bench_cmd::BenchArgs),
     /// Find and clean up after jobs whose `skiff` was killed.
@@ -45,9 +45,11 @@ enum Command {
 }
 
 fn init_logging(verbose: u8) {
+    // libcontainer and libcgroups warn about controllers this host lacks
+    // (e.g. hugetlb on hybrid v1) on every launch: keep them quiet.
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,libcgroups=error,libcontainer=error",
+        1 => "info,libcgroups=error,libcontainer=error",
         2 => "debug",
         _ => "trace",
     };
@@ -74,7 +76,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),
-        Command::Run(args) => run_cmd::run(&cli.root, args),
+        Command::Run(args) => run_cmd::run(&cli.root, *args),
         Command::Bench(args) => bench_cmd::run(&cli.root, args).map(|()| 0u8),
         Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
         Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),

@@ -38,7 +38,7 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The tar stream could not be read (truncated or corrupt compression, bad header).
-    #[error("reading tar stream after entry {after:?}: {source}")]
+    #[error("reading tar stream after entry {after:?}")]
     Read {
         after: String,
         #[source]
@@ -48,7 +48,7 @@ pub enum ApplyError {
     #[error("entry {entry:?}: {reason}")]
     Refused { entry: String, reason: String },
     /// A filesystem operation for an entry failed.
-    #[error("entry {entry:?}: cannot {op}: {source}")]
+    #[error("entry {entry:?}: cannot {op}")]
     Io {
         entry: String,
         op: &'static str,
@@ -611,18 +611,29 @@ fn open_beneath_dir(dirfd: RawFd, name: &OsStr) -> nix::Result<OwnedFd> {
                 | ResolveFlag::RESOLVE_NO_SYMLINKS
                 | ResolveFlag::RESOLVE_NO_MAGICLINKS,
         );
-    let fd = match nix::fcntl::openat2(dirfd, name, how) {
-        Ok(fd) => fd,
+    let res = match nix::fcntl::openat2(dirfd, name, how) {
         Err(Errno::ENOSYS) => nix::fcntl::openat(
             Some(dirfd),
             name,
             OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             Mode::empty(),
-        )?,
+        ),
+        r => r,
+    };
+    let fd = match res {
+        Ok(fd) => fd,
+        // O_DIRECTORY makes a symlink fail as ENOTDIR; report it as the symlink it is.
+        Err(Errno::ENOTDIR) if is_symlink_at(dirfd, name) => return Err(Errno::ELOOP),
         Err(e) => return Err(e),
     };
     // SAFETY: the syscall just returned this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `name` beneath `dirfd` is a symlink (not followed).
+fn is_symlink_at(dirfd: RawFd, name: &OsStr) -> bool {
+    nix::sys::stat::fstatat(Some(dirfd), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
 }
 
 /// Borrow an fd as a `File` for xattr calls. The caller must `forget` it.

@@ -71,7 +71,7 @@ pub enum Error {
     #[error("image {image}: {detail}")]
     Inconsistent { image: String, detail: String },
     /// A layer could not be applied.
-    #[error("layer {layer}: {source}")]
+    #[error("layer {layer}")]
     Apply {
         layer: String,
         #[source]

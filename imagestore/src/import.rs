@@ -84,6 +84,9 @@ pub struct ImportReport {
     pub warnings: Vec<String>,
 }
 
+/// A layer's snapshot, whether this import unpacked it, and its warnings.
+type LayerOutcome = (SnapshotInfo, bool, Vec<String>);
+
 /// Counts bytes into a progress bar.
 struct ProgressReader<'a, R> {
     inner: R,
@@ -181,7 +184,7 @@ impl Store {
             .min(todo.len());
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let results: Mutex<Vec<Option<Result<(SnapshotInfo, bool, Vec<String>)>>>> =
+        let results: Mutex<Vec<Option<Result<LayerOutcome>>>> =
             Mutex::new((0..todo.len()).map(|_| None).collect());
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -224,7 +227,7 @@ impl Store {
         session: &Session,
         layer: &LayerPlan,
         bar: &ProgressBar,
-    ) -> Result<(SnapshotInfo, bool, Vec<String>)> {
+    ) -> Result<LayerOutcome> {
         let _lock = self.snapshots().lock_chain(&layer.chain_id)?;
         if let Some(info) = self.snapshots().get(&layer.chain_id)? {
             return Ok((info, false, Vec::new()));

@@ -180,7 +180,7 @@ impl Walk<'_> {
         siblings: usize,
     ) -> Result<()> {
         let mt = d.media_type().to_string();
-        let digest = Digest::parse(&d.digest().to_string())?;
+        let digest = Digest::parse(d.digest().as_ref())?;
         if depth > MAX_DEPTH {
             return Err(Error::Inconsistent {
                 image: digest.to_string(),
@@ -303,13 +303,13 @@ impl Walk<'_> {
             && manifest
                 .layers()
                 .iter()
-                .all(|l| is_layer_media_type(&l.media_type().to_string()));
+                .all(|l| is_layer_media_type(l.media_type().as_ref()));
         if manifest.artifact_type().is_some() || (!image_config && !tar_layers) {
             self.skipped
                 .push(format!("{digest}: artifact (config media type {cfg_mt})"));
             return Ok(());
         }
-        let cfg_digest = Digest::parse(&manifest.config().digest().to_string())?;
+        let cfg_digest = Digest::parse(manifest.config().digest().as_ref())?;
         let what = format!("image config of manifest {digest}");
         let config_bytes = read_blob(
             self.source,
@@ -330,7 +330,7 @@ impl Walk<'_> {
                 ));
                 let mut ids = Vec::new();
                 for l in manifest.layers() {
-                    let ld = Digest::parse(&l.digest().to_string())?;
+                    let ld = Digest::parse(l.digest().as_ref())?;
                     ids.push(compute_diff_id(
                         self.source,
                         &format!("blobs/sha256/{}", ld.hex()),
@@ -375,7 +375,7 @@ impl Walk<'_> {
             .zip(parents)
         {
             let lmt = l.media_type().to_string();
-            let ld = Digest::parse(&l.digest().to_string())?;
+            let ld = Digest::parse(l.digest().as_ref())?;
             if !is_layer_media_type(&lmt) {
                 return Err(Error::UnsupportedMediaType {
                     digest: ld.to_string(),

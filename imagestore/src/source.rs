@@ -255,6 +255,14 @@ impl Source {
                 _ => {}
             }
         }
+        // Read on to the end: a compressed wrapper's trailer (checksum and
+        // length) follows the tar's end marker, and a truncated one must fail.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|source| {
+            Error::ReadArchive {
+                what: format!("{input} (after its last entry {last})"),
+                source,
+            }
+        })?;
         Ok(Source {
             input,
             wrapper,
@@ -297,8 +305,13 @@ impl Source {
             what: what.to_string(),
         };
         if let Some(dir) = &self.dir {
-            let file = open_beneath(dir, name).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => missing(),
+            let file = open_beneath(dir, name).map_err(|e| match e.raw_os_error() {
+                _ if e.kind() == io::ErrorKind::NotFound => missing(),
+                // RESOLVE_BENEATH refused a symlink that leaves the layout.
+                Some(libc::EXDEV) => Error::MissingEntry {
+                    entry: name.to_string(),
+                    what: format!("{what}; it is a symlink leading out of {}", dir.display()),
+                },
                 _ => Error::io("open", dir.join(name), e),
             })?;
             let size = file.metadata().ctx("stat", dir.join(name))?.len();
