@@ -1390,9 +1390,24 @@ fn test_apply_layer_ignores_overlay_xattrs_from_archive() {
     );
 }
 
+/// `SKIFF_IMAGE_CORPUS`, resolved: a relative path is taken from the
+/// current directory if the corpus is there, else from the workspace root
+/// (`.ci/run` gives it relative to the root, and this crate's tests run in
+/// `imagestore/`).
+fn corpus_dir() -> Option<PathBuf> {
+    let raw = PathBuf::from(std::env::var_os("SKIFF_IMAGE_CORPUS")?);
+    if raw.is_absolute() || raw.join("README.md").is_file() {
+        return Some(raw);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("imagestore/ has a parent");
+    Some(workspace.join(raw))
+}
+
 #[test]
 fn test_apply_layer_corpus_regclient_whiteouts() {
-    let Ok(corpus) = std::env::var("SKIFF_IMAGE_CORPUS") else {
+    let Some(corpus) = corpus_dir() else {
         let _ = writeln!(
             std::io::stderr(),
             "SKIPPED: SKIFF_IMAGE_CORPUS is not set, so raw-layers/regclient-layer-wh.tar \
