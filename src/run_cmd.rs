@@ -111,39 +111,6 @@ pub struct GcArgs {
 #[derive(Debug, clap::Args)]
 pub struct LauncherArgs {}
 
-/// One request to a pool launcher: a JSON object on one line of its stdin.
-#[derive(Debug, serde::Deserialize)]
-struct LaunchRequest {
-    image: String,
-    #[serde(default)]
-    command: Vec<String>,
-    #[serde(default)]
-    entrypoint: Option<Vec<String>>,
-    #[serde(default)]
-    env: Vec<String>,
-    #[serde(default)]
-    workdir: Option<String>,
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    memory_bytes: Option<u64>,
-    #[serde(default)]
-    pids_limit: Option<i64>,
-    #[serde(default)]
-    cpus: Option<f64>,
-    #[serde(default)]
-    timeout_ms: Option<u64>,
-    /// Files for the job's output (default /dev/null), capped at `output_cap` bytes.
-    #[serde(default)]
-    stdout: Option<PathBuf>,
-    #[serde(default)]
-    stderr: Option<PathBuf>,
-    #[serde(default)]
-    output_cap: Option<u64>,
-}
-
 fn looks_like_archive(image: &str) -> bool {
     let p = Path::new(image);
     (image.contains('/')
@@ -274,60 +241,15 @@ pub fn gc(root: &Path, args: GcArgs) -> anyhow::Result<()> {
 }
 
 /// Serve launches for a pool: one JSON request per line on stdin, one JSON
-/// reply per line on stdout (`{"ok":RESULT}` or `{"error":"…"}`), one job at
-/// a time, from this single-threaded process.
+/// reply per line on stdout, one job at a time, from this single-threaded
+/// process (protocol: `runtime::pool`).
 pub fn launcher(root: &Path, _args: LauncherArgs) -> anyhow::Result<()> {
-    use std::io::{BufRead, Write};
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
     let mut runner = Runner::new(store)?;
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout();
-    for line in stdin.lock().lines() {
-        let line = line.context("reading a request")?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serve_one(&mut runner, &line) {
-            Ok(r) => serde_json::json!({ "ok": r }),
-            Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
-        };
-        writeln!(out, "{reply}")?;
-        out.flush()?;
-    }
+    runtime::pool::serve(
+        &mut runner,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    )?;
     Ok(())
-}
-
-fn serve_one(runner: &mut Runner, line: &str) -> anyhow::Result<runtime::JobResult> {
-    let req: LaunchRequest = serde_json::from_str(line).context("parsing the request")?;
-    let open = |p: &Option<PathBuf>| -> anyhow::Result<std::fs::File> {
-        let path = p.clone().unwrap_or_else(|| PathBuf::from("/dev/null"));
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))
-    };
-    let io = JobIo::Capture {
-        stdout: open(&req.stdout)?,
-        stderr: open(&req.stderr)?,
-        cap: req.output_cap.unwrap_or(16 << 20),
-    };
-    let job = JobSpec {
-        name: req.name.unwrap_or_default(),
-        command: req.command,
-        entrypoint: req.entrypoint,
-        env: req.env,
-        workdir: req.workdir,
-        user: req.user,
-        limits: Limits {
-            memory_bytes: req.memory_bytes,
-            cpus: req.cpus,
-            cpu_shares: None,
-            pids: req.pids_limit,
-        },
-        timeout: req.timeout_ms.map(std::time::Duration::from_millis),
-        stop_timeout: std::time::Duration::from_secs(2),
-        ..Default::default()
-    };
-    Ok(runner.run(&req.image, job, &Backend::Libcontainer, io)?)
 }

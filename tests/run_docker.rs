@@ -1,5 +1,7 @@
-//! `skiff run` behaves like `docker run` (issue 3): the conformance cases on
-//! the default libcontainer path, plus the cases that need setup.
+//! `skiff run` behaves like `docker run` (issue 3): the conformance suite
+//! (`runtime::conformance`) on the default libcontainer path, through
+//! `skiff run` and through a pool launcher, plus the behaviours that need a
+//! live process (stdin, signals, streaming).
 
 mod run_common;
 
@@ -11,8 +13,13 @@ use run_common::{env, job_stderr, stdout, BUSYBOX, COMPAT};
 
 #[test]
 fn test_run_conformance_libcontainer() {
+    // Each case as its own `skiff run` process: the whole command line path.
     let Some(e) = env() else { return };
-    let failures = run_common::run_conformance(&e, None);
+    let mut cli = run_common::Cli {
+        env: &e,
+        runtime: None,
+    };
+    let failures = run_common::run_suite(&mut cli, &e.work_dir(), "skiff run");
     assert!(
         failures.is_empty(),
         "{} case(s) failed:\n{}",
@@ -29,6 +36,23 @@ fn test_run_conformance_libcontainer() {
         "cgroups left: {:?}",
         e.job_cgroups()
     );
+}
+
+#[test]
+fn test_run_conformance_pool_launcher() {
+    // The same cases through one `skiff launcher` process.
+    let Some(e) = env() else { return };
+    let mut launcher = e.launcher();
+    let failures = run_common::run_suite(&mut launcher, &e.work_dir(), "launcher");
+    assert!(launcher.finish().expect("launcher exit").success());
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
 }
 
 #[test]
@@ -60,44 +84,6 @@ fn test_run_env_file_and_host_env() {
 }
 
 #[test]
-fn test_run_volumes_rw_and_ro() {
-    let Some(e) = env() else { return };
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(dir.path().join("in.txt"), "from host\n").expect("write");
-    let vol = format!("{}:/data", dir.path().display());
-    let out = e.run(
-        None,
-        &[
-            "--volume",
-            &vol,
-            BUSYBOX,
-            "sh",
-            "-c",
-            "cat /data/in.txt; echo out > /data/out.txt",
-        ],
-    );
-    assert_eq!(stdout(&out), "from host\n", "{}", job_stderr(&out));
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("out.txt")).expect("out"),
-        "out\n"
-    );
-    let ro = format!("{}:/data:ro", dir.path().display());
-    let out = e.run(
-        None,
-        &[
-            "--volume",
-            &ro,
-            BUSYBOX,
-            "sh",
-            "-c",
-            "echo x > /data/nope.txt",
-        ],
-    );
-    assert_ne!(out.status.code(), Some(0));
-    assert!(!dir.path().join("nope.txt").exists());
-}
-
-#[test]
 fn test_run_stdin_with_i() {
     let Some(e) = env() else { return };
     let mut child = e
@@ -116,44 +102,6 @@ fn test_run_stdin_with_i() {
         .expect("write");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(stdout(&out), "line1\nline2\nend\n", "{}", job_stderr(&out));
-}
-
-#[test]
-fn test_run_timeout_kills_and_reports() {
-    let Some(e) = env() else { return };
-    // sleep as pid 1 ignores SIGTERM, so the SIGKILL after --stop-timeout ends it.
-    let out = e.run(
-        None,
-        &[
-            "--json",
-            "--timeout",
-            "300ms",
-            "--stop-timeout",
-            "200ms",
-            BUSYBOX,
-            "sleep",
-            "30",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(137), "{}", job_stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
-    assert_eq!(v["timed_out"], true);
-    assert_eq!(v["signal"], 9);
-    // A job that handles SIGTERM exits with its own status.
-    let out = e.run(
-        None,
-        &[
-            "--json",
-            "--timeout",
-            "300ms",
-            BUSYBOX,
-            "sh",
-            "-c",
-            "trap 'echo term; exit 7' TERM; while true; do sleep 0.05; done",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(7), "{}", job_stderr(&out));
-    assert!(stdout(&out).starts_with("term\n"));
 }
 
 #[test]
@@ -191,27 +139,6 @@ fn test_run_sigterm_is_forwarded() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 5,
         "status {status:#x}"
     );
-}
-
-#[test]
-fn test_run_memory_limit_oom_reported() {
-    let Some(e) = env() else { return };
-    let out = e.run(
-        None,
-        &[
-            "--json",
-            "-m",
-            "16m",
-            BUSYBOX,
-            "sh",
-            "-c",
-            "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(137), "{}", job_stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
-    assert_eq!(v["oom_killed"], true);
-    assert!(v["peak_memory_bytes"].as_u64().is_some());
 }
 
 #[test]

@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Error, Result};
 
 /// Network mode of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A new network namespace with only `lo`, brought up (the default).
     #[default]
@@ -32,7 +35,8 @@ impl std::str::FromStr for NetworkMode {
 }
 
 /// Seccomp policy of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SeccompMode {
     /// skiff's default profile (blocks what Docker's default profile blocks).
     #[default]
@@ -42,7 +46,8 @@ pub enum SeccompMode {
 }
 
 /// Where a job's overlay upper and work directories live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ScratchMode {
     /// A tmpfs private to the launcher (fast; charged to memory).
     #[default]
@@ -52,7 +57,9 @@ pub enum ScratchMode {
 }
 
 /// A host directory or file bind-mounted into the job (`-v HOST:CTR[:ro]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// In JSON it is the same string as on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Volume {
     /// Absolute host path.
     pub host: PathBuf,
@@ -94,7 +101,8 @@ impl std::str::FromStr for Volume {
 }
 
 /// Resource limits. `None` means unlimited (inherit the caller's).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Memory limit in bytes (`-m`).
     pub memory_bytes: Option<u64>,
@@ -103,6 +111,7 @@ pub struct Limits {
     /// Relative CPU weight as docker's `--cpu-shares` (2..262144).
     pub cpu_shares: Option<u64>,
     /// Maximum number of tasks (`--pids-limit`).
+    #[serde(rename = "pids_limit")]
     pub pids: Option<i64>,
 }
 
@@ -123,7 +132,13 @@ impl Limits {
 
 /// A job request: the image's configuration is merged with these overrides,
 /// with `docker run` semantics.
-#[derive(Debug, Clone, Default)]
+///
+/// It is also the JSON body of a pool launcher request ([`crate::pool`]):
+/// every field is optional there, limits are flat (`memory_bytes`, `cpus`,
+/// `cpu_shares`, `pids_limit`), durations are `timeout_ms` and
+/// `stop_timeout_ms`, volumes are `"HOST:CTR[:ro]"` strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct JobSpec {
     /// Job name: unique among running jobs of one store; used for the state
     /// directory, the cgroup and the default hostname.
@@ -141,6 +156,7 @@ pub struct JobSpec {
     /// `--hostname`.
     pub hostname: Option<String>,
     /// Resource limits.
+    #[serde(flatten)]
     pub limits: Limits,
     /// `--network`.
     pub network: NetworkMode,
@@ -159,11 +175,96 @@ pub struct JobSpec {
     /// `-i`: connect stdin.
     pub stdin: bool,
     /// `--timeout`.
+    #[serde(rename = "timeout_ms", with = "opt_millis")]
     pub timeout: Option<Duration>,
-    /// `--stop-timeout`: grace between SIGTERM and SIGKILL.
+    /// `--stop-timeout`: grace between SIGTERM and SIGKILL (default 10 s, as Docker).
+    #[serde(rename = "stop_timeout_ms", with = "millis")]
     pub stop_timeout: Duration,
     /// Where the overlay scratch lives.
     pub scratch: ScratchMode,
+}
+
+/// Docker's default grace between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for JobSpec {
+    fn default() -> Self {
+        JobSpec {
+            name: String::new(),
+            command: Vec::new(),
+            entrypoint: None,
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            hostname: None,
+            limits: Limits::default(),
+            network: NetworkMode::default(),
+            read_only: false,
+            volumes: Vec::new(),
+            tmpfs: Vec::new(),
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            seccomp: SeccompMode::default(),
+            stdin: false,
+            timeout: None,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            scratch: ScratchMode::default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host.display(), self.target)?;
+        if self.read_only {
+            f.write_str(":ro")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Volume> for String {
+    fn from(v: Volume) -> String {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for Volume {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Volume> {
+        s.parse()
+    }
+}
+
+/// Durations as whole milliseconds in JSON.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Optional durations as whole milliseconds in JSON.
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
 }
 
 /// Parse a docker-style byte size: `512`, `64k`, `256m`, `1g` (binary units).
@@ -249,6 +350,26 @@ mod tests {
         assert_eq!(v.target, "/data");
         assert!("rel:/data".parse::<Volume>().is_err());
         assert!("/a:/".parse::<Volume>().is_err());
+    }
+
+    #[test]
+    fn test_jobspec_json_round_trip_and_defaults() {
+        let job: JobSpec = serde_json::from_str(
+            r#"{"command":["true"],"pids_limit":16,"memory_bytes":1024,"timeout_ms":1500,
+                "volumes":["/tmp/x:/data:ro"],"network":"host","seccomp":"unconfined"}"#,
+        )
+        .expect("parse");
+        assert_eq!(job.limits.pids, Some(16));
+        assert_eq!(job.limits.memory_bytes, Some(1024));
+        assert_eq!(job.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(job.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert!(job.volumes[0].read_only);
+        assert_eq!(job.network, NetworkMode::Host);
+        assert_eq!(job.seccomp, SeccompMode::Unconfined);
+        let back: JobSpec =
+            serde_json::from_str(&serde_json::to_string(&job).expect("ser")).expect("de");
+        assert_eq!(back, job);
+        assert!(serde_json::from_str::<JobSpec>(r#"{"volumes":["rel:/x"]}"#).is_err());
     }
 
     #[test]

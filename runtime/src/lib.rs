@@ -17,10 +17,15 @@
 //! 6. **cleanup**: read accounting, kill and remove the cgroup, unmount, remove
 //!    the state. [`gc`] does the same for jobs whose launcher died.
 //!
+//! Callers with threads launch through [`pool`] launcher processes. The
+//! [`conformance`] suite is the fixed list of jobs, with Docker's results,
+//! that the tests, `skiff check` and `skiff matrix` run.
+//!
 //! See `docs/runtime.md` and `docs/cgroups.md`.
 
 pub mod backend;
 pub mod cgroups;
+pub mod conformance;
 pub mod error;
 pub mod exec;
 pub mod gc;
@@ -37,6 +42,7 @@ pub mod supervise;
 pub mod user;
 
 pub use backend::Backend;
+pub use conformance::{Case, Launch, SuiteReport};
 pub use error::{Error, Result};
 pub use job::{JobSpec, Limits, NetworkMode, ScratchMode, SeccompMode, Volume};
 pub use run::{JobIo, JobResult, Phases, Runner};

@@ -21,7 +21,8 @@ use crate::supervise::{self, JobControl, OutputSink, SignalGuard};
 use crate::user::resolve_user;
 
 /// Milliseconds spent in each launch phase.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Phases {
     /// Image lookup in the store, config read, lease.
     pub lookup_ms: f64,
@@ -40,7 +41,8 @@ pub struct Phases {
 }
 
 /// The result of a job, as `--json` prints it.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct JobResult {
     /// Job name.
     pub name: String,

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use runtime::conformance::{self, Launch, Outcome};
+use runtime::pool::Launcher;
+use runtime::{JobResult, JobSpec};
+
 /// The skiff binary under test.
 pub fn skiff_bin() -> &'static str {
     env!("CARGO_BIN_EXE_skiff")
@@ -32,8 +36,8 @@ pub fn vendor_archive(name: &str) -> PathBuf {
     }
 }
 
-pub const BUSYBOX: &str = "skiff-vendor/busybox:latest";
-pub const COMPAT: &str = "skiff-vendor/compat:latest";
+pub const BUSYBOX: &str = conformance::BUSYBOX;
+pub const COMPAT: &str = conformance::COMPAT;
 
 fn missing_prerequisite() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -221,253 +225,166 @@ pub fn mounts_containing(needle: &str) -> usize {
         .count()
 }
 
-/// A conformance case: one job and what Docker does with it.
-#[derive(Debug, Clone)]
-pub struct Case {
-    pub name: &'static str,
-    pub args: Vec<String>,
-    pub code: i32,
-    /// Exact stdout, when given.
-    pub stdout: Option<String>,
-    /// Substrings stdout must hold.
-    pub contains: Vec<&'static str>,
-}
-
-fn case(name: &'static str, args: &[&str], code: i32, stdout: Option<&str>) -> Case {
-    Case {
-        name,
-        args: args.iter().map(|s| s.to_string()).collect(),
-        code,
-        stdout: stdout.map(str::to_string),
-        contains: Vec::new(),
+/// `skiff run` options equivalent to a job request (with `--json`).
+pub fn run_args(image: &str, job: &JobSpec) -> Vec<String> {
+    let mut a: Vec<String> = vec!["--json".into()];
+    let opt = |a: &mut Vec<String>, k: &str, v: String| {
+        a.push(k.to_string());
+        a.push(v);
+    };
+    for e in &job.env {
+        opt(&mut a, "--env", e.clone());
     }
+    if let Some(w) = &job.workdir {
+        opt(&mut a, "--workdir", w.clone());
+    }
+    if let Some(u) = &job.user {
+        opt(&mut a, "--user", u.clone());
+    }
+    if let Some(h) = &job.hostname {
+        opt(&mut a, "--hostname", h.clone());
+    }
+    if let Some(m) = job.limits.memory_bytes {
+        opt(&mut a, "--memory", m.to_string());
+    }
+    if let Some(c) = job.limits.cpus {
+        opt(&mut a, "--cpus", c.to_string());
+    }
+    if let Some(c) = job.limits.cpu_shares {
+        opt(&mut a, "--cpu-shares", c.to_string());
+    }
+    if let Some(p) = job.limits.pids {
+        opt(&mut a, "--pids-limit", p.to_string());
+    }
+    if job.network == runtime::NetworkMode::Host {
+        opt(&mut a, "--network", "host".into());
+    }
+    for v in &job.volumes {
+        opt(&mut a, "--volume", v.to_string());
+    }
+    for t in &job.tmpfs {
+        opt(&mut a, "--tmpfs", t.clone());
+    }
+    for c in &job.cap_add {
+        opt(&mut a, "--cap-add", c.clone());
+    }
+    for c in &job.cap_drop {
+        opt(&mut a, "--cap-drop", c.clone());
+    }
+    if job.seccomp == runtime::SeccompMode::Unconfined {
+        opt(&mut a, "--security-opt", "seccomp=unconfined".into());
+    }
+    if let Some(t) = job.timeout {
+        opt(&mut a, "--timeout", format!("{}ms", t.as_millis()));
+    }
+    opt(
+        &mut a,
+        "--stop-timeout",
+        format!("{}ms", job.stop_timeout.as_millis()),
+    );
+    if job.scratch == runtime::ScratchMode::Disk {
+        opt(&mut a, "--scratch", "disk".into());
+    }
+    if job.read_only {
+        a.push("--read-only".into());
+    }
+    if !job.name.is_empty() {
+        opt(&mut a, "--name", job.name.clone());
+    }
+    // docker's --entrypoint is one word: the rest of a longer one goes first in COMMAND.
+    let mut command = Vec::new();
+    if let Some(ep) = &job.entrypoint {
+        opt(
+            &mut a,
+            "--entrypoint",
+            ep.first().cloned().unwrap_or_default(),
+        );
+        command.extend(ep.iter().skip(1).cloned());
+    }
+    a.push(image.to_string());
+    command.extend(job.command.iter().cloned());
+    a.extend(command);
+    a
 }
 
-/// The Docker behaviours of issue 3, defined once and run by every backend.
-pub fn conformance_cases() -> Vec<Case> {
-    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-    let mut v = vec![
-        case("echo", &[BUSYBOX, "echo", "hello"], 0, Some("hello\n")),
-        case(
-            "entrypoint+cmd",
-            &[COMPAT],
-            0,
-            Some("compat: default-cmd\n"),
-        ),
-        case(
-            "cmd override",
-            &[COMPAT, "hello", "world"],
-            0,
-            Some("compat: hello world\n"),
-        ),
-        case(
-            "entrypoint override drops cmd",
-            &["--entrypoint", "id", COMPAT],
-            0,
-            Some("uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)\n"),
-        ),
-        case(
-            "empty entrypoint",
-            &["--entrypoint", "", COMPAT, "echo", "x"],
-            0,
-            Some("x\n"),
-        ),
-        case(
-            "image workdir",
-            &["--entrypoint", "pwd", COMPAT],
-            0,
-            Some("/home/app\n"),
-        ),
-        case(
-            "workdir created",
-            &["-w", "/new/dir", BUSYBOX, "pwd"],
-            0,
-            Some("/new/dir\n"),
-        ),
-        case(
-            "env merge",
-            &[
-                "-e",
-                "FOO=bar",
-                "-e",
-                "GREETING=hi",
-                "--entrypoint",
-                "sh",
-                COMPAT,
-                "-c",
-                "echo $GREETING $FOO $COMPAT_LEVEL $HOME $PATH",
-            ],
-            0,
-            Some(&format!("hi bar 3 /home/app {path}\n")),
-        ),
-        case(
-            "default PATH and HOME for root",
-            &[BUSYBOX, "sh", "-c", "echo $HOME"],
-            0,
-            Some("/root\n"),
-        ),
-        case(
-            "user by name",
-            &["-u", "nobody", BUSYBOX, "id"],
-            0,
-            Some("uid=65534(nobody) gid=65534(nobody) groups=65534(nobody)\n"),
-        ),
-        case(
-            "root by default",
-            &[BUSYBOX, "id"],
-            0,
-            Some("uid=0(root) gid=0(root) groups=0(root)\n"),
-        ),
-        case(
-            "uid:gid",
-            &["-u", "1000:2000", "--entrypoint", "id", COMPAT],
-            0,
-            Some("uid=1000(app) gid=2000(extra) groups=2000(extra)\n"),
-        ),
-        case(
-            "unknown numeric uid",
-            &["-u", "4242", BUSYBOX, "id", "-u"],
-            0,
-            Some("4242\n"),
-        ),
-        case(
-            "unknown user fails",
-            &["-u", "ghost", BUSYBOX, "true"],
-            125,
-            None,
-        ),
-        case(
-            "exit status",
-            &[BUSYBOX, "sh", "-c", "exit 42"],
-            42,
-            Some(""),
-        ),
-        case("not found", &[BUSYBOX, "no-such-command"], 127, Some("")),
-        case("not executable", &[BUSYBOX, "/etc/passwd"], 126, Some("")),
-        case(
-            "hostname",
-            &[
-                "--hostname",
-                "jobhost",
-                BUSYBOX,
-                "sh",
-                "-c",
-                "hostname; cat /etc/hostname",
-            ],
-            0,
-            Some("jobhost\njobhost\n"),
-        ),
-        case(
-            "hosts file",
-            &[
-                "--hostname",
-                "h1",
-                BUSYBOX,
-                "grep",
-                "-c",
-                "h1",
-                "/etc/hosts",
-            ],
-            0,
-            Some("1\n"),
-        ),
-        case(
-            "network none: only lo, up",
-            &[
-                BUSYBOX,
-                "sh",
-                "-c",
-                "ls /sys/class/net; cat /sys/class/net/lo/flags",
-            ],
-            0,
-            Some("lo\n0x9\n"),
-        ),
-        case(
-            "read-only rootfs",
-            &["--read-only", BUSYBOX, "touch", "/x"],
-            1,
-            Some(""),
-        ),
-        case(
-            "read-only with tmpfs",
-            &[
-                "--read-only",
-                "--tmpfs",
-                "/scratch",
-                BUSYBOX,
-                "sh",
-                "-c",
-                "touch /scratch/x && echo ok",
-            ],
-            0,
-            Some("ok\n"),
-        ),
-        case(
-            "writable rootfs",
-            &[BUSYBOX, "sh", "-c", "echo a > /x && cat /x"],
-            0,
-            Some("a\n"),
-        ),
-        case(
-            "pid namespace",
-            &[BUSYBOX, "sh", "-c", "echo $$"],
-            0,
-            Some("1\n"),
-        ),
-        case(
-            "whiteouts",
-            &["--entrypoint", "ls", COMPAT, "/data/replaced"],
-            0,
-            Some("new.txt\n"),
-        ),
-    ];
-    // The subshell's forks fail at the limit; the outer shell goes on.
-    v.push(case(
-        "pids limit stops forks",
-        &[
-            "--pids-limit",
-            "4",
-            BUSYBOX,
-            "sh",
-            "-c",
-            "(for i in 1 2 3 4 5 6 7 8; do sleep 1 & done) 2>/dev/null; echo rc=$?",
-        ],
-        0,
-        Some("rc=2\n"),
-    ));
-    v
+/// Launches each job as its own `skiff run --json` process.
+#[derive(Debug)]
+pub struct Cli<'a> {
+    pub env: &'a Env,
+    pub runtime: Option<String>,
 }
 
-/// Run every conformance case on `runtime`; return the failures.
-pub fn run_conformance(env: &Env, runtime: Option<&str>) -> Vec<String> {
-    let mut failures = Vec::new();
-    for c in conformance_cases() {
-        let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
-        let out = env.run(runtime, &args);
-        let code = out.status.code().unwrap_or(-1);
-        let so = stdout(&out);
-        let mut bad = Vec::new();
-        if code != c.code {
-            bad.push(format!("exit {code}, want {}", c.code));
-        }
-        if let Some(want) = &c.stdout {
-            if &so != want {
-                bad.push(format!("stdout {so:?}, want {want:?}"));
-            }
-        }
-        for s in &c.contains {
-            if !so.contains(s) {
-                bad.push(format!("stdout lacks {s:?}"));
-            }
-        }
-        if !bad.is_empty() {
-            failures.push(format!(
-                "{}: {} (stderr: {})",
-                c.name,
-                bad.join("; "),
-                job_stderr(&out).trim()
+impl Launch for Cli<'_> {
+    fn launch(&mut self, image: &str, job: &JobSpec) -> Result<Outcome, String> {
+        let args = run_args(image, job);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.env.run(self.runtime.as_deref(), &args);
+        let code = out.status.code().ok_or("skiff was killed by a signal")?;
+        let text = stdout(&out);
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        let (job_out, json) = match body.rfind('\n') {
+            Some(i) => (&text[..=i], &body[i + 1..]),
+            None => ("", body),
+        };
+        let mut result: JobResult = match serde_json::from_str(json) {
+            Ok(r) => r,
+            Err(_) if code == 125 => JobResult {
+                exit_code: code,
+                ..Default::default()
+            },
+            Err(e) => return Err(format!("no JSON result ({e}) in {text:?}")),
+        };
+        if result.exit_code.clamp(0, 255) != code {
+            return Err(format!(
+                "exit status {code} but JSON exit_code {}",
+                result.exit_code
             ));
         }
+        result.exit_code = code;
+        Ok(Outcome {
+            result,
+            stdout: if code == 125 {
+                text
+            } else {
+                job_out.to_string()
+            },
+            stderr: job_stderr(&out),
+        })
     }
-    failures
+}
+
+impl Env {
+    /// A pool launcher (`skiff launcher`) on this store.
+    pub fn launcher(&self) -> Launcher {
+        let mut c = self.cmd();
+        c.arg("launcher").stderr(Stdio::null());
+        Launcher::spawn(c).expect("start skiff launcher")
+    }
+
+    /// A scratch directory for the conformance suite.
+    pub fn work_dir(&self) -> PathBuf {
+        let d = self.root.path().join("conformance-work");
+        std::fs::create_dir_all(&d).expect("work dir");
+        d
+    }
+}
+
+/// Run the conformance suite and return one line per failed case (and
+/// print the report, with its latencies, for the test log).
+pub fn run_suite(launch: &mut dyn Launch, work_dir: &Path, label: &str) -> Vec<String> {
+    let report = conformance::run_suite(launch, work_dir);
+    for c in &report.cases {
+        eprintln!(
+            "{label}: {:<32} {:<5} launch {:>7} ms  wall {:>7} ms",
+            c.name,
+            if c.passed { "ok" } else { "FAIL" },
+            c.launch_ms.map(|v| format!("{v:.2}")).unwrap_or_default(),
+            c.wall_ms.map(|v| format!("{v:.2}")).unwrap_or_default(),
+        );
+    }
+    report
+        .failures()
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.reason.as_deref().unwrap_or("")))
+        .collect()
 }
