@@ -25,8 +25,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The input is not any image format skiff understands.
-    #[error("{input}: not a recognised image archive: {detail}")]
+    /// The input is not any image format skiff understands (`input` names it;
+    /// callers usually say which input they were importing).
+    #[error("not a recognised image archive: {detail}")]
     UnknownFormat { input: String, detail: String },
     /// An entry the format requires is absent from the archive.
     #[error("archive entry {entry} is missing ({what})")]
@@ -78,7 +79,7 @@ pub enum Error {
         source: crate::apply::ApplyError,
     },
     /// The archive holds nothing that can be run.
-    #[error("{input}: no runnable image: {detail}")]
+    #[error("no runnable image: {detail}")]
     NoImage { input: String, detail: String },
     /// No manifest matches the wanted platform.
     #[error("no image for platform {wanted} (available: {available})")]

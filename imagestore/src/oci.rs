@@ -201,7 +201,9 @@ impl Walk<'_> {
         }
         if MANIFEST_TYPES.contains(&mt.as_str()) {
             if d.artifact_type().is_some() {
-                self.skipped.push(format!("{digest}: artifact manifest"));
+                if self.seen.insert(digest.clone()) {
+                    self.skipped.push(format!("{digest}: artifact manifest"));
+                }
                 return Ok(());
             }
             return self.manifest(d, &digest, refs, siblings);
