@@ -1,5 +1,6 @@
 //! Nothing outlives a job: mounts, cgroups, state directories, processes,
-//! fds. And a SIGKILLed `skiff` is cleaned up by the next command.
+//! fds (counted in a pool launcher over 500 jobs). And a SIGKILLed `skiff`
+//! is cleaned up by the next command.
 
 mod run_common;
 
@@ -8,6 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use run_common::{env, job_stderr, stdout, BUSYBOX};
+use runtime::conformance::Launch;
+use runtime::JobSpec;
 
 /// Processes whose root directory is inside `dir` (i.e. jobs of this store).
 fn processes_rooted_in(dir: &Path) -> usize {
@@ -31,8 +34,77 @@ fn processes_rooted_in(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Direct children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .ok()
+                        .and_then(|s| {
+                            let after = s.rsplit_once(')')?.1.to_string();
+                            after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                        })
+                        == Some(pid)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What a launcher holds: open fds, mounts in its (private) mount
+/// namespace, child processes, threads.
+#[derive(Debug, PartialEq, Eq)]
+struct Holdings {
+    fds: Vec<String>,
+    mounts: usize,
+    children: usize,
+    threads: usize,
+}
+
+fn holdings(pid: u32) -> Holdings {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let target = std::fs::read_link(e.path())
+                        .map(|t| t.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    // pipe:[inode] and the like: keep the kind, not the inode.
+                    let kind = target.split(':').next().unwrap_or("").to_string();
+                    format!("{}={kind}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    Holdings {
+        fds,
+        mounts,
+        children: children_of(pid).len(),
+        threads,
+    }
+}
+
+fn job(command: &[&str]) -> JobSpec {
+    JobSpec {
+        command: command.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn test_cleanup_leak_count_over_many_jobs() {
+    // 500 jobs through ONE pool launcher: its fds, mounts, children and
+    // threads afterwards equal those before, and nothing is left on the host.
     let Some(e) = env() else { return };
     let n: usize = std::env::var("SKIFF_LEAK_JOBS")
         .ok()
@@ -40,9 +112,74 @@ fn test_cleanup_leak_count_over_many_jobs() {
         .unwrap_or(500);
     let root = std::fs::canonicalize(e.root.path()).expect("canon");
     let root_s = root.to_string_lossy().into_owned();
-    let mounts_before = run_common::mounts_containing(&root_s);
+    let host_mounts_before = run_common::mounts_containing(&root_s);
+    let mut launcher = e.launcher();
+    let pid = launcher.pid();
+    let mut limited = job(&["sh", "-c", "sleep 0 & echo out; echo err >&2; wait"]);
+    limited.limits.memory_bytes = Some(32 << 20);
+    limited.limits.pids = Some(16);
+    let mut timed = job(&["sleep", "10"]);
+    timed.timeout = Some(Duration::from_millis(20));
+    timed.stop_timeout = Duration::from_millis(10);
+    let mut bad_user = job(&["true"]);
+    bad_user.user = Some("ghost".into());
+    // (job, expected exit status): plain, limits and output, own status,
+    // not found (no launch), skiff error (no launch), timeout.
+    let kinds: Vec<(JobSpec, i32)> = vec![
+        (job(&["true"]), 0),
+        (limited, 0),
+        (job(&["sh", "-c", "exit 3"]), 3),
+        (job(&["no-such-command"]), 127),
+        (bad_user, 125),
+        (timed, 137),
+    ];
+    let pick = |i: usize| -> usize {
+        match i % 100 {
+            97 => 3,
+            98 => 4,
+            99 => 5,
+            k => k % 3,
+        }
+    };
+    // One job of every kind first, so lazily opened fds are in the baseline.
+    for (k, (j, want)) in kinds.iter().enumerate() {
+        let out = launcher.launch(BUSYBOX, j).expect("launch");
+        assert_eq!(out.result.exit_code, *want, "warm-up {k}: {}", out.stderr);
+    }
+    let before = holdings(pid);
     for i in 0..n {
-        // Alternate a plain job, one with limits, and one that fails.
+        let (j, want) = &kinds[pick(i)];
+        let out = launcher.launch(BUSYBOX, j).expect("launch");
+        assert_eq!(out.result.exit_code, *want, "job {i}: {}", out.stderr);
+    }
+    let after = holdings(pid);
+    assert_eq!(after, before, "the launcher leaked over {n} jobs");
+    assert!(launcher.finish().expect("exit").success());
+    assert_eq!(
+        run_common::mounts_containing(&root_s),
+        host_mounts_before,
+        "host mounts leaked"
+    );
+    assert!(
+        e.state_dirs().is_empty(),
+        "state dirs leaked: {:?}",
+        e.state_dirs()
+    );
+    assert!(
+        e.job_cgroups().is_empty(),
+        "cgroups leaked: {:?}",
+        e.job_cgroups()
+    );
+    assert_eq!(processes_rooted_in(&root), 0, "processes leaked");
+}
+
+#[test]
+fn test_cleanup_leak_count_skiff_run_processes() {
+    // The same through separate `skiff run` processes (fewer: each costs a
+    // process start): their state, cgroups and jobs go with them.
+    let Some(e) = env() else { return };
+    let root = std::fs::canonicalize(e.root.path()).expect("canon");
+    for i in 0..30 {
         let out = match i % 3 {
             0 => e.run(None, &[BUSYBOX, "true"]),
             1 => e.run(
@@ -68,21 +205,8 @@ fn test_cleanup_leak_count_over_many_jobs() {
             job_stderr(&out)
         );
     }
-    assert_eq!(
-        run_common::mounts_containing(&root_s),
-        mounts_before,
-        "mounts leaked"
-    );
-    assert!(
-        e.state_dirs().is_empty(),
-        "state dirs leaked: {:?}",
-        e.state_dirs()
-    );
-    assert!(
-        e.job_cgroups().is_empty(),
-        "cgroups leaked: {:?}",
-        e.job_cgroups()
-    );
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
     assert_eq!(processes_rooted_in(&root), 0, "processes leaked");
 }
 
