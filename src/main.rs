@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_cmd;
+mod check_cmd;
 mod image_cmd;
 mod run_cmd;
 
@@ -37,6 +38,8 @@ enum Command {
     Run(Box<run_cmd::RunArgs>),
     /// Measure skiff against other tools on this host.
     Bench(bench_cmd::BenchArgs),
+    /// Probe this host: what skiff can use here (exit 0 ok, 1 unusable, 2 degraded).
+    Check(check_cmd::CheckArgs),
     /// Find and clean up after jobs whose `skiff` was killed.
     Gc(run_cmd::GcArgs),
     /// Internal: a single-threaded launcher process serving a pool.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),
         Command::Run(args) => run_cmd::run(&cli.root, *args),
         Command::Bench(args) => bench_cmd::run(&cli.root, args).map(|()| 0u8),
+        Command::Check(args) => check_cmd::run(&cli.root, args),
         Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
         Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),
     };

@@ -34,6 +34,7 @@ pub mod job;
 pub mod mounts;
 pub mod oci;
 pub mod pool;
+pub mod probe;
 pub mod run;
 pub mod safe_root;
 pub mod seccomp;
