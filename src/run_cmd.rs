@@ -51,7 +51,7 @@ pub struct RunArgs {
     #[arg(long = "read-only")]
     pub read_only: bool,
     /// Bind-mount a host path: HOST:CONTAINER[:ro].
-    #[arg(long = "volume")]
+    #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
     /// Mount a tmpfs at PATH.
     #[arg(long)]

@@ -225,3 +225,140 @@ fn test_security_memory_hog_is_oom_killed() {
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
     assert_eq!(v["oom_killed"], true);
 }
+
+/// Syscalls Docker's default profile blocks for a job with the default
+/// capabilities, and what the probe gets for each.
+const BLOCKED: &[(&str, &str)] = &[
+    ("keyctl", "EPERM"),
+    ("add_key", "EPERM"),
+    ("request_key", "EPERM"),
+    ("bpf", "EPERM"),
+    ("userfaultfd", "EPERM"),
+    ("perf_event_open", "EPERM"),
+    ("kexec_load", "EPERM"),
+    ("open_by_handle_at", "EPERM"),
+    ("init_module", "EPERM"),
+    ("io_uring_setup", "EPERM"),
+    ("unshare", "EPERM"),
+    ("mount", "EPERM"),
+    ("reboot", "EPERM"),
+    ("clock_settime", "EPERM"),
+    ("clone_newuser", "EPERM"),
+    ("clone_newns", "EPERM"),
+    ("socket_vsock", "EPERM"),
+    ("personality_exec", "EPERM"),
+    ("clone3", "ENOSYS"),
+];
+
+/// Syscalls a job needs, which the profile allows.
+const ALLOWED: &[&str] = &["getpid", "fork", "socket_unix", "personality_query"];
+
+fn runtimes() -> Vec<Option<&'static str>> {
+    let mut v = vec![None];
+    for r in ["runc", "crun"] {
+        if std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file()))
+        {
+            v.push(Some(r));
+        }
+    }
+    v
+}
+
+#[test]
+fn test_security_seccomp_blocks_what_docker_blocks() {
+    let Some(e) = env() else { return };
+    if run_common::syscall_probe_dir().is_none() {
+        return;
+    }
+    let names: Vec<&str> = BLOCKED
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(ALLOWED.iter().copied())
+        .collect();
+    for rt in runtimes() {
+        let got = run_common::probe_syscalls(&e, rt, &[], &names);
+        for (n, want) in BLOCKED {
+            assert_eq!(
+                got.get(*n).map(String::as_str),
+                Some(*want),
+                "{rt:?}: {n}: {got:?}"
+            );
+        }
+        for n in ALLOWED {
+            assert_eq!(
+                got.get(*n).map(String::as_str),
+                Some("ok"),
+                "{rt:?}: {n}: {got:?}"
+            );
+        }
+    }
+    // Unconfined, the kernel decides: the keyring calls work, so it was the
+    // profile that refused them.
+    let got = run_common::probe_syscalls(
+        &e,
+        None,
+        &["--security-opt", "seccomp=unconfined"],
+        &["keyctl", "add_key", "personality_exec", "clone3"],
+    );
+    assert_eq!(got["keyctl"], "ok", "{got:?}");
+    assert_eq!(got["add_key"], "ok", "{got:?}");
+    assert_eq!(got["personality_exec"], "ok", "{got:?}");
+    assert_ne!(got["clone3"], "ENOSYS", "{got:?}");
+}
+
+#[test]
+fn test_security_seccomp_cap_add_allows_its_syscalls() {
+    let Some(e) = env() else { return };
+    if run_common::syscall_probe_dir().is_none() {
+        return;
+    }
+    for rt in runtimes() {
+        let got = run_common::probe_syscalls(
+            &e,
+            rt,
+            &["--cap-add", "SYS_ADMIN"],
+            &[
+                "unshare",
+                "mount",
+                "clone_newns",
+                "keyctl",
+                "init_module",
+                "kexec_load",
+            ],
+        );
+        // SYS_ADMIN: mount and namespaces; never keyrings, modules or kexec.
+        assert_eq!(got["unshare"], "ok", "{rt:?}: {got:?}");
+        assert_eq!(got["mount"], "ok", "{rt:?}: {got:?}");
+        assert_eq!(got["clone_newns"], "ok", "{rt:?}: {got:?}");
+        assert_eq!(got["keyctl"], "EPERM", "{rt:?}: {got:?}");
+        assert_eq!(got["init_module"], "EPERM", "{rt:?}: {got:?}");
+        assert_eq!(got["kexec_load"], "EPERM", "{rt:?}: {got:?}");
+    }
+}
+
+#[test]
+fn test_security_seccomp_ordinary_commands_work() {
+    // A shell session touching files, processes, pipes, signals, time,
+    // sockets and IPC gives the same output with and without the profile.
+    let Some(e) = env() else { return };
+    let script = "set -e; mkdir -p /w/a; cd /w; echo hi > a/f; cp a/f b; mv b c; ln -s c d; \
+        ln c e; chmod 600 c; chown 1:1 c; touch -d 2020-01-01 c; stat -c '%a %u %s' c; \
+        readlink d; cat d e | sort | uniq -c | tr -s ' '; find /w -type f | sort | xargs wc -l | tail -1; \
+        dd if=/dev/zero of=z bs=1k count=8 2>/dev/null; du -k z | cut -f1; \
+        seq 1 5 | sed 's/3/x/' | grep -c x; sleep 0.01 & wait; \
+        trap 'echo usr1' USR1; kill -USR1 $$; timeout 1 sleep 0.01; \
+        test -n \"$(date +%s)\"; id -u; hostname >/dev/null; uname -s; nproc >/dev/null; \
+        ps >/dev/null; free >/dev/null; df / >/dev/null; top -bn1 >/dev/null; \
+        ping -c1 -W1 127.0.0.1 >/dev/null && echo ping; rm -r /w; echo done";
+    let run = |opts: &[&str]| {
+        let mut args: Vec<&str> = opts.to_vec();
+        args.extend([BUSYBOX, "sh", "-c", script]);
+        let out = e.run(None, &args);
+        assert_eq!(out.status.code(), Some(0), "{opts:?}: {}", job_stderr(&out));
+        stdout(&out)
+    };
+    let confined = run(&[]);
+    assert!(confined.ends_with("done\n"), "{confined}");
+    assert_eq!(confined, run(&["--security-opt", "seccomp=unconfined"]));
+}

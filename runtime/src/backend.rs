@@ -49,6 +49,21 @@ impl Backend {
         })
     }
 
+    /// How this backend reads masked seccomp comparisons (see [`crate::seccomp`]).
+    pub fn seccomp_order(&self) -> crate::seccomp::MaskedEqOrder {
+        match self {
+            Backend::Libcontainer => crate::seccomp::MaskedEqOrder::ValueTwoIsMask,
+            // youki's CLI is libcontainer too.
+            Backend::Binary(p)
+                if p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("youki")) =>
+            {
+                crate::seccomp::MaskedEqOrder::ValueTwoIsMask
+            }
+            Backend::Binary(_) => crate::seccomp::MaskedEqOrder::ValueIsMask,
+        }
+    }
+
     /// Short name for reports.
     pub fn name(&self) -> String {
         match self {

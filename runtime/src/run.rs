@@ -389,6 +389,7 @@ impl Runner {
                 rootfs: &rootfs,
                 etc_dir: &etc,
                 cgroups_path: &cgroup_path,
+                seccomp_order: backend.seccomp_order(),
             },
             Some(cgroups::resources(&job.limits)?),
         )?;

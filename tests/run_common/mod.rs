@@ -388,3 +388,55 @@ pub fn run_suite(launch: &mut dyn Launch, work_dir: &Path, label: &str) -> Vec<S
         .map(|c| format!("{}: {}", c.name, c.reason.as_deref().unwrap_or("")))
         .collect()
 }
+
+/// The syscall probe (`syscall_probe.c`), built static once per test run
+/// into a directory to mount into jobs (`DIR:/probe:ro`, run `/probe/probe
+/// NAME...`). `None` (with a note) when no C compiler is present, a failure
+/// with `SKIFF_REQUIRE_PRIVILEGED=1`.
+pub fn syscall_probe_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("syscall-probe");
+        std::fs::create_dir_all(&dir).expect("probe dir");
+        let src = repo().join("tests/run_common/syscall_probe.c");
+        let out = Command::new("cc")
+            .args(["-static", "-O", "-o"])
+            .arg(dir.join("probe"))
+            .arg(&src)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(dir),
+            other => {
+                let why = format!("cannot build the syscall probe with cc: {other:?}");
+                if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+                    panic!("{why}");
+                }
+                eprintln!("SKIPPED: {why}");
+                None
+            }
+        }
+    })
+    .clone()
+}
+
+/// Run the probe in a job with `opts`; returns `name -> result` (`ok` or an
+/// errno name).
+pub fn probe_syscalls(
+    e: &Env,
+    runtime: Option<&str>,
+    opts: &[&str],
+    names: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let dir = syscall_probe_dir().expect("probe");
+    let vol = format!("{}:/probe:ro", dir.display());
+    let mut args: Vec<&str> = opts.to_vec();
+    args.extend(["-v", &vol, BUSYBOX, "/probe/probe"]);
+    args.extend(names);
+    let out = e.run(runtime, &args);
+    assert_eq!(out.status.code(), Some(0), "probe: {}", job_stderr(&out));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
