@@ -1,1 +1,25 @@
-//! placeholder
+//! skiff's benchmarks, reached from `skiff bench`.
+//!
+//! - [`import`]: import throughput of the image store against `tar -x` of
+//!   the same layers, `podman load`, and `skopeo copy` plus `umoci unpack`.
+//! - [`image`]: the benchmark image, generated from host directories as a
+//!   realistic multi-layer `docker save` archive and cached.
+//! - [`trash`]: run output is renamed aside and deleted only after the last
+//!   timed run (bulk deletes slow ext4 file creation for a while).
+//! - [`stats`], [`host`], [`report`], [`ui`]: medians, host facts, tables,
+//!   progress.
+//!
+//! See `docs/bench.md` for how to run it and the latest figures.
+
+pub mod error;
+pub mod host;
+pub mod image;
+pub mod import;
+pub mod report;
+pub mod stats;
+pub mod trash;
+pub mod ui;
+
+pub use error::{Error, Result};
+pub use import::{Contender, ImportConfig, ImportResults};
+pub use ui::Ui;

@@ -1,0 +1,213 @@
+//! Output of timed runs is renamed aside, never deleted just before a
+//! timed run.
+//!
+//! On this project's disks `/` is ext4 *without a journal*. In that mode
+//! ext4's inode allocator skips inodes freed less than 60 s ago (300 s more
+//! while their inode-table block is still dirty): `recently_deleted()` in
+//! `fs/ext4/ialloc.c`. Right after a bulk `rm -rf`, creating files therefore
+//! scans past thousands of recently freed inodes and is several times
+//! slower: a `tar -x` that takes 0.65 s took 4.1 s right after deleting
+//! 1 GB, and recovered about 70 s later (see `docs/bench.md`). A benchmark
+//! that cleans up between rounds measures that instead of the importer.
+//!
+//! So every run writes into a fresh directory, moves it into a trash
+//! directory with one `rename`, and the trash is emptied only after the last
+//! timed run, followed by a `sync` (clean inode-table blocks: the 60 s
+//! window, not 360 s). A stamp records when that delete ended, so that the
+//! next run can wait for the window to pass.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, IoContext, Result};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Move `path` (if it exists) into `trash` under a unique name. O(1).
+pub fn set_aside(path: &Path, trash: &Path) -> Result<()> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    fs::create_dir_all(trash).ctx("create", trash)?;
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "x".into());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dst = trash.join(format!("{base}.{}.{nanos}.{n}", std::process::id()));
+    fs::rename(path, &dst).ctx("move aside", path)
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let d = |k: usize| u32::from(b[i + k] - b'0');
+            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detach whatever a contender left mounted under `dir` (podman's storage
+/// may make its root a mount point). Returns the ones that would not go.
+pub fn unmount_under(dir: &Path) -> Vec<PathBuf> {
+    let mut stuck = Vec::new();
+    for m in mounts_under(dir) {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(mount = %m.display(), error = %e, "cannot unmount");
+            stuck.push(m);
+        }
+    }
+    stuck
+}
+
+/// What emptying the trash did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Emptied {
+    /// Whether anything was deleted.
+    pub deleted: bool,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Delete everything in `trash` (unmounting leftovers first), and stamp
+/// the time in `stamp` when anything was deleted.
+pub fn empty(trash: &Path, stamp: &Path) -> Result<Emptied> {
+    let start = std::time::Instant::now();
+    let entries = match fs::read_dir(trash) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Emptied::default()),
+        Err(e) => return Err(Error::io("read", trash, e)),
+    };
+    let stuck = unmount_under(trash);
+    let mut deleted = false;
+    for e in entries {
+        let e = e.ctx("read", trash)?;
+        let p = e.path();
+        if stuck.iter().any(|m| m.starts_with(&p)) {
+            tracing::warn!(path = %p.display(), "left in place: a mount below it would not go");
+            continue;
+        }
+        let ft = e.file_type().ctx("stat", &p)?;
+        let r = if ft.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+        r.ctx("delete", &p)?;
+        deleted = true;
+    }
+    if deleted {
+        // Flush the freed inodes' table blocks: ext4 then skips them for
+        // 60 s instead of 360 s.
+        nix::unistd::sync();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if let Some(parent) = stamp.parent() {
+            fs::create_dir_all(parent).ctx("create", parent)?;
+        }
+        fs::write(stamp, now.to_string()).ctx("write", stamp)?;
+    }
+    Ok(Emptied {
+        deleted,
+        took: start.elapsed(),
+    })
+}
+
+/// How long ago the last bulk delete stamped in `stamp` ended.
+pub fn since_last_delete(stamp: &Path) -> Option<Duration> {
+    let secs: u64 = fs::read_to_string(stamp).ok()?.trim().parse().ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(now.saturating_sub(secs)))
+}
+
+/// Total size in bytes of what lies under `path` (not following symlinks).
+pub fn du(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir() {
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                total += du(&e.path());
+            }
+        }
+    }
+    total
+}
+
+/// Free bytes on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(s.blocks_available() * s.fragment_size())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/x\\"), r"/x\\");
+    }
+
+    #[test]
+    fn aside_then_empty() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let out = d.path().join("out");
+        fs::create_dir_all(out.join("deep/er")).expect("mkdir");
+        fs::write(out.join("deep/er/f"), b"x").expect("write");
+        let trash = d.path().join("trash");
+        set_aside(&out, &trash).expect("aside");
+        assert!(!out.exists());
+        set_aside(&out, &trash).expect("absent is fine");
+        let stamp = d.path().join("stamp");
+        let e = empty(&trash, &stamp).expect("empty");
+        assert!(e.deleted);
+        assert_eq!(fs::read_dir(&trash).expect("trash").count(), 0);
+        assert!(since_last_delete(&stamp).is_some());
+    }
+}
