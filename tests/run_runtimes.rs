@@ -25,12 +25,7 @@ fn conformance_on(runtime: &str) {
         env: &e,
         runtime: Some(runtime.to_string()),
     };
-    let failures: Vec<String> = run_common::run_suite(&mut cli, &e.work_dir(), runtime)
-        .into_iter()
-        // Until the runtime binaries keep the cgroup for skiff to read, their
-        // accounting (OOM flag, peak memory, CPU time) is missing.
-        .filter(|f| !(f.starts_with("oom kill:") || f.starts_with("cpu and memory accounting:")))
-        .collect();
+    let failures = run_common::run_suite(&mut cli, &e.work_dir(), runtime);
     assert!(
         failures.is_empty(),
         "{runtime}: {} case(s) differ:\n{}",
@@ -57,4 +52,54 @@ fn test_run_conformance_runc() {
 #[test]
 fn test_run_conformance_crun() {
     conformance_on("crun");
+}
+
+fn accounting_on(e: &run_common::Env, runtime: Option<&str>) -> serde_json::Value {
+    let out = e.run(
+        runtime,
+        &[
+            "--json",
+            "-m",
+            "16m",
+            run_common::BUSYBOX,
+            "sh",
+            "-c",
+            "x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{runtime:?}: {}",
+        run_common::job_stderr(&out)
+    );
+    serde_json::from_str(run_common::stdout(&out).trim()).expect("json")
+}
+
+#[test]
+fn test_run_runtimes_oom_accounting_parity() {
+    // The runtime binaries create the job's cgroup where skiff asks and keep
+    // it until `delete`, so skiff reads the same accounting as on its own path.
+    let Some(e) = env() else { return };
+    let mut paths = vec![None];
+    for r in ["runc", "crun"] {
+        if have(r) {
+            paths.push(Some(r));
+        } else if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{r} is not installed");
+        }
+    }
+    for rt in paths {
+        let v = accounting_on(&e, rt);
+        assert_eq!(v["oom_killed"], true, "{rt:?}: {v}");
+        assert_eq!(v["signal"], 9, "{rt:?}: {v}");
+        assert!(
+            v["peak_memory_bytes"].as_u64().unwrap_or(0) > 0,
+            "{rt:?}: {v}"
+        );
+        assert!(v["cpu_usec"].as_u64().is_some(), "{rt:?}: {v}");
+        assert_eq!(v["runtime"], rt.unwrap_or("libcontainer"), "{v}");
+    }
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
 }

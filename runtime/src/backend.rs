@@ -21,7 +21,7 @@ pub enum Backend {
     #[default]
     Libcontainer,
     /// An OCI runtime binary (`runc`, `crun`, `youki` or a path), run as
-    /// `RUNTIME --root DIR run --bundle BUNDLE ID`.
+    /// `RUNTIME create`, `start`, and `delete` after the job (see [`launch_binary`]).
     Binary(PathBuf),
 }
 
@@ -90,7 +90,7 @@ pub struct JobStdio {
 /// A started job.
 #[derive(Debug, Clone, Copy)]
 pub struct Started {
-    /// The process to wait for: the job's init (libcontainer) or the runtime binary.
+    /// The process to wait for and signal: the job's init, a child of this process.
     pub wait_pid: i32,
     /// The job's init, when known.
     pub init_pid: Option<i32>,
@@ -145,8 +145,81 @@ pub fn launch_libcontainer(
     })
 }
 
-/// Run `RUNTIME --root ROOT run --bundle BUNDLE ID` as a child. The runtime
-/// stays the job's parent and exits with its status.
+/// Run one runtime subcommand to completion: `RUNTIME --root STATE --log
+/// STATE/runtime.log ARGS...`. `stdio` is the job's (for `create`, which
+/// hands it to the container); otherwise the runtime's output is discarded
+/// (its errors are in the log, quoted in the error).
+fn runtime_command(
+    runtime: &Path,
+    state_root: &Path,
+    args: &[&std::ffi::OsStr],
+    stdio: Option<JobStdio>,
+) -> Result<()> {
+    let log = state_root.join("runtime.log");
+    let mut cmd = std::process::Command::new(runtime);
+    cmd.arg("--root")
+        .arg(state_root)
+        .arg("--log")
+        .arg(&log)
+        .args(args);
+    match stdio {
+        Some(io) => cmd
+            .stdin(std::process::Stdio::from(io.stdin))
+            .stdout(std::process::Stdio::from(io.stdout))
+            .stderr(std::process::Stdio::from(io.stderr)),
+        None => cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    };
+    let what = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let status = cmd.status().map_err(|e| Error::RuntimeBinary {
+        runtime: runtime.display().to_string(),
+        detail: format!("cannot run it: {e}"),
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = log_text.lines().rev().take(5).collect();
+    Err(Error::RuntimeBinary {
+        runtime: runtime.display().to_string(),
+        detail: format!(
+            "{what} failed ({status}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ),
+    })
+}
+
+/// Make this process the reaper of its orphaned descendants, so that a
+/// container's init, whose parent (`RUNTIME create`) exits, becomes our
+/// child and can be waited for.
+fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl with an integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::io(
+            "become child subreaper",
+            "",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Create and start through an OCI runtime binary, in two steps so the
+/// container's cgroup outlives its processes until skiff has read its
+/// accounting ([`delete_binary`] removes it after):
+///
+/// 1. `RUNTIME create --bundle B --pid-file P ID`, with the job's stdio; the
+///    init is reparented to this process (a child subreaper) when the
+///    runtime exits;
+/// 2. `on_created(init pid)`;
+/// 3. `RUNTIME start ID`.
+///
+/// The job is then waited for and signalled directly, as with libcontainer.
 pub fn launch_binary(
     runtime: &Path,
     id: &str,
@@ -154,52 +227,85 @@ pub fn launch_binary(
     state_root: &Path,
     stdio: JobStdio,
     hybrid_cgroups: bool,
+    on_created: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<Started> {
     let t = Instant::now();
+    become_subreaper()?;
     let is_crun = runtime
         .file_name()
         .is_some_and(|n| n.to_string_lossy().contains("crun"));
     if is_crun && hybrid_cgroups {
-        hide_unified_controllers(state_root)?;
+        hide_unified_controllers()?;
     }
-    let child = std::process::Command::new(runtime)
-        .arg("--root")
-        .arg(state_root)
-        .arg("run")
-        .arg("--bundle")
-        .arg(bundle)
-        .arg(id)
-        .stdin(std::process::Stdio::from(stdio.stdin))
-        .stdout(std::process::Stdio::from(stdio.stdout))
-        .stderr(std::process::Stdio::from(stdio.stderr))
-        .spawn()
-        .map_err(|e| Error::RuntimeBinary {
+    let pid_file = state_root.join("init.pid");
+    runtime_command(
+        runtime,
+        state_root,
+        &[
+            "create".as_ref(),
+            "--bundle".as_ref(),
+            bundle.as_os_str(),
+            "--pid-file".as_ref(),
+            pid_file.as_os_str(),
+            id.as_ref(),
+        ],
+        Some(stdio),
+    )?;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .map_err(|e| Error::io("read", &pid_file, e))?
+        .trim()
+        .parse()
+        .map_err(|_| Error::RuntimeBinary {
             runtime: runtime.display().to_string(),
-            detail: format!("cannot start it: {e}"),
+            detail: format!("unreadable pid file {}", pid_file.display()),
         })?;
-    let pid = child.id() as i32;
-    // The Child handle would not reap; the supervisor waits on the pid.
-    std::mem::forget(child);
+    on_created(pid)?;
+    let create_ms = ms_since(t);
+    let t = Instant::now();
+    runtime_command(runtime, state_root, &["start".as_ref(), id.as_ref()], None)?;
     Ok(Started {
         wait_pid: pid,
-        init_pid: None,
-        create_ms: ms_since(t),
-        start_ms: 0.0,
+        init_pid: Some(pid),
+        create_ms,
+        start_ms: ms_since(t),
     })
+}
+
+/// `RUNTIME delete --force ID`: the runtime removes its state and the
+/// container's cgroup (in every hierarchy it used).
+pub fn delete_binary(runtime: &Path, id: &str, state_root: &Path) -> Result<()> {
+    runtime_command(
+        runtime,
+        state_root,
+        &["delete".as_ref(), "--force".as_ref(), id.as_ref()],
+        None,
+    )
+}
+
+/// Reap any orphans reparented to this subreaper (the runtime's helpers).
+/// Call only when no job of this process is running.
+pub fn reap_orphans() {
+    loop {
+        // SAFETY: waitpid with a null status pointer.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if r <= 0 {
+            break;
+        }
+    }
 }
 
 /// crun 1.8 refuses hybrid hosts because `/sys/fs/cgroup/unified/cgroup.controllers`
 /// is not empty. The launcher is in a private mount namespace already, so an
-/// empty file bound over it is seen by crun only (HOST-FACTS.md).
-fn hide_unified_controllers(scratch: &Path) -> Result<()> {
+/// empty file bound over it is seen by crun only (HOST-FACTS.md). Done once
+/// per launcher: the mount stays for its later jobs.
+fn hide_unified_controllers() -> Result<()> {
     let target = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    if !target.exists() {
-        return Ok(());
+    if std::fs::read(target).map(|c| c.is_empty()).unwrap_or(true) {
+        return Ok(()); // absent, empty, or already hidden
     }
-    let empty = scratch.join("empty-controllers");
-    std::fs::write(&empty, "").map_err(|e| Error::io("write", &empty, e))?;
+    // /dev/null reads as an empty file.
     nix::mount::mount(
-        Some(&empty),
+        Some("/dev/null"),
         target,
         None::<&str>,
         nix::mount::MsFlags::MS_BIND,

@@ -128,29 +128,6 @@ impl JobControl for InitControl {
     }
 }
 
-struct BinaryControl<'a> {
-    runtime_pid: i32,
-    cgroups: &'a dyn CgroupDriver,
-    name: &'a str,
-}
-
-impl JobControl for BinaryControl<'_> {
-    fn forward(&mut self, sig: libc::c_int) {
-        // The runtime (`run` in the foreground) forwards signals to the job.
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.runtime_pid, sig) };
-    }
-    fn terminate(&mut self) {
-        self.forward(libc::SIGTERM);
-    }
-    fn kill(&mut self) {
-        for pid in self.cgroups.pids(self.name).unwrap_or_default() {
-            // SAFETY: kill(2) on a job process.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
 fn hosts_file(hostname: &str, network: NetworkMode) -> String {
     if network == NetworkMode::Host {
         if let Ok(h) = fs::read_to_string("/etc/hosts") {
@@ -248,7 +225,20 @@ impl Runner {
 
         let t = Instant::now();
         let stats = self.cgroups.stats(&job.name).unwrap_or_default();
-        let mut cleanup_err = self.cgroups.remove(&job.name).err();
+        let mut cleanup_err = None;
+        if let Backend::Binary(runtime) = backend {
+            // The runtime removes its state and the cgroups it made (including
+            // hierarchies skiff does not use, e.g. name=systemd); a job that
+            // never got created has nothing to delete.
+            if scratch.join("state").join("init.pid").exists() {
+                cleanup_err =
+                    backend::delete_binary(runtime, &job.name, &scratch.join("state")).err();
+            }
+            backend::reap_orphans();
+        }
+        if let Err(e) = self.cgroups.remove(&job.name) {
+            cleanup_err.get_or_insert(e);
+        }
         for m in mounted.iter().rev() {
             if let Err(e) = mounts::unmount(m) {
                 cleanup_err.get_or_insert(e);
@@ -449,6 +439,11 @@ impl Runner {
                 &sub("state"),
                 stdio,
                 self.cgroups.version() == CgroupVersion::V1,
+                &mut |pid| {
+                    record.init_pid = Some(pid);
+                    record.init_start_time = process_start_time(pid);
+                    dir.write_record(&record)
+                },
             )?,
         };
         phases.create_ms = started.create_ms;
@@ -467,21 +462,12 @@ impl Runner {
                 OutputSink::Capped { file: stderr, cap },
             ),
         };
-        let mut init_control = InitControl {
+        let mut control = InitControl {
             pid: started.wait_pid,
-        };
-        let mut bin_control = BinaryControl {
-            runtime_pid: started.wait_pid,
-            cgroups: self.cgroups.as_ref(),
-            name: &job.name,
-        };
-        let control: &mut dyn JobControl = match backend {
-            Backend::Libcontainer => &mut init_control,
-            Backend::Binary(_) => &mut bin_control,
         };
         let outcome = supervise::supervise(
             started.wait_pid,
-            control,
+            &mut control,
             &signals,
             (out_r, out_sink),
             (err_r, err_sink),
@@ -494,10 +480,7 @@ impl Runner {
 
         let st = outcome.wait_status;
         let (exit_code, signal) = if libc::WIFEXITED(st) {
-            let code = libc::WEXITSTATUS(st);
-            // An OCI runtime binary reports a job killed by signal N as 128+N.
-            let sig = matches!(backend, Backend::Binary(_)) && code > 128 && code < 128 + 65;
-            (code, sig.then_some(code - 128))
+            (libc::WEXITSTATUS(st), None)
         } else if libc::WIFSIGNALED(st) {
             let s = libc::WTERMSIG(st);
             (128 + s, Some(s))

@@ -206,7 +206,35 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Clean up whatever a failed test left, so no cgroup or process outlives it.
         let _ = self.skiff(&["gc"]);
+        // skiff keeps `skiff/<store key>` between jobs; this store is going away.
+        if let Ok(root) = std::fs::canonicalize(self.root.path()) {
+            let key = store_key(&root);
+            for base in all_hierarchy_bases() {
+                let _ = std::fs::remove_dir(base.join("skiff").join(&key));
+            }
+        }
     }
+}
+
+/// `<mount>/<caller's path>` in every mounted hierarchy, named ones and the
+/// unified one included (runtime binaries use them all).
+fn all_hierarchy_bases() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let deepest = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .max_by_key(|p| p.len())
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join(&deepest))
+                .chain([Path::new("/sys/fs/cgroup").join(&deepest)])
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Count of this process's open fds.

@@ -24,6 +24,10 @@ const CONTROLLERS: &[&str] = &[
     "net_prio",
     "perf_event",
     "hugetlb",
+    // Not controllers, but runtime binaries (runc, crun) place jobs there too
+    // on hybrid hosts; `gc` cleans them up after a killed launcher.
+    "systemd",
+    "unified",
 ];
 
 /// The v1 driver.
