@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod check_cmd;
 mod image_cmd;
+mod matrix_cmd;
 mod run_cmd;
 
 /// skiff: run short-lived container jobs from a local image store, with no daemon.
@@ -40,6 +41,11 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Probe this host: what skiff can use here (exit 0 ok, 1 unusable, 2 degraded).
     Check(check_cmd::CheckArgs),
+    /// Run the conformance suite across kernels × cgroup modes × runtimes.
+    Matrix(matrix_cmd::MatrixArgs),
+    /// Internal: pid 1 of a `skiff matrix` virtual machine.
+    #[command(hide = true, name = "matrix-guest")]
+    MatrixGuest(matrix_cmd::GuestArgs),
     /// Find and clean up after jobs whose `skiff` was killed.
     Gc(run_cmd::GcArgs),
     /// Internal: a single-threaded launcher process serving a pool.
@@ -82,6 +88,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(&cli.root, *args),
         Command::Bench(args) => bench_cmd::run(&cli.root, args).map(|()| 0u8),
         Command::Check(args) => check_cmd::run(&cli.root, args),
+        Command::Matrix(args) => matrix_cmd::run(args),
+        Command::MatrixGuest(args) => matrix_cmd::guest(args),
         Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
         Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),
     };

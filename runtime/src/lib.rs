@@ -31,6 +31,7 @@ pub mod exec;
 pub mod gc;
 pub mod image_process;
 pub mod job;
+pub mod matrix;
 pub mod mounts;
 pub mod oci;
 pub mod pool;
