@@ -158,6 +158,12 @@ fn mount(src: &str, target: &str, fstype: &str, data: Option<&str>) -> Result<()
     .map_err(|e| format!("mount {fstype} on {target}: {e}"))
 }
 
+/// The cgroup modes a VM can be booted in: `v1` (one hierarchy per
+/// controller), `v2` (cgroup2, skiff in the root cgroup, as in a container
+/// or a VM) and `v2-delegated` (cgroup2, skiff in the leaf of a delegated
+/// subtree, as under systemd with `Delegate=yes`).
+pub const CGROUP_MODES: &[&str] = &["v1", "v2", "v2-delegated"];
+
 /// The v1 hierarchies mounted for a `v1` cell (co-mounted groups as
 /// systemd does).
 pub const V1_HIERARCHIES: &[&str] = &[
@@ -192,8 +198,31 @@ fn mount_cgroups(mode: &str) -> Result<(), String> {
         }
         Ok(())
     } else {
-        mount("cgroup2", "/sys/fs/cgroup", "cgroup2", None)
+        mount("cgroup2", "/sys/fs/cgroup", "cgroup2", None)?;
+        if mode == "v2-delegated" {
+            delegate()?;
+        }
+        Ok(())
     }
+}
+
+/// The layout `docs/cgroups.md` asks for on a systemd host: a delegated
+/// subtree `/skiff.scope` with memory, pids and cpu enabled for children,
+/// whose processes (skiff, here pid 1) sit in the leaf
+/// `/skiff.scope/launcher`.
+fn delegate() -> Result<(), String> {
+    let w = |p: &str, v: &str| fs::write(p, v).map_err(|e| format!("write {v:?} to {p}: {e}"));
+    let mk = |p: &str| fs::create_dir_all(p).map_err(|e| format!("mkdir {p}: {e}"));
+    mk("/sys/fs/cgroup/skiff.scope/launcher")?;
+    w(
+        "/sys/fs/cgroup/cgroup.subtree_control",
+        "+memory +pids +cpu",
+    )?;
+    w("/sys/fs/cgroup/skiff.scope/launcher/cgroup.procs", "0")?;
+    w(
+        "/sys/fs/cgroup/skiff.scope/cgroup.subtree_control",
+        "+memory +pids +cpu",
+    )
 }
 
 fn load_modules() -> Result<(), String> {

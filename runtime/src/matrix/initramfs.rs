@@ -35,7 +35,7 @@ exec $B switch_root /newroot /bin/skiff matrix-guest
 /// What goes in.
 #[derive(Debug, Clone)]
 pub struct Contents {
-    /// The skiff binary.
+    /// The skiff binary (already stripped: [`copy_stripped`]).
     pub skiff: PathBuf,
     /// Other binaries (OCI runtimes), installed as `/bin/<name>`.
     pub binaries: Vec<PathBuf>,
@@ -125,25 +125,28 @@ fn read(p: &Path) -> Result<Vec<u8>, MatrixError> {
     })
 }
 
-/// The skiff binary without debug info (`strip --strip-debug`), or as is
-/// when `strip` is missing.
-fn stripped(bin: &Path, work: &Path) -> Result<Vec<u8>, MatrixError> {
-    let out = work.join("skiff.stripped");
+/// Copy `bin` to `to` without debug info (`strip --strip-debug`), or as
+/// is when `strip` is missing.
+pub fn copy_stripped(bin: &Path, to: &Path) -> Result<(), MatrixError> {
     let ok = Command::new("strip")
         .arg("--strip-debug")
         .arg("-o")
-        .arg(&out)
+        .arg(to)
         .arg(bin)
         .status()
         .is_ok_and(|s| s.success());
-    let data = read(if ok { &out } else { bin })?;
-    let _ = fs::remove_file(&out);
-    Ok(data)
+    if !ok {
+        fs::copy(bin, to).map_err(|e| MatrixError::Io {
+            op: "copy",
+            path: bin.to_path_buf(),
+            source: e,
+        })?;
+    }
+    Ok(())
 }
 
-/// Write the initramfs for `c` to `out` (a scratch directory `work` is used
-/// for the stripped binary).
-pub fn build(c: &Contents, work: &Path, out: &Path) -> Result<(), MatrixError> {
+/// Write the initramfs for `c` to `out`.
+pub fn build(c: &Contents, out: &Path) -> Result<(), MatrixError> {
     let mut b = Builder {
         dirs: BTreeSet::new(),
         entries: Vec::new(),
@@ -162,7 +165,7 @@ pub fn build(c: &Contents, work: &Path, out: &Path) -> Result<(), MatrixError> {
     b.file("/init", 0o755, INIT.as_bytes().to_vec());
     b.file("/bin/busybox", 0o755, read(&c.busybox)?);
     b.symlink("/bin/sh", "busybox");
-    b.file("/bin/skiff", 0o755, stripped(&c.skiff, work)?);
+    b.file("/bin/skiff", 0o755, read(&c.skiff)?);
     let mut libs = BTreeSet::new();
     for bin in std::iter::once(&c.skiff).chain(c.binaries.iter()) {
         libs.extend(shared_libs(bin)?);

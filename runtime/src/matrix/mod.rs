@@ -73,7 +73,8 @@ pub struct KernelSel {
     pub id: String,
     /// The Debian series (`6.1`), or None for the host.
     pub series: Option<String>,
-    /// `v1` or `v2` for a VM.
+    /// The cgroup mode of a VM: `v1`, `v2` or `v2-delegated` (see
+    /// [`guest::CGROUP_MODES`]).
     pub cgroup: Option<String>,
 }
 
@@ -95,10 +96,10 @@ pub fn parse_kernels(s: &str) -> Result<Vec<KernelSel>, MatrixError> {
             detail: detail.to_string(),
         };
         let (series, cg) = id
-            .rsplit_once('-')
-            .ok_or_else(|| bad("expected host or SERIES-v1|v2, e.g. 6.1-v2"))?;
-        if cg != "v1" && cg != "v2" {
-            return Err(bad("the cgroup mode must be v1 or v2"));
+            .split_once('-')
+            .ok_or_else(|| bad("expected host or SERIES-MODE, e.g. 6.1-v2"))?;
+        if !guest::CGROUP_MODES.contains(&cg) {
+            return Err(bad("the cgroup mode must be v1, v2 or v2-delegated"));
         }
         let mut parts = series.split('.');
         let ok = parts.next().is_some_and(|p| p.parse::<u32>().is_ok())
@@ -474,7 +475,6 @@ fn vm_column(opts: &Options, k: &KernelSel, log: &mut dyn Write) -> (KernelRow, 
                 images,
                 modules,
             },
-            &work,
             &initrd,
         )?;
         let _ = std::fs::remove_dir_all(&vm_dir);
@@ -564,6 +564,16 @@ fn vm_column(opts: &Options, k: &KernelSel, log: &mut dyn Write) -> (KernelRow, 
 /// Run the matrix and write `matrix.{json,md,html,txt}` into `opts.out`.
 pub fn run(opts: &Options, log: &mut dyn Write) -> Result<MatrixReport, MatrixError> {
     std::fs::create_dir_all(&opts.out).map_err(io_err("create", &opts.out))?;
+    // A private copy of the binary: a rebuild during a long run must not
+    // change (or delete) what the later columns boot.
+    let work = opts.out.join("work");
+    std::fs::create_dir_all(&work).map_err(io_err("create", &work))?;
+    let skiff = work.join("skiff");
+    initramfs::copy_stripped(&opts.skiff, &skiff)?;
+    let opts = &Options {
+        skiff,
+        ..opts.clone()
+    };
     let mut rep = MatrixReport {
         generated: now_rfc3339(),
         skiff_version: env!("CARGO_PKG_VERSION").into(),
@@ -599,6 +609,9 @@ mod tests {
         assert_eq!(k[1].series.as_deref(), Some("6.1"));
         assert_eq!(k[3].cgroup.as_deref(), Some("v1"));
         assert!(parse_kernels("6.1-v3").is_err());
+        let d = parse_kernels("6.12-v2-delegated").expect("delegated");
+        assert_eq!(d[0].series.as_deref(), Some("6.12"));
+        assert_eq!(d[0].cgroup.as_deref(), Some("v2-delegated"));
         assert!(parse_kernels("6-v2").is_err());
         assert!(parse_kernels("latest").is_err());
         assert!(parse_kernels("").is_err());
