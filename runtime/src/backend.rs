@@ -13,6 +13,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::error::{Error, Result};
 use crate::exec::SkiffExecutor;
+use crate::seccomp::{MaskedEqOrder, Placement};
 
 /// Which runtime launches the job.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,18 +50,19 @@ impl Backend {
         })
     }
 
-    /// How this backend reads masked seccomp comparisons (see [`crate::seccomp`]).
-    pub fn seccomp_order(&self) -> crate::seccomp::MaskedEqOrder {
+    /// Where this backend's default seccomp filter goes (see [`crate::seccomp`]).
+    pub fn seccomp_placement(&self) -> Placement {
         match self {
-            Backend::Libcontainer => crate::seccomp::MaskedEqOrder::ValueTwoIsMask,
-            // youki's CLI is libcontainer too.
+            // skiff compiles it once and its executor installs it.
+            Backend::Libcontainer => Placement::Executor,
+            // youki's CLI is libcontainer, which reads masked comparisons reversed.
             Backend::Binary(p)
                 if p.file_name()
                     .is_some_and(|n| n.to_string_lossy().contains("youki")) =>
             {
-                crate::seccomp::MaskedEqOrder::ValueTwoIsMask
+                Placement::Spec(MaskedEqOrder::ValueTwoIsMask)
             }
-            Backend::Binary(_) => crate::seccomp::MaskedEqOrder::ValueIsMask,
+            Backend::Binary(_) => Placement::Spec(MaskedEqOrder::ValueIsMask),
         }
     }
 
@@ -108,17 +110,19 @@ fn ms_since(t: Instant) -> f64 {
 /// single-threaded process, one launch at a time.
 ///
 /// `on_created` runs between create and start with the init pid (to record
-/// it for `gc` and to bring `lo` up).
+/// it for `gc` and to bring `lo` up). `executor` runs in the init at the end
+/// (it installs the seccomp filter and execs the command).
 pub fn launch_libcontainer(
     id: &str,
     bundle: &Path,
     state_root: &Path,
     stdio: JobStdio,
+    executor: SkiffExecutor,
     on_created: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<Started> {
     let t = Instant::now();
     let mut container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_executor(SkiffExecutor)
+        .with_executor(executor)
         .with_root_path(state_root)
         .map_err(Error::ContainerCreate)?
         .with_stdin(stdio.stdin)

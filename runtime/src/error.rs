@@ -37,6 +37,9 @@ pub enum Error {
     /// A group name is not in the image's /etc/group.
     #[error("unable to find group {0}: no matching entries in group file")]
     GroupNotFound(String),
+    /// libseccomp could not compile the job's filter.
+    #[error("compile the seccomp filter")]
+    SeccompCompile(#[source] libseccomp::error::SeccompError),
     /// Building the OCI runtime spec failed.
     #[error("build OCI spec: {0}")]
     BuildSpec(String),

@@ -102,9 +102,13 @@ pub fn lookup_command(
     }
 }
 
-/// skiff's libcontainer executor.
+/// skiff's libcontainer executor: installs the job's precompiled seccomp
+/// filter, if any, then execs the command.
 #[derive(Debug, Clone, Default)]
-pub struct SkiffExecutor;
+pub struct SkiffExecutor {
+    /// The filter to install just before `execve`.
+    pub seccomp: Option<crate::seccomp::Bpf>,
+}
 
 fn die(msg: &str, code: i32) -> ! {
     let line = format!("skiff: {msg}\n");
@@ -157,9 +161,18 @@ impl Executor for SkiffExecutor {
                 .map(|d| format!("{}/{}", d.trim_end_matches('/'), cmd))
                 .collect()
         };
+        let c_candidates: Vec<CString> = candidates
+            .iter()
+            .map(|c| to_c(c))
+            .collect::<Result<_, _>>()?;
+        if let Some(bpf) = &self.seccomp {
+            // The last step before execve, as runtimes do; no_new_privs is set.
+            if let Err(e) = crate::seccomp::install(bpf.bytes()) {
+                die(&format!("install seccomp filter: {e}"), EXIT_CANNOT_INVOKE);
+            }
+        }
         let mut denied = None;
-        for cand in &candidates {
-            let c = to_c(cand)?;
+        for c in &c_candidates {
             // SAFETY: argv and envp are NULL-terminated arrays of valid C
             // strings that outlive the call.
             unsafe { libc::execve(c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };

@@ -196,8 +196,8 @@ pub struct SpecPaths<'a> {
     pub etc_dir: &'a Path,
     /// `linux.cgroupsPath`.
     pub cgroups_path: &'a Path,
-    /// How the backend reads masked seccomp comparisons.
-    pub seccomp_order: seccomp::MaskedEqOrder,
+    /// Where the default seccomp filter goes.
+    pub seccomp: seccomp::Placement,
 }
 
 fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Result<Mount> {
@@ -354,7 +354,9 @@ pub fn build_spec(
         linux = linux.resources(r);
     }
     if job.seccomp == SeccompMode::Default {
-        linux = linux.seccomp(seccomp::default_profile(&plan.caps, paths.seccomp_order)?);
+        if let seccomp::Placement::Spec(order) = paths.seccomp {
+            linux = linux.seccomp(seccomp::default_profile(&plan.caps, order)?);
+        }
     }
     let root = RootBuilder::default()
         .path(paths.rootfs.to_path_buf())
@@ -418,7 +420,7 @@ mod tests {
             rootfs: Path::new("/r"),
             etc_dir: Path::new("/e"),
             cgroups_path: Path::new("/a/skiff/j"),
-            seccomp_order: seccomp::MaskedEqOrder::default(),
+            seccomp: seccomp::Placement::Spec(seccomp::MaskedEqOrder::default()),
         };
         let spec = build_spec(&job, &plan, &paths, None).expect("spec");
         let p = spec.process().as_ref().expect("process");

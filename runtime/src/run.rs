@@ -10,12 +10,13 @@ use imagestore::Store;
 use crate::backend::{self, Backend, JobStdio, Started};
 use crate::cgroups::{self, CgroupDriver, CgroupStats, CgroupVersion};
 use crate::error::{Error, IoContext, Result};
-use crate::exec::lookup_command;
+use crate::exec::{lookup_command, SkiffExecutor};
 use crate::image_process::{merge_env, process_args};
-use crate::job::{JobSpec, NetworkMode, ScratchMode};
+use crate::job::{JobSpec, NetworkMode, ScratchMode, SeccompMode};
 use crate::mounts;
 use crate::oci::{self, ProcessPlan, SpecPaths};
 use crate::safe_root::SafeRoot;
+use crate::seccomp;
 use crate::state::{process_start_time, random_id, JobDir, JobRecord};
 use crate::supervise::{self, JobControl, OutputSink, SignalGuard};
 use crate::user::resolve_user;
@@ -94,6 +95,7 @@ pub struct Runner {
     cgroups: Box<dyn CgroupDriver>,
     run_root: PathBuf,
     bounding: Vec<oci_spec::runtime::Capability>,
+    seccomp: seccomp::Cache,
 }
 
 fn ms(t: Instant) -> f64 {
@@ -151,11 +153,13 @@ impl Runner {
             tracing::warn!(jobs = ?report.jobs, cgroups = ?report.stray_cgroups, "cleaned up after killed jobs");
         }
         mounts::enter_private_mount_namespace()?;
+        let seccomp = seccomp::Cache::new(store.root().join("cache").join("seccomp"));
         Ok(Runner {
             store,
             cgroups,
             run_root,
             bounding: oci::caller_bounding_set(),
+            seccomp,
         })
     }
 
@@ -363,6 +367,14 @@ impl Runner {
         let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
         fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))?;
         let caps = oci::capabilities(&job.cap_add, &job.cap_drop, &self.bounding)?;
+        let executor = SkiffExecutor {
+            seccomp: match (job.seccomp, backend.seccomp_placement()) {
+                (SeccompMode::Default, seccomp::Placement::Executor) => {
+                    Some(self.seccomp.default_filter(&caps)?)
+                }
+                _ => None,
+            },
+        };
         let plan = ProcessPlan {
             args,
             env,
@@ -379,7 +391,7 @@ impl Runner {
                 rootfs: &rootfs,
                 etc_dir: &etc,
                 cgroups_path: &cgroup_path,
-                seccomp_order: backend.seccomp_order(),
+                seccomp: backend.seccomp_placement(),
             },
             Some(cgroups::resources(&job.limits)?),
         )?;
@@ -421,6 +433,7 @@ impl Runner {
                     &bundle,
                     &sub("state"),
                     stdio,
+                    executor,
                     &mut |pid| {
                         record.init_pid = Some(pid);
                         record.init_start_time = process_start_time(pid);
