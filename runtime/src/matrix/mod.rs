@@ -417,9 +417,25 @@ fn host_column(opts: &Options, log: &mut dyn Write) -> (KernelRow, Vec<Cell>) {
         );
         cells.push(cell);
     }
+    remove_group_cgroups(&store_root);
     let _ = std::fs::remove_dir_all(&work);
     row.seconds = t.elapsed().as_secs_f64();
     (row, cells)
+}
+
+/// Remove the (empty) `skiff/<key>` cgroups a throwaway store's jobs used,
+/// in every hierarchy.
+pub fn remove_group_cgroups(store_root: &Path) {
+    let Ok(driver) = crate::cgroups::detect(&crate::cgroups::group_key(store_root)) else {
+        return;
+    };
+    let job = driver.job_path("x");
+    let Some(base) = job.parent() else { return };
+    let rel = base.strip_prefix("/").unwrap_or(base);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for h in crate::probe::cgroup::parse_mountinfo(&mountinfo) {
+        let _ = std::fs::remove_dir(h.mount_point.join(rel));
+    }
 }
 
 /// Run one VM column.
