@@ -141,6 +141,85 @@ fn hosts_file(hostname: &str, network: NetworkMode) -> String {
     )
 }
 
+/// Docker's rules for a job's process, applied to its image's config: the
+/// user (resolved in the image's own `/etc/passwd` and `/etc/group`, read
+/// through `root`), hostname (default: the first 12 characters of
+/// `job.name`), environment, argv, working directory (created in the rootfs
+/// when missing) and capabilities (never beyond `bounding`). Every backend's
+/// `config.json` is built from this plan by [`oci::build_spec`].
+pub fn plan_process(
+    job: &JobSpec,
+    config: &oci_spec::image::ImageConfiguration,
+    root: &SafeRoot,
+    bounding: &[oci_spec::runtime::Capability],
+) -> Result<ProcessPlan> {
+    let cfg = config.config().clone().unwrap_or_default();
+    let read = |p: &str| -> Result<Option<String>> {
+        Ok(root
+            .read_small(p, 1 << 20)
+            .ctx("read image file", p)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    };
+    let user_spec = job
+        .user
+        .clone()
+        .or_else(|| cfg.user().clone())
+        .unwrap_or_default();
+    let user = resolve_user(
+        &user_spec,
+        read("/etc/passwd")?.as_deref(),
+        read("/etc/group")?.as_deref(),
+    )?;
+    let hostname = job
+        .hostname
+        .clone()
+        .unwrap_or_else(|| job.name.chars().take(12).collect());
+    let env = merge_env(
+        cfg.env().as_deref().unwrap_or(&[]),
+        &job.env,
+        &hostname,
+        &user.home,
+    );
+    let args = process_args(
+        cfg.entrypoint().as_deref(),
+        cfg.cmd().as_deref(),
+        job.entrypoint.as_deref(),
+        &job.command,
+    )?;
+    let cwd = job
+        .workdir
+        .clone()
+        .or_else(|| cfg.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        return Err(Error::InvalidOption {
+            what: "working directory",
+            value: cwd,
+            detail: "must be an absolute path".into(),
+        });
+    }
+    root.mkdir_all(&cwd).ctx("create working directory", &cwd)?;
+    let caps = oci::capabilities(&job.cap_add, &job.cap_drop, bounding)?;
+    Ok(ProcessPlan {
+        args,
+        env,
+        cwd,
+        user,
+        hostname,
+        caps,
+    })
+}
+
+/// Write a job's `hostname`, `hosts` and `resolv.conf` (the host's) into
+/// `etc`, from where [`oci::build_spec`] bind-mounts them over the image's.
+pub fn write_etc_files(etc: &Path, hostname: &str, network: NetworkMode) -> Result<()> {
+    fs::write(etc.join("hostname"), format!("{hostname}\n")).ctx("write", etc.join("hostname"))?;
+    fs::write(etc.join("hosts"), hosts_file(hostname, network)).ctx("write", etc.join("hosts"))?;
+    let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+    fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))
+}
+
 impl Runner {
     /// Prepare to run jobs from `store`: detect cgroups, collect orphans of
     /// dead launchers, enter a private mount namespace.
@@ -243,7 +322,9 @@ impl Runner {
         if let Err(e) = self.cgroups.remove(&job.name) {
             cleanup_err.get_or_insert(e);
         }
-        for m in mounted.iter().rev() {
+        // A lazy unmount takes the submounts along: unmounting the outermost
+        // (the scratch tmpfs, or the rootfs on disk) is enough.
+        if let Some(m) = mounted.first() {
             if let Err(e) = mounts::unmount(m) {
                 cleanup_err.get_or_insert(e);
             }
@@ -297,60 +378,13 @@ impl Runner {
 
         // Docker semantics, read from the image through a safe root.
         let t = Instant::now();
-        let cfg = config.config().clone().unwrap_or_default();
         let root = SafeRoot::open(&rootfs).ctx("open", &rootfs)?;
-        let read = |p: &str| -> Result<Option<String>> {
-            Ok(root
-                .read_small(p, 1 << 20)
-                .ctx("read image file", p)?
-                .map(|b| String::from_utf8_lossy(&b).into_owned()))
-        };
-        let user_spec = job
-            .user
-            .clone()
-            .or_else(|| cfg.user().clone())
-            .unwrap_or_default();
-        let user = resolve_user(
-            &user_spec,
-            read("/etc/passwd")?.as_deref(),
-            read("/etc/group")?.as_deref(),
-        )?;
-        let hostname = job
-            .hostname
-            .clone()
-            .unwrap_or_else(|| job.name.chars().take(12).collect());
-        let env = merge_env(
-            cfg.env().as_deref().unwrap_or(&[]),
-            &job.env,
-            &hostname,
-            &user.home,
-        );
-        let args = process_args(
-            cfg.entrypoint().as_deref(),
-            cfg.cmd().as_deref(),
-            job.entrypoint.as_deref(),
-            &job.command,
-        )?;
-        let cwd = job
-            .workdir
-            .clone()
-            .or_else(|| cfg.working_dir().clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".to_string());
-        if !cwd.starts_with('/') {
-            return Err(Error::InvalidOption {
-                what: "working directory",
-                value: cwd,
-                detail: "must be an absolute path".into(),
-            });
-        }
-        root.mkdir_all(&cwd).ctx("create working directory", &cwd)?;
-        let in_volume = job
-            .volumes
-            .iter()
-            .any(|v| args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/'))));
+        let plan = plan_process(job, config, &root, &self.bounding)?;
+        let in_volume = job.volumes.iter().any(|v| {
+            plan.args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/')))
+        });
         if !in_volume {
-            if let Err(e) = lookup_command(&root, &args[0], &env, &cwd) {
+            if let Err(e) = lookup_command(&root, &plan.args[0], &plan.env, &plan.cwd) {
                 eprintln!("skiff: {e}");
                 return Ok(JobResult {
                     exit_code: e.exit_code(),
@@ -360,28 +394,14 @@ impl Runner {
             }
         }
         let etc = sub("etc");
-        fs::write(etc.join("hostname"), format!("{hostname}\n"))
-            .ctx("write", etc.join("hostname"))?;
-        fs::write(etc.join("hosts"), hosts_file(&hostname, job.network))
-            .ctx("write", etc.join("hosts"))?;
-        let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
-        fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))?;
-        let caps = oci::capabilities(&job.cap_add, &job.cap_drop, &self.bounding)?;
+        write_etc_files(&etc, &plan.hostname, job.network)?;
         let executor = SkiffExecutor {
             seccomp: match (job.seccomp, backend.seccomp_placement()) {
                 (SeccompMode::Default, seccomp::Placement::Executor) => {
-                    Some(self.seccomp.default_filter(&caps)?)
+                    Some(self.seccomp.default_filter(&plan.caps)?)
                 }
                 _ => None,
             },
-        };
-        let plan = ProcessPlan {
-            args,
-            env,
-            cwd,
-            user,
-            hostname,
-            caps,
         };
         let cgroup_path = self.cgroups.job_path(&job.name);
         let spec = oci::build_spec(

@@ -36,6 +36,9 @@ pub struct CgroupV1 {
     mount_root: PathBuf,
     /// `<caller's deepest cgroup>/skiff`, absolute from each hierarchy's root.
     base: PathBuf,
+    /// The entries of [`CONTROLLERS`] mounted under `mount_root` (looked up
+    /// once, so removing a job touches only hierarchies that exist).
+    mounted: Vec<&'static str>,
 }
 
 impl CgroupV1 {
@@ -58,9 +61,15 @@ impl CgroupV1 {
                 deepest = path;
             }
         }
+        let mounted = CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| mount_root.join(c).is_dir())
+            .collect();
         CgroupV1 {
             mount_root: mount_root.to_path_buf(),
             base: Path::new(deepest).join("skiff").join(group),
+            mounted,
         }
     }
 
@@ -98,7 +107,7 @@ impl CgroupDriver for CgroupV1 {
     fn remove(&self, job: &str) -> Result<()> {
         // The freezer first would be cleaner for fork bombs; the pid namespace
         // already makes the job's init the last to go.
-        for ctrl in CONTROLLERS {
+        for ctrl in &self.mounted {
             kill_and_rmdir(&self.dir(ctrl, job))?;
         }
         Ok(())
@@ -106,7 +115,7 @@ impl CgroupDriver for CgroupV1 {
 
     fn list_jobs(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for ctrl in CONTROLLERS {
+        for ctrl in &self.mounted {
             let base = self
                 .mount_root
                 .join(ctrl)
