@@ -380,9 +380,10 @@ impl Runner {
         let t = Instant::now();
         let root = SafeRoot::open(&rootfs).ctx("open", &rootfs)?;
         let plan = plan_process(job, config, &root, &self.bounding)?;
-        let in_volume = job.volumes.iter().any(|v| {
-            plan.args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/')))
-        });
+        let in_volume = job
+            .volumes
+            .iter()
+            .any(|v| plan.args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/'))));
         if !in_volume {
             if let Err(e) = lookup_command(&root, &plan.args[0], &plan.env, &plan.cwd) {
                 eprintln!("skiff: {e}");

@@ -308,7 +308,9 @@ mod tests {
         assert!(favordynmods_in(tuned));
         // Only cgroup filesystems count, and only the whole option.
         assert!(!favordynmods_in("tmpfs /x tmpfs rw,favordynmods 0 0\n"));
-        assert!(!favordynmods_in("cgroup2 /x cgroup2 rw,nofavordynmods 0 0\n"));
+        assert!(!favordynmods_in(
+            "cgroup2 /x cgroup2 rw,nofavordynmods 0 0\n"
+        ));
     }
 
     #[test]
