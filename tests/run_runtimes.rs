@@ -103,3 +103,41 @@ fn test_run_runtimes_oom_accounting_parity() {
     assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
     assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
 }
+
+#[test]
+fn test_run_runtimes_pool_launcher_mixes_backends() {
+    // One launcher serves libcontainer and runc jobs in turn (the matrix and
+    // a scheduler do this): same results, nothing left behind.
+    use runtime::conformance::Launch;
+    let Some(e) = env() else { return };
+    if !have("runc") {
+        if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("runc is not installed");
+        }
+        return;
+    }
+    let mut launcher = e.launcher();
+    let job = runtime::JobSpec {
+        command: ["sh", "-c", "echo $$; exit 7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..Default::default()
+    };
+    for i in 0..6 {
+        let rt = if i % 2 == 0 {
+            None
+        } else {
+            Some("runc".to_string())
+        };
+        launcher.set_runtime(rt.clone());
+        let out = launcher.launch(run_common::BUSYBOX, &job).expect("launch");
+        assert_eq!(out.result.exit_code, 7, "{rt:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "1\n", "{rt:?}");
+        assert_eq!(out.result.runtime, rt.as_deref().unwrap_or("libcontainer"));
+        assert!(out.result.cpu_usec.is_some(), "{rt:?}: {:?}", out.result);
+    }
+    assert!(launcher.finish().expect("exit").success());
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+}
