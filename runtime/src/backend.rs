@@ -133,12 +133,13 @@ pub fn launch_libcontainer(
         .with_detach(false)
         .build()
         .map_err(Error::ContainerCreate)?;
-    let create_ms = ms_since(t);
     let pid = container
         .pid()
         .ok_or_else(|| Error::BuildSpec("created container has no pid".into()))?
         .as_raw();
     on_created(pid)?;
+    // Like the runtime binaries' create_ms, this includes `on_created`.
+    let create_ms = ms_since(t);
     let t = Instant::now();
     container.start().map_err(Error::ContainerStart)?;
     Ok(Started {

@@ -31,7 +31,8 @@ pub struct Phases {
     pub rootfs_ms: f64,
     /// Users, workdir, /etc files, OCI spec and config.json.
     pub spec_ms: f64,
-    /// Container create (includes the cgroup attach).
+    /// Container create (includes the cgroup attach, recording the init pid
+    /// and bringing `lo` up).
     pub create_ms: f64,
     /// Container start.
     pub start_ms: f64,
