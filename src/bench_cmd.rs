@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bench::import::{self, Contender, ImportConfig};
+use bench::launch::{self, LaunchConfig};
 
-/// Benchmark arguments.
+/// Benchmark arguments. `skiff bench [OPTIONS]` with no subcommand is
+/// `skiff bench launch [OPTIONS]`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub command: BenchCommand,
+    pub command: Option<BenchCommand>,
+
+    /// Without a subcommand: the options of `skiff bench launch`.
+    #[command(flatten)]
+    pub launch: LaunchArgs,
 }
 
 /// The benchmarks.
@@ -24,6 +31,90 @@ pub enum BenchCommand {
     /// Uses private, fresh stores under --workdir every round; the store
     /// named by --root is never touched.
     Import(ImportArgs),
+
+    /// Launch latency and throughput: `skiff run` and skiff's launcher pool
+    /// against runc, crun, podman, docker and the kernel's floor (`unshare`),
+    /// on the same busybox job, interleaved round by round. Writes
+    /// `launch.json` and SVG/PNG plots into --out. The default of `skiff bench`.
+    ///
+    /// Uses a private bench store under --workdir; the store named by --root
+    /// is never touched.
+    Launch(LaunchArgs),
+}
+
+/// `skiff bench launch` options.
+#[derive(Debug, clap::Args)]
+pub struct LaunchArgs {
+    /// A quick run (under a minute): 15 rounds after 2 warm-up, fewer jobs
+    /// per throughput level.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Timed rounds [default: 100, or 15 with --quick].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+
+    /// Untimed warm-up rounds [default: 5, or 2 with --quick].
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<usize>,
+
+    /// Contenders, comma-separated [default: all that are installed]:
+    /// skiff, skiff-pool, runc, crun, podman, docker, floor, true.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub contenders: Option<Vec<String>>,
+
+    /// Skip the throughput runs.
+    #[arg(long)]
+    pub no_throughput: bool,
+
+    /// Concurrency levels for throughput.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = launch::DEFAULT_CONCURRENCY)]
+    pub concurrency: Vec<usize>,
+
+    /// Jobs per concurrency level [default: 8 per worker, at least 64; with
+    /// --quick 3 per worker, at least 12].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// The image archive [default: vendor-images/busybox.tar].
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+
+    /// The job's command, split on spaces; it must exit 0.
+    #[arg(long, value_name = "COMMAND", default_value = "/bin/true")]
+    pub cmd: String,
+
+    /// The job's memory limit (swap forbidden), for every contender.
+    #[arg(long, value_name = "SIZE", default_value = "64m")]
+    pub memory: String,
+
+    /// The job's pids limit, for every contender.
+    #[arg(long, value_name = "N", default_value_t = launch::DEFAULT_PIDS)]
+    pub pids_limit: i64,
+
+    /// Milliseconds of quiet before each timed launch (outside its time).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub pause: u64,
+
+    /// Work directory: the bench store, bundles, podman's storage.
+    #[arg(long, value_name = "DIR", default_value = import::DEFAULT_WORKDIR)]
+    pub workdir: PathBuf,
+
+    /// Write `launch.json` and the plots into this directory.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+
+    /// A fact about the host to record with the results (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub host_note: Vec<String>,
+
+    /// Print the results as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar or notes on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `skiff bench import` options.
@@ -88,8 +179,60 @@ pub struct ImportArgs {
 /// Run a benchmark.
 pub fn run(_root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
-        BenchCommand::Import(a) => run_import(a),
+        Some(BenchCommand::Import(a)) => run_import(a),
+        Some(BenchCommand::Launch(a)) => run_launch(a),
+        None => run_launch(args.launch),
     }
+}
+
+fn run_launch(a: LaunchArgs) -> anyhow::Result<()> {
+    let contenders = match &a.contenders {
+        Some(list) => Some(
+            list.iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| launch::Contender::parse(s))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let cfg = LaunchConfig {
+        skiff_exe: std::env::current_exe().context("finding the skiff binary")?,
+        image: a.image,
+        command: a.cmd.split_whitespace().map(str::to_string).collect(),
+        memory_bytes: runtime::job::parse_bytes(&a.memory)?,
+        pids_limit: a.pids_limit,
+        rounds: a.rounds.unwrap_or(if a.quick {
+            launch::QUICK_ROUNDS
+        } else {
+            launch::DEFAULT_ROUNDS
+        }),
+        warmup: a.warmup.unwrap_or(if a.quick {
+            launch::QUICK_WARMUP
+        } else {
+            launch::DEFAULT_WARMUP
+        }),
+        contenders,
+        throughput: !a.no_throughput,
+        concurrency: a.concurrency,
+        jobs_per_level: a.jobs,
+        quick: a.quick,
+        pause: Duration::from_millis(a.pause),
+        workdir: a.workdir,
+        host_notes: a.host_note,
+    };
+    let ui = bench::Ui::new(a.quiet);
+    let mut results = launch::run(&cfg, &ui).context("launch benchmark")?;
+    let written = results.write(&a.out).context("writing the results")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", results.table());
+    }
+    ui.note(format!("results: {}", written.json.display()));
+    for p in &written.plots {
+        ui.note(format!("plot: {}", p.display()));
+    }
+    Ok(())
 }
 
 fn run_import(a: ImportArgs) -> anyhow::Result<()> {

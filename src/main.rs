@@ -38,7 +38,7 @@ enum Command {
     /// Run a job from an image, like `docker run`.
     Run(Box<run_cmd::RunArgs>),
     /// Measure skiff against other tools on this host.
-    Bench(bench_cmd::BenchArgs),
+    Bench(Box<bench_cmd::BenchArgs>),
     /// Probe this host: what skiff can use here (exit 0 ok, 1 unusable, 2 degraded).
     Check(check_cmd::CheckArgs),
     /// Run the conformance suite across kernels × cgroup modes × runtimes.
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),
         Command::Run(args) => run_cmd::run(&cli.root, *args),
-        Command::Bench(args) => bench_cmd::run(&cli.root, args).map(|()| 0u8),
+        Command::Bench(args) => bench_cmd::run(&cli.root, *args).map(|()| 0u8),
         Command::Check(args) => check_cmd::run(&cli.root, args),
         Command::Matrix(args) => matrix_cmd::run(args),
         Command::MatrixGuest(args) => matrix_cmd::guest(args),

@@ -278,7 +278,7 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// First line of `tool ARGS`'s output.
-fn tool_version(tool: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn tool_version(tool: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(tool)
         .args(args)
         .stdin(Stdio::null())
@@ -297,11 +297,11 @@ fn tool_version(tool: &str, args: &[&str]) -> Option<String> {
 
 /// Exclusive use of a work directory for the length of a run.
 #[derive(Debug)]
-struct WorkdirLock {
+pub(crate) struct WorkdirLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
-fn lock_workdir(workdir: &Path) -> Result<WorkdirLock> {
+pub(crate) fn lock_workdir(workdir: &Path) -> Result<WorkdirLock> {
     let p = workdir.join("lock");
     let f = File::options()
         .create(true)
@@ -898,14 +898,14 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
     }
 }
 
-fn tail(stderr: &[u8]) -> String {
+pub(crate) fn tail(stderr: &[u8]) -> String {
     let s = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 /// Run a command to completion; an error carries its status and stderr.
-fn run_checked(cmd: &mut Command) -> std::result::Result<(), String> {
+pub(crate) fn run_checked(cmd: &mut Command) -> std::result::Result<(), String> {
     let prog = cmd.get_program().to_string_lossy().into_owned();
     let out = cmd
         .stdin(Stdio::null())

@@ -4,6 +4,9 @@
 //!   the same layers, `podman load`, and `skopeo copy` plus `umoci unpack`.
 //! - [`image`]: the benchmark image, generated from host directories as a
 //!   realistic multi-layer `docker save` archive and cached.
+//! - [`launch`]: launch latency and throughput of `skiff run` and skiff's
+//!   launcher pool against runc, crun, podman, docker and the kernel's floor.
+//! - [`plot`]: the launch benchmark's plots (SVG and PNG).
 //! - [`trash`]: run output is renamed aside and deleted only after the last
 //!   timed run (bulk deletes slow ext4 file creation for a while).
 //! - [`stats`], [`host`], [`report`], [`ui`]: medians, host facts, tables,
@@ -15,6 +18,8 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod import;
+pub mod launch;
+pub mod plot;
 pub mod report;
 pub mod stats;
 pub mod trash;
@@ -22,4 +27,5 @@ pub mod ui;
 
 pub use error::{Error, Result};
 pub use import::{Contender, ImportConfig, ImportResults};
+pub use launch::{LaunchConfig, LaunchResults};
 pub use ui::Ui;

@@ -3,7 +3,7 @@
 use crate::import::ImportResults;
 
 /// Format seconds for a table cell.
-fn secs(s: f64) -> String {
+pub(crate) fn secs(s: f64) -> String {
     if s < 1.0 {
         format!("{:.0} ms", s * 1e3)
     } else {
@@ -13,7 +13,7 @@ fn secs(s: f64) -> String {
 
 /// Lay out rows with columns padded to their widest cell (first column
 /// left-aligned, the others right-aligned, the last left-aligned).
-fn layout(rows: &[Vec<String>]) -> String {
+pub(crate) fn layout(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let width: Vec<usize> = (0..cols)
         .map(|i| {

@@ -41,6 +41,20 @@ impl Summary {
     }
 }
 
+/// The `p`-th percentile (0–100) of `samples`, interpolated linearly
+/// between the two nearest ranks (numpy's default); `None` when empty.
+pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = (p.clamp(0.0, 100.0) / 100.0) * (s.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let hi = rank.ceil() as usize;
+    Some(s[lo] + (s[hi] - s[lo]) * (rank - lo as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +67,16 @@ mod tests {
         assert_eq!(s.median, 2.5);
         assert_eq!(s.mean, 2.5);
         assert!(Summary::of(&[]).is_none());
+    }
+
+    #[test]
+    fn percentiles_interpolate() {
+        let v: Vec<f64> = (1..=101).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(51.0));
+        assert_eq!(percentile(&v, 99.0), Some(100.0));
+        assert_eq!(percentile(&v, 100.0), Some(101.0));
+        assert_eq!(percentile(&[1.0, 2.0], 50.0), Some(1.5));
+        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
+        assert!(percentile(&[], 50.0).is_none());
     }
 }

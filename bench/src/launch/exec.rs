@@ -1,0 +1,285 @@
+//! One timed launch: a command run to completion, or one request to a pool
+//! launcher answered.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runtime::pool::{Launcher, Reply, Request};
+use runtime::{JobResult, Phases};
+
+use super::prepare::{How, Prepared};
+use super::{ms_since, Contender, PhaseBreakdown, PhaseMedian};
+
+/// skiff's launch phases, in order, as `Phases` names them (without `_ms`).
+pub const PHASES: [&str; 7] = [
+    "lookup", "rootfs", "spec", "create", "start", "wait", "cleanup",
+];
+
+/// The last segment of a skiff launch: the time the benchmark saw that the
+/// runner did not (for `skiff run`: process start, store open, cgroup
+/// detection, gc, the private mount namespace, exit; for the pool: the
+/// request and reply on the pipes).
+pub fn outside_phase(c: Contender) -> &'static str {
+    match c {
+        Contender::SkiffPool => "request+reply",
+        _ => "process+setup",
+    }
+}
+
+/// One launch's measurements.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Wall-clock milliseconds.
+    pub wall_ms: f64,
+    /// CPU milliseconds, when known.
+    pub cpu_ms: Option<f64>,
+    /// skiff only: [`PHASES`] then the outside part, in milliseconds.
+    pub phases: Vec<f64>,
+}
+
+impl Prepared {
+    /// Launch once, in slot `slot` (its own container id and cgroup for the
+    /// runtimes; its own launcher for the pool).
+    pub fn launch(&mut self, slot: usize) -> Result<Sample, String> {
+        let which = self.which;
+        match &mut self.how {
+            How::Process {
+                argv,
+                hide_unified,
+                skiff_json,
+            } => {
+                let a = &argv[slot.min(argv.len().saturating_sub(1))];
+                process(a, *hide_unified, *skiff_json)
+            }
+            How::Pool { .. } => {
+                self.ensure_launchers(slot + 1)?;
+                let How::Pool {
+                    launchers, request, ..
+                } = &mut self.how
+                else {
+                    return Err(format!("{} has no launcher", which.name()));
+                };
+                pool(&mut launchers[slot], request)
+            }
+        }
+    }
+}
+
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| tv(u.user_time()) + tv(u.system_time()))
+        .unwrap_or_default()
+}
+
+/// CPU time of this process's waited-for children so far, in milliseconds.
+pub fn children_cpu_ms() -> f64 {
+    children_cpu().as_secs_f64() * 1e3
+}
+
+/// crun 1.8 refuses hybrid cgroup hosts whose
+/// `/sys/fs/cgroup/unified/cgroup.controllers` is not empty. In the forked
+/// child, before `exec`: a private mount namespace in which `/dev/null`
+/// (empty) is bound over that file (HOST-FACTS.md), so the host is unchanged.
+fn hide_unified_controllers(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and makes
+    // only async-signal-safe system calls (unshare, mount) on static C
+    // strings; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let none = std::ptr::null::<libc::c_char>();
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::mount(
+                c"/dev/null".as_ptr(),
+                c"/sys/fs/cgroup/unified/cgroup.controllers".as_ptr(),
+                none,
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The command for `argv` with the benchmark's stdio: no input, output
+/// captured (skiff's JSON result; error messages).
+pub fn command(argv: &[OsString], hide_unified: bool) -> Command {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if hide_unified {
+        hide_unified_controllers(&mut cmd);
+    }
+    cmd
+}
+
+/// Run `argv` to completion, timed; it must exit 0. With `skiff_json`, the
+/// last stdout line is `skiff run --json`'s result, whose phases are kept.
+pub fn process(argv: &[OsString], hide_unified: bool, skiff_json: bool) -> Result<Sample, String> {
+    let mut cmd = command(argv, hide_unified);
+    let cpu0 = children_cpu();
+    let t = Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0].to_string_lossy()))?;
+    let wall_ms = ms_since(t);
+    let cpu_ms = (children_cpu().saturating_sub(cpu0)).as_secs_f64() * 1e3;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}: {}",
+            argv[0].to_string_lossy(),
+            out.status,
+            crate::import::tail(&out.stderr)
+        ));
+    }
+    let mut phases = Vec::new();
+    if skiff_json {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let r: JobResult = serde_json::from_str(line)
+            .map_err(|e| format!("skiff run --json printed no result ({e}): {line:?}"))?;
+        if r.exit_code != 0 {
+            return Err(format!("the job exited {}", r.exit_code));
+        }
+        phases = phase_list(&r.phases, wall_ms - r.wall_ms);
+    }
+    Ok(Sample {
+        wall_ms,
+        cpu_ms: Some(cpu_ms),
+        phases,
+    })
+}
+
+/// CPU time of process `pid` (all its threads, not its children), from its
+/// CPU-time clock.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32)).ok()?;
+    let ts = nix::time::clock_gettime(clock).ok()?;
+    Some(Duration::new(
+        ts.tv_sec().max(0) as u64,
+        ts.tv_nsec().max(0) as u32,
+    ))
+}
+
+/// One request to a pool launcher, timed from sending it to reading the
+/// reply. CPU time: the launcher's own (its CPU clock) plus the job
+/// cgroup's (the container's processes).
+pub fn pool(l: &mut Launcher, req: &Request) -> Result<Sample, String> {
+    let c0 = process_cpu(l.pid());
+    let t = Instant::now();
+    let reply = l.request(req).map_err(|e| e.to_string())?;
+    let wall_ms = ms_since(t);
+    let c1 = process_cpu(l.pid());
+    match reply {
+        Reply::Ok(r) if r.exit_code == 0 => {
+            let launcher = match (c0, c1) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e3),
+                _ => None,
+            };
+            let cpu_ms = launcher.map(|l| l + r.cpu_usec.unwrap_or(0) as f64 / 1e3);
+            Ok(Sample {
+                wall_ms,
+                cpu_ms,
+                phases: phase_list(&r.phases, wall_ms - r.wall_ms),
+            })
+        }
+        Reply::Ok(r) => Err(format!("the job exited {}", r.exit_code)),
+        Reply::Error(e) => Err(e),
+    }
+}
+
+fn phase_list(p: &Phases, outside_ms: f64) -> Vec<f64> {
+    vec![
+        p.lookup_ms,
+        p.rootfs_ms,
+        p.spec_ms,
+        p.create_ms,
+        p.start_ms,
+        p.wait_ms,
+        p.cleanup_ms,
+        outside_ms.max(0.0),
+    ]
+}
+
+/// The per-phase medians of a skiff contender (`None` for the others).
+pub fn breakdown(
+    which: Contender,
+    phases: &BTreeMap<usize, Vec<f64>>,
+    wall_median_ms: f64,
+) -> Option<PhaseBreakdown> {
+    if phases.is_empty() {
+        return None;
+    }
+    let names = PHASES.iter().copied().chain([outside_phase(which)]);
+    let phases = names
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let v = phases.get(&i)?;
+            crate::stats::Summary::of(v).map(|s| PhaseMedian {
+                name: name.into(),
+                median_ms: s.median,
+            })
+        })
+        .collect();
+    Some(PhaseBreakdown {
+        contender: which.name().into(),
+        phases,
+        wall_median_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_breakdown_names_and_medians() {
+        let mut m = BTreeMap::new();
+        for i in 0..8 {
+            m.insert(i, vec![i as f64, i as f64 + 2.0, i as f64 + 1.0]);
+        }
+        let b = breakdown(Contender::SkiffPool, &m, 30.0).expect("breakdown");
+        assert_eq!(b.phases.len(), 8);
+        assert_eq!(b.phases[0].name, "lookup");
+        assert_eq!(b.phases[3].median_ms, 4.0);
+        assert_eq!(b.phases[7].name, "request+reply");
+        assert!(breakdown(Contender::Runc, &BTreeMap::new(), 1.0).is_none());
+    }
+
+    #[test]
+    fn test_process_times_and_fails() {
+        let ok = process(&["true".into()], false, false).expect("true runs");
+        assert!(ok.wall_ms > 0.0);
+        assert!(ok.phases.is_empty());
+        let err = process(&["false".into()], false, false).expect_err("false fails");
+        assert!(err.contains("false"), "{err}");
+    }
+}

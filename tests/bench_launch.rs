@@ -1,0 +1,198 @@
+//! `skiff bench launch` in its smallest form: 3 rounds, skiff and the floor
+//! only, no throughput. Checks that the table prints and that the results
+//! file and the CDF plot (SVG and PNG) exist and parse; never checks timings.
+//!
+//! Needs root, overlayfs, cgroups and the vendored busybox image; without
+//! them it prints why and skips, unless `SKIFF_REQUIRE_PRIVILEGED=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn busybox() -> Option<PathBuf> {
+    ["busybox.tar", "busybox.tar.gz"]
+        .iter()
+        .map(|n| repo().join("vendor-images").join(n))
+        .find(|p| p.is_file())
+}
+
+fn missing_prerequisite() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root".into());
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.contains("overlay") {
+        return Some("overlayfs is not available".into());
+    }
+    if !Path::new("/sys/fs/cgroup").exists() {
+        return Some("no cgroup filesystem".into());
+    }
+    if busybox().is_none() {
+        return Some("vendor-images/busybox archive is missing".into());
+    }
+    if !Path::new("/usr/bin/unshare").exists() && !Path::new("/bin/unshare").exists() {
+        return Some("unshare (util-linux) is not installed".into());
+    }
+    None
+}
+
+fn skip_or_fail() -> bool {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("privileged prerequisite missing: {why}");
+        }
+        eprintln!("SKIPPED: {why} (set SKIFF_REQUIRE_PRIVILEGED=1 to make this a failure)");
+        return true;
+    }
+    false
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"))
+}
+
+#[test]
+fn bench_launch_smallest_run_writes_table_json_and_plots() {
+    if skip_or_fail() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--root")
+        .arg(tmp.path().join("unused-store"))
+        .args([
+            "bench",
+            "launch",
+            "--rounds",
+            "3",
+            "--contenders",
+            "skiff,floor",
+        ])
+        .args(["--no-throughput", "--warmup", "1", "--quiet"])
+        .arg("--image")
+        .arg(busybox().expect("busybox"))
+        .arg("--workdir")
+        .arg(tmp.path().join("work"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run skiff");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "skiff bench launch failed: {}: {}\n{stdout}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The table: a header, one row per contender, the goals.
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("contender"))
+        .unwrap_or_else(|| panic!("no table header in:\n{stdout}"));
+    for col in ["median", "p95", "p99", "vs skiff", "vs floor"] {
+        assert!(header.contains(col), "header lacks {col}: {header}");
+    }
+    for name in ["skiff ", "floor "] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(name)),
+            "no row for {name} in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("goals (issue 3)"), "{stdout}");
+
+    // The results file.
+    let data = std::fs::read(out.join("launch.json")).expect("launch.json exists");
+    let v: Value = serde_json::from_slice(&data).expect("launch.json parses");
+    assert_eq!(v["benchmark"], "launch");
+    assert_eq!(v["rounds"], 3);
+    for key in [
+        "date",
+        "host",
+        "host_facts",
+        "job",
+        "contenders",
+        "skipped",
+        "phases",
+        "throughput",
+        "goals",
+        "plots",
+        "notes",
+    ] {
+        assert!(v.get(key).is_some(), "launch.json lacks {key}");
+    }
+    assert!(v["host_facts"]["cgroup_mounts"].is_array());
+    let contenders = v["contenders"].as_array().expect("contenders is a list");
+    let names: Vec<&str> = contenders
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["skiff", "floor"],
+        "only the contenders asked for run"
+    );
+    for c in contenders {
+        assert_eq!(c["samples_ms"].as_array().map(Vec::len), Some(3));
+        for key in [
+            "median_ms",
+            "p95_ms",
+            "p99_ms",
+            "min_ms",
+            "max_ms",
+            "ratio_vs_skiff",
+            "ratio_vs_floor",
+        ] {
+            assert!(num(c, key) > 0.0, "{key} of {} is not positive", c["name"]);
+        }
+    }
+    assert_eq!(
+        v["throughput"].as_array().map(Vec::len),
+        Some(0),
+        "--no-throughput"
+    );
+    let phases = v["phases"].as_array().expect("phases is a list");
+    assert_eq!(
+        phases.first().map(|p| &p["contender"]),
+        Some(&"skiff".into())
+    );
+    let goals = v["goals"].as_array().expect("goals is a list");
+    assert_eq!(goals.len(), 4);
+
+    // The CDF plot, as SVG and PNG, named in launch.json.
+    let plots: Vec<&str> = v["plots"]
+        .as_array()
+        .expect("plots is a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for f in ["latency-cdf.svg", "latency-cdf.png"] {
+        assert!(
+            plots.contains(&f),
+            "launch.json does not name {f}: {plots:?}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.join("latency-cdf.svg")).expect("SVG exists");
+    let start = svg.trim_start();
+    assert!(
+        start.starts_with("<svg") || start.starts_with("<?xml"),
+        "not an SVG: {}",
+        &start[..start.len().min(80)]
+    );
+    assert!(svg.trim_end().ends_with("</svg>"), "truncated SVG");
+    let png = std::fs::read(out.join("latency-cdf.png")).expect("PNG exists");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "not a PNG (magic bytes)"
+    );
+    assert!(png.len() > 1000, "PNG too small: {} bytes", png.len());
+}
