@@ -158,12 +158,15 @@ pub struct ImportArgs {
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     pub out: PathBuf,
 
-    /// Seconds to wait after the last bulk delete in --workdir before timing
-    /// (ext4 creates files slowly for a while after one).
+    /// Seconds to wait after the last cleanup in --workdir before timing
+    /// (ext4 without a journal creates files slowly for up to 6 minutes
+    /// after a bulk delete).
     #[arg(long, value_name = "SECS", default_value_t = import::DEFAULT_SETTLE.as_secs())]
     pub settle: u64,
 
-    /// Leave the run output in WORKDIR/trash instead of deleting it at the end.
+    /// Leave the run output in WORKDIR/trash instead of deleting it at the
+    /// end (the next run then needs no settling; it deletes the trash after
+    /// its own timed rounds).
     #[arg(long)]
     pub keep_trash: bool,
 

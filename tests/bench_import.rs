@@ -79,6 +79,14 @@ fn bench_import_smallest_run_writes_parsable_json() {
         for key in ["median_s", "min_s", "max_s", "mb_per_s", "ratio_vs_skiff"] {
             assert!(num(c, key) > 0.0, "{key} of {} is not positive", c["name"]);
         }
+        for key in [
+            "cpu_samples_s",
+            "cpu_median_s",
+            "cpu_ratio_vs_skiff",
+            "command",
+        ] {
+            assert!(c.get(key).is_some(), "{} lacks {key}", c["name"]);
+        }
     }
     assert_eq!(num(&contenders[0], "ratio_vs_skiff"), 1.0);
 

@@ -51,8 +51,13 @@ pub const QUICK_ROUNDS: usize = 3;
 /// Default work directory.
 pub const DEFAULT_WORKDIR: &str = "/var/tmp/skiff-bench";
 /// How long to let the disk settle after a bulk delete, by default: ext4
-/// without a journal skips inodes freed in the last 60 s (see [`trash`]).
-pub const DEFAULT_SETTLE: Duration = Duration::from_secs(90);
+/// without a journal skips inodes freed in the last 60 s, or 360 s while
+/// their inode-table block is dirty (see [`trash`]).
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(360);
+/// Bulk deletes smaller than this many entries need no settling.
+pub const SETTLE_MIN_ENTRIES: u64 = 10_000;
+/// Empty files created by the per-round inode-allocator probe.
+const PROBE_FILES: usize = 1000;
 /// Schema version of `import.json`.
 pub const SCHEMA: u32 = 1;
 
@@ -188,6 +193,8 @@ pub struct ContenderResult {
     pub cpu_samples_s: Vec<f64>,
     /// Median CPU seconds.
     pub cpu_median_s: f64,
+    /// This contender's median CPU time over skiff's.
+    pub cpu_ratio_vs_skiff: Option<f64>,
     /// Median seconds of each phase, for multi-step contenders.
     pub phases_median_s: BTreeMap<String, f64>,
 }
@@ -224,6 +231,9 @@ pub struct ImportResults {
     pub contenders: Vec<ContenderResult>,
     /// Contenders left out, and why.
     pub skipped: Vec<Skipped>,
+    /// Milliseconds to create 1000 empty files, before each timed round:
+    /// high values flag rounds slowed by the disk (see [`trash`]).
+    pub fs_probe_ms: Vec<f64>,
     /// Anything else worth knowing about the run.
     pub notes: Vec<String>,
 }
@@ -332,6 +342,11 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     let trash_dir = workdir.join("trash");
     let stamp = workdir.join("last-bulk-delete");
     let mut notes = Vec::new();
+
+    // When the previous run's cleanup stops slowing file creation.
+    let settle_until = trash::last_delete(&stamp)
+        .filter(|d| d.entries >= SETTLE_MIN_ENTRIES && d.ago < cfg.settle)
+        .map(|d| (Instant::now() + (cfg.settle - d.ago), d));
 
     // Leftovers of an interrupted run: out of the way now, deleted at the end.
     trash::set_aside(&runs, &trash_dir)?;
@@ -508,17 +523,23 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
         notes.push(format!("tar contenders skipped: {why}"));
     }
 
-    // Let the disk settle after the previous run's cleanup.
-    if let Some(ago) = trash::since_last_delete(&stamp) {
-        if ago < cfg.settle {
-            let wait = cfg.settle - ago;
-            ui.note(format!(
-                "the last bulk delete in {} ended {}s ago; waiting {}s for ext4 to settle \
-                 (--settle 0 skips this)",
+    // Let the disk settle after the previous run's cleanup (the image was
+    // prepared meanwhile).
+    if let Some((until, last)) = settle_until {
+        let wait = until.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            let msg = format!(
+                "the last cleanup in {} freed {} entries {}s ago; ext4 creates files slowly \
+                 for up to {}s after that, so waiting {}s (--settle 0 skips this; \
+                 --keep-trash avoids the cleanup)",
                 workdir.display(),
-                ago.as_secs(),
+                last.entries,
+                last.ago.as_secs(),
+                cfg.settle.as_secs(),
                 wait.as_secs()
-            ));
+            );
+            ui.note(&msg);
+            notes.push(msg);
             ui.spin("waiting for the disk to settle");
             std::thread::sleep(wait);
             ui.clear();
@@ -526,6 +547,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     }
 
     let load_before = crate::host::load_average();
+    let mut fs_probe_ms: Vec<f64> = Vec::new();
     let total_rounds = cfg.warmup + cfg.rounds;
     let per_round_bytes: f64 = ready
         .iter()
@@ -546,6 +568,13 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
             ui,
             &mut notes,
         )?;
+        // Outside every timed window: how fast can this disk create files now?
+        let probe_dir = runs.join(format!("probe-r{round}"));
+        let probe = trash::probe_creates(&probe_dir, PROBE_FILES)?;
+        trash::set_aside(&probe_dir, &trash_dir)?;
+        if !warm {
+            fs_probe_ms.push(probe.as_secs_f64() * 1e3);
+        }
         for r in ready.iter_mut() {
             if r.failed.is_some() {
                 ui.inc();
@@ -593,6 +622,18 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
         "load average before the first round: {load_before}; after the last: {}",
         crate::host::load_average()
     ));
+    if let Some(p) = Summary::of(&fs_probe_ms) {
+        if p.max > 3.0 * p.min.max(1.0) {
+            let msg = format!(
+                "file creation was uneven across rounds ({PROBE_FILES} empty files took \
+                 {:.0}-{:.0} ms): something else on this disk (a bulk delete?) disturbed \
+                 some rounds",
+                p.min, p.max
+            );
+            ui.note(&msg);
+            notes.push(msg);
+        }
+    }
 
     // Clean up, outside every timed window.
     if cfg.keep_trash {
@@ -609,11 +650,11 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     let _ = fs::remove_dir(&runs);
 
     // Results.
-    let skiff_median = ready
-        .iter()
-        .find(|r| r.which == Contender::Skiff)
+    let skiff = ready.iter().find(|r| r.which == Contender::Skiff);
+    let skiff_median = skiff
         .and_then(|r| Summary::of(&r.samples))
         .map(|s| s.median);
+    let skiff_cpu = skiff.and_then(|r| Summary::of(&r.cpu)).map(|s| s.median);
     let mut contenders = Vec::new();
     for r in ready {
         if let Some(why) = r.failed {
@@ -639,6 +680,10 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
             mb_per_s: (mb > 0.0 && s.median > 0.0).then(|| mb / s.median),
             ratio_vs_skiff: skiff_median.filter(|m| *m > 0.0).map(|m| s.median / m),
             cpu_median_s: Summary::of(&r.cpu).map(|c| c.median).unwrap_or(0.0),
+            cpu_ratio_vs_skiff: match (skiff_cpu, Summary::of(&r.cpu)) {
+                (Some(k), Some(c)) if k > 0.0 => Some(c.median / k),
+                _ => None,
+            },
             cpu_samples_s: r.cpu,
             phases_median_s: r
                 .phases
@@ -664,6 +709,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
         order: contenders.iter().map(|c| c.name.clone()).collect(),
         contenders,
         skipped,
+        fs_probe_ms,
         notes,
     })
 }
@@ -687,7 +733,7 @@ fn ensure_space(
         return Ok(());
     }
     let emptied = trash::empty(trash_dir, stamp)?;
-    if emptied.deleted {
+    if emptied.entries > 0 {
         let msg = format!(
             "low on disk space ({:.1} GB free, ~{:.1} GB needed per round): emptied the trash \
              mid-run and waited {}s for the disk to settle",

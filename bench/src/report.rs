@@ -56,6 +56,7 @@ pub fn import_table(r: &ImportResults) -> String {
         "MB/s".into(),
         "vs skiff".into(),
         "cpu".into(),
+        "cpu vs skiff".into(),
         "what was timed".into(),
     ]];
     for c in &r.contenders {
@@ -86,6 +87,9 @@ pub fn import_table(r: &ImportResults) -> String {
                 .map(|v| format!("{v:.2}x"))
                 .unwrap_or("-".into()),
             secs(c.cpu_median_s),
+            c.cpu_ratio_vs_skiff
+                .map(|v| format!("{v:.2}x"))
+                .unwrap_or("-".into()),
             what,
         ]);
     }
@@ -112,7 +116,8 @@ pub fn import_table(r: &ImportResults) -> String {
     }
     out.push_str(
         "median/min/max: wall-clock; vs skiff = contender median / skiff median (above 1: \
-         skiff is faster); cpu = median user+system CPU time, child processes included\n",
+         skiff is faster); cpu = median user+system CPU time, child processes included \
+         (steadier than wall-clock when other work shares the cores)\n",
     );
     out
 }
