@@ -36,7 +36,7 @@ fn colour(name: &str) -> RGBColor {
 }
 
 /// The colours of the phases, in launch order.
-const PHASE_COLOURS: [RGBColor; 8] = [
+const PHASE_COLOURS: [RGBColor; 9] = [
     RGBColor(174, 199, 232),
     RGBColor(255, 187, 120),
     RGBColor(152, 223, 138),
@@ -45,6 +45,7 @@ const PHASE_COLOURS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(247, 182, 210),
     RGBColor(127, 127, 127),
+    RGBColor(64, 64, 64),
 ];
 
 const FONT_CANDIDATES: [&str; 5] = [
@@ -285,6 +286,7 @@ where
         .x_desc("jobs in flight (concurrency, log scale)")
         .y_desc("jobs per second")
         .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(e2s)?;
@@ -379,13 +381,14 @@ where
         let y1 = row as f64 + 0.8;
         let mut x = 0.0;
         for (i, p) in b.phases.iter().enumerate() {
+            // The part outside the runner differs: its own colour for the pool.
+            let i = if p.name == "request+reply" { 8 } else { i };
             let col = PHASE_COLOURS[i % PHASE_COLOURS.len()];
             let rect = Rectangle::new([(x, y0), (x + p.median_ms, y1)], col.filled());
             let series = chart.draw_series(std::iter::once(rect)).map_err(e2s)?;
-            // One legend entry per phase position; the last segment's name
-            // differs between `skiff run` and the pool.
+            // One legend entry per phase.
             let slot = i % PHASE_COLOURS.len();
-            if !legend_done[slot] || i + 1 == b.phases.len() {
+            if !legend_done[slot] {
                 legend_done[slot] = true;
                 series.label(p.name.clone()).legend(move |(lx, ly)| {
                     Rectangle::new([(lx, ly - 5), (lx + 14, ly + 5)], col.filled())

@@ -280,6 +280,8 @@ pub struct Level {
     pub jobs: usize,
     /// Jobs that failed.
     pub failures: usize,
+    /// The first failure's message, when any failed.
+    pub first_error: Option<String>,
     /// Wall-clock seconds for all of them.
     pub wall_s: f64,
     /// Jobs per second.

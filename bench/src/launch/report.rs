@@ -338,6 +338,19 @@ pub fn table(r: &LaunchResults) -> String {
         }
         out.push_str("\nthroughput\n");
         out.push_str(&layout(&rows));
+        for t in &r.throughput {
+            for l in &t.levels {
+                if let Some(e) = &l.first_error {
+                    out.push_str(&format!(
+                        "{} at c={}: {} of {} jobs failed, first: {e}\n",
+                        t.name,
+                        l.concurrency,
+                        l.failures,
+                        l.jobs + l.failures
+                    ));
+                }
+            }
+        }
     }
 
     out.push_str("\ngoals (issue 3)\n");

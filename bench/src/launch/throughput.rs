@@ -72,6 +72,7 @@ pub fn measure(
             concurrency: c,
             jobs: b.done,
             failures: b.failures,
+            first_error: if b.failures > 0 { b.first_error } else { None },
             wall_s: b.wall_s,
             jobs_per_s: b.done as f64 / b.wall_s.max(1e-9),
             cpu_ms_per_job: b.cpu_ms.map(|t| t / b.done as f64),
