@@ -216,10 +216,11 @@ fn bench_apply_layer(c: &mut Criterion) {
         );
     }
     let data = layer_tar(whiteouts);
+    // 4 directories, 100 files, a symlink, a hardlink (+ 11 whiteout entries).
     let name = if whiteouts {
-        "104 entries, 10 whiteouts + opaque dir"
+        "117 entries: 100 files of 1 KiB, 10 whiteouts, an opaque dir"
     } else {
-        "104 entries, no whiteouts"
+        "106 entries: 100 files of 1 KiB, no whiteouts"
     };
     let mut n = 0u64;
     let mut g = c.benchmark_group("apply_layer");
@@ -347,11 +348,22 @@ fn bench_cgroup(c: &mut Criterion) {
     g.finish();
 }
 
+/// criterion draws its HTML report with plotters, whose text needs a
+/// registered font in this workspace (the `ab_glyph` feature): register
+/// one, or go without plots.
+fn config() -> Criterion {
+    match bench::plot::ensure_font() {
+        Ok(()) => Criterion::default(),
+        Err(e) => {
+            eprintln!("criterion plots disabled: {e}");
+            Criterion::default().without_plots()
+        }
+    }
+}
+
 criterion_group!(
-    benches,
-    bench_spec,
-    bench_overlay_options,
-    bench_apply_layer,
-    bench_cgroup
+    name = benches;
+    config = config();
+    targets = bench_spec, bench_overlay_options, bench_apply_layer, bench_cgroup
 );
 criterion_main!(benches);

@@ -74,8 +74,10 @@ fn find_ttf(dir: &Path, depth: usize) -> Option<PathBuf> {
         .find_map(|e| find_ttf(&e.path(), depth - 1))
 }
 
-/// Register a font for plotters once; the error says why there is none.
-fn ensure_font() -> Result<(), String> {
+/// Register a font for plotters once (for this crate's plots, and for
+/// criterion's, which draw with the same plotters); the error says why
+/// there is none.
+pub fn ensure_font() -> Result<(), String> {
     static FONT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     FONT.get_or_init(|| {
         let path = std::env::var_os("SKIFF_BENCH_FONT")
