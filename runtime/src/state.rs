@@ -99,20 +99,25 @@ impl JobDir {
             }
             Err(e) => return Err(Error::io("create", &path, e)),
         }
+        // The lock file is created and locked under a private name, then
+        // renamed into place: `gc` only ever sees a `lock` that is already
+        // held, so it cannot take a live job for an orphan in between.
         let lock_path = path.join("lock");
+        let tmp_path = path.join(format!(".lock-{}", std::process::id()));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&lock_path)
-            .ctx("create", &lock_path)?;
+            .open(&tmp_path)
+            .ctx("create", &tmp_path)?;
         if !try_lock(&lock) {
             return Err(Error::io(
                 "lock",
-                &lock_path,
+                &tmp_path,
                 std::io::ErrorKind::WouldBlock.into(),
             ));
         }
+        fs::rename(&tmp_path, &lock_path).ctx("rename", &lock_path)?;
         Ok(JobDir { path, _lock: lock })
     }
 
