@@ -133,8 +133,9 @@ pub struct GenSpec {
     pub sources: Vec<LayerSource>,
 }
 
-/// Generate (or reuse from `cache`) the benchmark archive.
-pub fn generate(cache: &Path, spec: &GenSpec) -> Result<(ImageInfo, bool)> {
+/// Generate (or reuse from `cache`) the benchmark archive. A partial one
+/// left by an interrupted run is moved into `trash`.
+pub fn generate(cache: &Path, trash: &Path, spec: &GenSpec) -> Result<(ImageInfo, bool)> {
     let name = format!(
         "gen-v{GENERATOR_VERSION}-{}mb-{}",
         spec.size_mb,
@@ -148,7 +149,7 @@ pub fn generate(cache: &Path, spec: &GenSpec) -> Result<(ImageInfo, bool)> {
     // A partial directory left by an interrupted run is only renamed away:
     // deleting it now would slow the timed runs that follow (see trash.rs).
     let partial = cache.join(format!("{name}.partial"));
-    crate::trash::set_aside(&partial, &cache.join("trash"))?;
+    crate::trash::set_aside(&partial, trash)?;
     fs::create_dir(&partial).ctx("create", &partial)?;
 
     let budget = spec.size_mb * 1_000_000;
@@ -221,7 +222,11 @@ pub fn generate(cache: &Path, spec: &GenSpec) -> Result<(ImageInfo, bool)> {
 /// Returns `Ok(None)` with a reason when the archive's layers cannot be
 /// located (not a `docker save` archive, or wrapped in outer compression):
 /// the skiff and podman contenders still run, `tar` cannot.
-pub fn prepare_existing(cache: &Path, archive: &Path) -> Result<(ImageInfo, Option<String>)> {
+pub fn prepare_existing(
+    cache: &Path,
+    trash: &Path,
+    archive: &Path,
+) -> Result<(ImageInfo, Option<String>)> {
     let archive = fs::canonicalize(archive).ctx("resolve", archive)?;
     let meta = fs::metadata(&archive).ctx("stat", &archive)?;
     let key = {
@@ -290,7 +295,7 @@ pub fn prepare_existing(cache: &Path, archive: &Path) -> Result<(ImageInfo, Opti
 
     fs::create_dir_all(cache).ctx("create", cache)?;
     let partial = cache.join(format!("user-v{GENERATOR_VERSION}-{key}.partial"));
-    crate::trash::set_aside(&partial, &cache.join("trash"))?;
+    crate::trash::set_aside(&partial, trash)?;
     fs::create_dir(&partial).ctx("create", &partial)?;
     let mut layers = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -885,18 +890,20 @@ mod tests {
                 share: 1.0,
             }],
         };
-        let (info, cached) = generate(cache.path(), &spec).expect("generate");
+        let trash = cache.path().join("trash");
+        let (info, cached) = generate(cache.path(), &trash, &spec).expect("generate");
         assert!(!cached);
         assert_eq!(info.layers.len(), 1);
         assert_eq!(info.layers[0].files, 2, "the hardlink is a link entry");
         assert!(info.archive.is_file());
         assert!(info.compressed());
-        let (again, cached) = generate(cache.path(), &spec).expect("generate");
+        let (again, cached) = generate(cache.path(), &trash, &spec).expect("generate");
         assert!(cached);
         assert_eq!(again.layers[0].diff_id, info.layers[0].diff_id);
 
         // Read back as a user-supplied archive: same layer, decompressed.
-        let (user, reason) = prepare_existing(cache.path(), &info.archive).expect("prepare");
+        let (user, reason) =
+            prepare_existing(cache.path(), &trash, &info.archive).expect("prepare");
         assert!(reason.is_none());
         assert_eq!(user.layers.len(), 1);
         assert_eq!(user.layers[0].diff_id, info.layers[0].diff_id);

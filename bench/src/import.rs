@@ -15,6 +15,10 @@
 //! - `skopeo-umoci`: `skopeo copy docker-archive:… oci:…` then
 //!   `umoci unpack`, timed together (each phase is kept too).
 //!
+//! After each run, its output is evicted from the page cache (outside the
+//! timed window): otherwise, once memory is full, every later run pays for
+//! reclaiming the earlier runs' pages (direct reclaim), and rounds drift.
+//!
 //! Each run's CPU time (user + system, its child processes included) is
 //! kept beside its wall-clock time: on a shared machine it shows how much
 //! work each tool does, undisturbed by what else runs.
@@ -356,7 +360,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     let (image, layers_note) = match &cfg.image {
         Some(p) => {
             ui.spin(format!("reading {}", p.display()));
-            image::prepare_existing(&cache, p)?
+            image::prepare_existing(&cache, &trash_dir, p)?
         }
         None => {
             ui.spin(format!(
@@ -366,6 +370,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
             ));
             let (info, cached) = image::generate(
                 &cache,
+                &trash_dir,
                 &GenSpec {
                     size_mb: cfg.size_mb,
                     gzip: cfg.gzip,
@@ -589,7 +594,11 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
             let dir = runs.join(format!("{}-r{round}", r.which.name()));
             fs::create_dir(&dir).ctx("create", &dir)?;
             let outcome = run_once(r.which, &image, &dir);
-            // Out of the way by rename; deleted after the last round.
+            // Out of the way by rename (deleted after the last round), and
+            // out of the page cache, so that every run starts with the same
+            // free memory.
+            nix::unistd::sync();
+            trash::evict(&dir);
             trash::set_aside(&dir, &trash_dir)?;
             match outcome {
                 Ok(sample) => {
