@@ -125,6 +125,11 @@ impl<R: Read> HashingReader<R> {
         io::copy(self, &mut io::sink()).map(drop)
     }
 
+    /// The wrapped reader (reads through it are not hashed).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// The digest and byte count of what was read so far.
     pub fn finish(self) -> (Digest, u64, R) {
         let hex = hex::encode(self.hasher.finalize());

@@ -260,30 +260,41 @@ impl Store {
             ProgressReader { inner: raw, bar },
             ingest_writer,
         ));
-        let (diff_digest, unpacked_size, compression, report) = {
+        let (diff, compression, report) = {
             let buf = BufReader::with_capacity(256 * 1024, &mut hashed);
             let (compression, decoder) =
                 Compression::decoder(buf).map_err(|source| Error::ReadArchive {
                     what: format!("layer {name}"),
                     source,
                 })?;
-            let mut diff = HashingReader::new(decoder);
-            let report = apply_layer(&mut diff, &tmp).map_err(|source| Error::Apply {
+            // A plain layer's bytes are its blob: the blob hash is its diff_id,
+            // so hash it once. Compressed layers hash the decompressed stream.
+            let plain = compression == Compression::None;
+            let mut decoder = decoder;
+            let mut diff = HashingReader::new(&mut decoder);
+            let src: &mut dyn Read = if plain { diff.get_mut() } else { &mut diff };
+            let report = apply_layer(src, &tmp).map_err(|source| Error::Apply {
                 layer: name.clone(),
                 source,
             })?;
-            diff.drain().map_err(|source| Error::ReadArchive {
+            let drained = if plain {
+                io::copy(diff.get_mut(), &mut io::sink()).map(drop)
+            } else {
+                diff.drain()
+            };
+            drained.map_err(|source| Error::ReadArchive {
                 what: format!("layer {name}: decompressing"),
                 source,
             })?;
             let (d, n, _) = diff.finish();
-            (d, n, compression, report)
+            (if plain { None } else { Some((d, n)) }, compression, report)
         };
         hashed.drain().map_err(|source| Error::ReadArchive {
             what: format!("layer {name}"),
             source,
         })?;
         let (blob_digest, blob_size, tee) = hashed.finish();
+        let (diff_digest, unpacked_size) = diff.unwrap_or_else(|| (blob_digest.clone(), blob_size));
         if let Some(mut w) = tee.into_writer() {
             w.flush().map_err(|source| Error::Io {
                 op: "write",
