@@ -2,7 +2,8 @@
 //! hybrid) and a v2 implementation. The layout is detected once, in
 //! [`detect`]; nothing else asks which version is in use.
 //!
-//! Layout: every job gets `<caller's cgroup>/skiff/<store key>/<job>` (see
+//! Layout: every job gets `<caller's cgroup>/skiff/<store key>/<job>` on v1,
+//! and `<parent of the caller's cgroup>/skiff/<store key>/<job>` on v2 (see
 //! `docs/cgroups.md`). The limits themselves are written by the launch
 //! backend from the OCI spec's `linux.resources` (see [`resources`]); the
 //! driver names the paths, reads accounting, and kills and removes.
@@ -331,6 +332,10 @@ mod tests {
         fs::write(&cg, "0::/user.slice/x\n").expect("write");
         let d = detect_at(dir.path(), &cg, "g").expect("detect");
         assert_eq!(d.version(), CgroupVersion::V2);
-        assert_eq!(d.job_path("j"), PathBuf::from("/user.slice/x/skiff/g/j"));
+        // Beside the caller's own (process-holding) cgroup: v2's no-internal-processes rule.
+        assert_eq!(d.job_path("j"), PathBuf::from("/user.slice/skiff/g/j"));
+        fs::write(&cg, "0::/\n").expect("write");
+        let d = detect_at(dir.path(), &cg, "g").expect("detect");
+        assert_eq!(d.job_path("j"), PathBuf::from("/skiff/g/j"));
     }
 }

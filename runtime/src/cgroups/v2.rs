@@ -1,10 +1,9 @@
 //! cgroup v2: the unified hierarchy.
 //!
 //! The no-internal-processes rule: a cgroup with member processes cannot
-//! enable controllers for its children. skiff requires a *delegated subtree*:
-//! the caller's cgroup must be able to enable `memory pids cpu` in
-//! `cgroup.subtree_control` (run skiff in a leaf of its own, e.g. a systemd
-//! scope with `Delegate=yes` whose processes sit in a child cgroup). See
+//! enable controllers for its children. skiff requires a *delegated subtree*
+//! and runs in a leaf of it (e.g. `<scope>/launcher` of a systemd scope with
+//! `Delegate=yes`); its jobs go beside that leaf, in `<scope>/skiff/…`. See
 //! `docs/cgroups.md`.
 
 use std::path::{Path, PathBuf};
@@ -24,10 +23,19 @@ pub struct CgroupV2 {
 
 impl CgroupV2 {
     /// `own` is the caller's path from the `0::` line of `/proc/self/cgroup`.
+    ///
+    /// The caller's cgroup holds the caller, so by the no-internal-processes
+    /// rule it cannot host controller-enabled children. Jobs therefore go
+    /// beside it: `<parent of own>/skiff/<group>/<job>`, inside the delegated
+    /// subtree whose leaf the launcher runs in (`<scope>/launcher` →
+    /// `<scope>/skiff/…`). In the root cgroup, which is exempt from the
+    /// rule, they go to `/skiff/<group>/<job>`.
     pub fn new(mount_root: &Path, own: &str, group: &str) -> CgroupV2 {
+        let own = Path::new(own);
+        let anchor = own.parent().unwrap_or(own);
         CgroupV2 {
             mount_root: mount_root.to_path_buf(),
-            base: Path::new(own).join("skiff").join(group),
+            base: anchor.join("skiff").join(group),
         }
     }
 

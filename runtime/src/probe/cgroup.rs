@@ -305,6 +305,8 @@ fn try_create(dir: &Path) -> std::io::Result<()> {
 /// caller's cgroup must be able to enable controllers for children: the
 /// root cgroup always can; any other cgroup only while it has no processes
 /// of its own (the no-internal-processes rule), and skiff itself is one.
+/// Whether skiff's v2 job subtree can get controllers: jobs go beside the
+/// caller's cgroup, so its parent must be writable and hold no processes.
 fn v2_delegation(own: &str, own_dir: &Path) -> (bool, String) {
     if own == "/" {
         return (
@@ -312,30 +314,39 @@ fn v2_delegation(own: &str, own_dir: &Path) -> (bool, String) {
             "the caller is in the root cgroup, which may enable controllers for children".into(),
         );
     }
-    let procs = fs::read_to_string(own_dir.join("cgroup.procs")).unwrap_or_default();
+    let parent = Path::new(own).parent().unwrap_or(Path::new("/"));
+    let parent_dir = own_dir.parent().unwrap_or(own_dir);
+    let pname = parent.display();
+    if parent == Path::new("/") {
+        return (true, format!("jobs go beside {own}, under the root cgroup"));
+    }
+    let procs = fs::read_to_string(parent_dir.join("cgroup.procs")).unwrap_or_default();
     let n = procs.lines().filter(|l| !l.trim().is_empty()).count();
     let writable = nix::unistd::access(
-        &own_dir.join("cgroup.subtree_control"),
+        &parent_dir.join("cgroup.subtree_control"),
         nix::unistd::AccessFlags::W_OK,
     )
     .is_ok();
     if !writable {
         return (
             false,
-            format!("{own}/cgroup.subtree_control is not writable: the subtree is not delegated"),
+            format!("{pname}/cgroup.subtree_control is not writable: the subtree is not delegated"),
         );
     }
     if n > 0 {
         return (
             false,
             format!(
-                "{own} holds {n} process(es), skiff among them: the kernel refuses to enable \
-                 controllers for its children (no internal processes); run skiff in a leaf of \
-                 a delegated subtree"
+                "{pname} holds {n} process(es): the kernel refuses to enable controllers for \
+                 skiff's jobs beside {own} (no internal processes); run skiff in a leaf of a \
+                 delegated subtree"
             ),
         );
     }
-    (true, format!("{own} is delegated and empty"))
+    (
+        true,
+        format!("{pname} is delegated and holds no processes; jobs go beside {own}"),
+    )
 }
 
 #[cfg(test)]
