@@ -86,6 +86,7 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
         .arg(&out)
         .output()
         .expect("run skiff");
+    remove_store_cgroups(&tmp.path().join("work"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -195,4 +196,25 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
         "not a PNG (magic bytes)"
     );
     assert!(png.len() > 1000, "PNG too small: {} bytes", png.len());
+}
+
+/// The bench's stores keep their `skiff/<key>` cgroups between runs; this
+/// test's stores are going away, so remove theirs (found by their `blobs/`).
+fn remove_store_cgroups(dir: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if !p.is_dir() || p.is_symlink() {
+            continue;
+        }
+        if p.join("blobs").is_dir() {
+            if let Ok(root) = std::fs::canonicalize(&p) {
+                runtime::matrix::remove_group_cgroups(&root);
+            }
+        } else {
+            remove_store_cgroups(&p);
+        }
+    }
 }

@@ -211,6 +211,9 @@ impl Drop for Env {
             let key = store_key(&root);
             for base in all_hierarchy_bases() {
                 let _ = std::fs::remove_dir(base.join("skiff").join(&key));
+                // And the `skiff` parent once no store uses it (fails harmlessly
+                // while another test's store still has its group there).
+                let _ = std::fs::remove_dir(base.join("skiff"));
             }
         }
     }

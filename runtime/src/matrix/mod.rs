@@ -435,6 +435,10 @@ pub fn remove_group_cgroups(store_root: &Path) {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for h in crate::probe::cgroup::parse_mountinfo(&mountinfo) {
         let _ = std::fs::remove_dir(h.mount_point.join(rel));
+        // The `skiff` parent too, once no other store's group is in it.
+        if let Some(parent) = rel.parent() {
+            let _ = std::fs::remove_dir(h.mount_point.join(parent));
+        }
     }
 }
 
