@@ -508,7 +508,10 @@ impl Applier {
                 // A directory: remove it recursively via the pinned parent fd.
                 // std's remove_dir_all never follows symlinks.
                 self.cache = None;
-                let path = format!("/proc/self/fd/{pfd}/{}", base.to_string_lossy());
+                // Built from the raw bytes: a lossy conversion could name a sibling.
+                let mut path = format!("/proc/self/fd/{pfd}/").into_bytes();
+                path.extend_from_slice(base.as_bytes());
+                let path = std::path::PathBuf::from(OsString::from_vec(path));
                 std::fs::remove_dir_all(&path).map_err(|source| ApplyError::Io {
                     entry: name.to_string(),
                     op: "replace an existing directory",

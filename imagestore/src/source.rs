@@ -154,44 +154,19 @@ impl Source {
     /// Index a seekable tar: read headers only, note each member's offset.
     fn index_tar(input: String, path: &Path, file: File) -> Result<Source> {
         let mut archive = tar::Archive::new(file);
-        let mut entries = HashMap::new();
-        let mut links = HashMap::new();
         let iter = archive
             .entries_with_seek()
             .map_err(|source| Error::ReadArchive {
                 what: input.clone(),
                 source,
             })?;
-        let mut last = String::from("<start>");
-        for entry in iter {
-            let entry = entry.map_err(|source| Error::ReadArchive {
-                what: format!("{input} (after entry {last})"),
-                source,
-            })?;
-            let Some(name) = clean_name(&entry.path_bytes()) else {
-                continue;
-            };
-            last = name.clone();
-            match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    entries.insert(
-                        name,
-                        Loc::Range {
-                            path: path.to_path_buf(),
-                            offset: entry.raw_file_position(),
-                            size: entry.size(),
-                        },
-                    );
-                }
-                t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
-                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref())
-                    {
-                        links.insert(name, target);
-                    }
-                }
-                _ => {}
-            }
-        }
+        let (entries, links) = collect_entries(&input, iter, |_, entry| {
+            Ok(Loc::Range {
+                path: path.to_path_buf(),
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            })
+        })?;
         Ok(Source {
             input,
             wrapper: "",
@@ -209,57 +184,35 @@ impl Source {
         session: &Session,
     ) -> Result<Source> {
         let mut archive = tar::Archive::new(reader);
-        let mut entries = HashMap::new();
-        let mut links = HashMap::new();
         let iter = archive.entries().map_err(|source| Error::ReadArchive {
             what: input.clone(),
             source,
         })?;
-        let mut last = String::from("<start>");
         let mut buf = vec![0u8; 256 * 1024];
-        for entry in iter {
-            let mut entry = entry.map_err(|source| Error::ReadArchive {
-                what: format!("{input} (after entry {last})"),
-                source,
-            })?;
-            let Some(name) = clean_name(&entry.path_bytes()) else {
-                continue;
-            };
-            last = name.clone();
-            match entry.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let path = session.temp_path("spool");
-                    let mut out = File::create(&path).ctx("create", &path)?;
-                    let mut hashing = HashingReader::new(&mut entry);
-                    loop {
-                        let n = hashing
-                            .read(&mut buf)
-                            .map_err(|source| Error::ReadArchive {
-                                what: format!("{input}: entry {name}"),
-                                source,
-                            })?;
-                        if n == 0 {
-                            break;
-                        }
-                        out.write_all(&buf[..n]).ctx("write", &path)?;
-                    }
-                    let (digest, size, _) = hashing.finish();
-                    entries.insert(name, Loc::Spooled { path, size, digest });
+        let (entries, links) = collect_entries(&input, iter, |name, entry| {
+            let path = session.temp_path("spool");
+            let mut out = File::create(&path).ctx("create", &path)?;
+            let mut hashing = HashingReader::new(entry);
+            loop {
+                let n = hashing
+                    .read(&mut buf)
+                    .map_err(|source| Error::ReadArchive {
+                        what: format!("{input}: entry {name}"),
+                        source,
+                    })?;
+                if n == 0 {
+                    break;
                 }
-                t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
-                    if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref())
-                    {
-                        links.insert(name, target);
-                    }
-                }
-                _ => {}
+                out.write_all(&buf[..n]).ctx("write", &path)?;
             }
-        }
+            let (digest, size, _) = hashing.finish();
+            Ok(Loc::Spooled { path, size, digest })
+        })?;
         // Read on to the end: a compressed wrapper's trailer (checksum and
         // length) follows the tar's end marker, and a truncated one must fail.
         io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|source| {
             Error::ReadArchive {
-                what: format!("{input} (after its last entry {last})"),
+                what: format!("{input} (its compressed trailer, after the tar end marker)"),
                 source,
             }
         })?;
@@ -360,6 +313,41 @@ impl Source {
             })?;
         Ok(data)
     }
+}
+
+/// Walk a tar's members: regular files become entries through `on_file`,
+/// symlinks and hardlinks become archive-internal links; the rest is ignored.
+fn collect_entries<R: Read>(
+    input: &str,
+    iter: tar::Entries<'_, R>,
+    mut on_file: impl FnMut(&str, &mut tar::Entry<'_, R>) -> Result<Loc>,
+) -> Result<(HashMap<String, Loc>, HashMap<String, String>)> {
+    let mut entries = HashMap::new();
+    let mut links = HashMap::new();
+    let mut last = String::from("<start>");
+    for entry in iter {
+        let mut entry = entry.map_err(|source| Error::ReadArchive {
+            what: format!("{input} (after entry {last})"),
+            source,
+        })?;
+        let Some(name) = clean_name(&entry.path_bytes()) else {
+            continue;
+        };
+        last = name.clone();
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let loc = on_file(&name, &mut entry)?;
+                entries.insert(name, loc);
+            }
+            t @ (tar::EntryType::Symlink | tar::EntryType::Link) => {
+                if let Some(target) = link_target(&name, t, entry.link_name_bytes().as_deref()) {
+                    links.insert(name, target);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((entries, links))
 }
 
 /// An archive-internal link target, as a clean entry name. Symlink targets
