@@ -1,4 +1,4 @@
-//! `skiff image …`: import, ls, inspect, rm, gc.
+//! `skiff image …`: import, ls, inspect, rm, gc, verify.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -52,7 +52,22 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check the store: re-hash blobs, check snapshots against their layers,
+    /// records and tags against what they name (exit 0 consistent, 1 damaged).
+    Verify {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Remove what is broken (and what depends on it) so the next import
+        /// redoes it, and the leftovers of interrupted operations.
+        #[arg(long)]
+        repair: bool,
+    },
 }
+
+/// `skiff image verify`'s exit status when the store was found damaged
+/// (also with `--repair`, which says what it removed).
+pub const EXIT_STORE_DAMAGED: i32 = 1;
 
 /// Run an image subcommand.
 pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
@@ -92,13 +107,55 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "removed {} blobs ({} bytes), {} snapshots, {} orphaned dirs; {} snapshots kept for running jobs",
-                    r.blobs_removed, r.bytes_freed, r.snapshots_removed, r.orphan_dirs_removed, r.snapshots_leased
+                    "removed {} blobs ({} bytes), {} snapshots, {} orphaned dirs, {} temp files, {} dead import sessions; {} snapshots kept for running jobs",
+                    r.blobs_removed, r.bytes_freed, r.snapshots_removed, r.orphan_dirs_removed,
+                    r.temp_files_removed, r.sessions_removed, r.snapshots_leased
                 );
             }
             Ok(())
         }
+        ImageCommand::Verify { json, repair } => verify(&store, json, repair),
     }
+}
+
+/// `skiff image verify`: print the report; exit 1 when the store is damaged.
+fn verify(store: &Store, json: bool, repair: bool) -> anyhow::Result<()> {
+    let r = store.verify(repair).context("verifying the store")?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        for p in r.problems.iter().chain(&r.leftovers) {
+            let done = if p.repaired { " [removed]" } else { "" };
+            println!(
+                "{:?} {}: {} ({}){done}",
+                p.subject,
+                p.name,
+                p.detail,
+                p.path.display()
+            );
+        }
+        let state = match (r.damaged(), repair) {
+            (false, _) => "consistent",
+            (true, false) => "DAMAGED (run `skiff image verify --repair`, then re-import)",
+            (true, true) => "was damaged; broken data removed, re-import the affected images",
+        };
+        println!(
+            "checked {} blobs, {} snapshots, {} images, {} tags: {} problems, {} leftovers; store {state}",
+            r.blobs_checked,
+            r.snapshots_checked,
+            r.images_checked,
+            r.tags_checked,
+            r.problems.len(),
+            r.leftovers.len()
+        );
+    }
+    if r.damaged() {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        // main() maps errors to 125 ("skiff failed"); damage is a result, not a failure.
+        std::process::exit(EXIT_STORE_DAMAGED);
+    }
+    Ok(())
 }
 
 /// A progress bar on a terminal, hidden otherwise or with `--json`.

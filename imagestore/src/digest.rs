@@ -147,16 +147,30 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// A reader that copies everything read through it into a writer.
+///
+/// A failure of the *writer* (a full disk) is kept aside, so that the
+/// caller can report it as the write failure it is rather than as a bad
+/// input stream: see [`TeeReader::take_write_error`].
 #[derive(Debug)]
 pub struct TeeReader<R, W> {
     inner: R,
     out: Option<W>,
+    write_error: Option<io::Error>,
 }
 
 impl<R: Read, W: Write> TeeReader<R, W> {
     /// Copy what `inner` yields into `out` (when given).
     pub fn new(inner: R, out: Option<W>) -> Self {
-        TeeReader { inner, out }
+        TeeReader {
+            inner,
+            out,
+            write_error: None,
+        }
+    }
+
+    /// The error of a failed write into the copy, if one failed.
+    pub fn take_write_error(&mut self) -> Option<io::Error> {
+        self.write_error.take()
     }
 
     /// Give back the writer.
@@ -167,9 +181,16 @@ impl<R: Read, W: Write> TeeReader<R, W> {
 
 impl<R: Read, W: Write> Read for TeeReader<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.write_error.is_some() {
+            return Err(io::Error::other("the copy of this stream failed to write"));
+        }
         let n = self.inner.read(buf)?;
         if let Some(out) = self.out.as_mut() {
-            out.write_all(&buf[..n])?;
+            if let Err(e) = out.write_all(&buf[..n]) {
+                let msg = format!("the copy of this stream failed to write: {e}");
+                self.write_error = Some(e);
+                return Err(io::Error::other(msg));
+            }
         }
         Ok(n)
     }
@@ -195,6 +216,27 @@ mod tests {
         assert_eq!(Digest::chain(None, &a), a);
         let expect = Digest::of_bytes(format!("{a} {b}").as_bytes());
         assert_eq!(Digest::chain(Some(&a), &b), expect);
+    }
+
+    /// A writer that is always full.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn test_tee_reader_keeps_the_write_error_apart() {
+        let mut t = TeeReader::new(&b"data"[..], Some(Full));
+        let mut buf = [0u8; 8];
+        assert!(t.read(&mut buf).is_err());
+        let e = t.take_write_error().expect("the write error is kept");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
 
     #[test]

@@ -4,13 +4,16 @@
 
 use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::fsutil::{list_dir, remove_tree};
+use crate::session;
 use crate::store::{LeaseBody, Store};
+use crate::verify::stale_temp_files;
 
 /// What `gc` removed.
 #[derive(Debug, Default, Serialize)]
@@ -27,13 +30,22 @@ pub struct GcReport {
     pub snapshots_leased: usize,
     /// Bytes of blobs freed.
     pub bytes_freed: u64,
+    /// Temporary files of interrupted writes (`.tmp-*`) removed.
+    pub temp_files_removed: usize,
+    /// Dead import sessions removed from `tmp/`.
+    pub sessions_removed: usize,
 }
 
 impl Store {
     /// Collect garbage.
     pub fn gc(&self) -> Result<GcReport> {
         let _lock = self.lock_exclusive()?;
-        let mut report = GcReport::default();
+        // No writer runs under the exclusive lock: every temp file is stale.
+        let mut report = GcReport {
+            sessions_removed: session::clean_stale(&self.root().join("tmp"))?,
+            temp_files_removed: remove_temp_files(self.root())?,
+            ..GcReport::default()
+        };
         let mut live_chains: HashSet<Digest> = HashSet::new();
         let mut live_blobs: HashSet<Digest> = HashSet::new();
         for rec in self.images().list()? {
@@ -88,5 +100,43 @@ impl Store {
             }
         }
         Ok(report)
+    }
+}
+
+/// Remove the `.tmp-*` files of interrupted atomic writes. The caller holds
+/// the store's exclusive lock, so none of them belongs to a live writer.
+fn remove_temp_files(root: &Path) -> Result<usize> {
+    let mut n = 0;
+    for path in stale_temp_files(root)? {
+        match fs::remove_file(&path) {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::error::Error::io("remove", path, e)),
+        }
+    }
+    Ok(n)
+}
+
+impl Store {
+    /// At the start of an import: when no other command holds the store lock
+    /// at all, remove stale temporary files (`.tmp-*`) and dead sessions, so
+    /// killed imports do not leak them until the next `gc`. Never waits.
+    pub(crate) fn clean_temp_if_idle(&self) -> Result<()> {
+        let path = self.root().join("lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| crate::error::Error::io("open lock file", &path, e))?;
+        if file.try_lock().is_err() {
+            return Ok(());
+        }
+        let removed = remove_temp_files(self.root())?;
+        if removed > 0 {
+            tracing::info!(removed, "removed temporary files of interrupted writes");
+        }
+        Ok(())
     }
 }

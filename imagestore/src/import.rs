@@ -104,6 +104,7 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 impl Store {
     /// Import every image an input holds.
     pub fn import(&self, input: &Input, opts: &ImportOptions) -> Result<ImportReport> {
+        self.clean_temp_if_idle()?;
         let _shared = self.lock_shared()?;
         let session = self.new_session()?;
         let source = Source::detect(input, &session)?;
@@ -260,7 +261,7 @@ impl Store {
             ProgressReader { inner: raw, bar },
             ingest_writer,
         ));
-        let (diff, compression, report) = {
+        let applied = (|| {
             let buf = BufReader::with_capacity(256 * 1024, &mut hashed);
             let (compression, decoder) =
                 Compression::decoder(buf).map_err(|source| Error::ReadArchive {
@@ -287,9 +288,26 @@ impl Store {
                 source,
             })?;
             let (d, n, _) = diff.finish();
-            (if plain { None } else { Some((d, n)) }, compression, report)
+            Ok((if plain { None } else { Some((d, n)) }, compression, report))
+        })();
+        // A failed write of the blob copy (a full disk) surfaces in the
+        // reader as an error; report it as the write failure it is.
+        let ingest_failed = |hashed: &mut HashingReader<TeeReader<_, _>>| {
+            hashed.get_mut().take_write_error().map(|source| Error::Io {
+                op: "write layer blob",
+                path: ingest_path.clone().unwrap_or_default(),
+                source,
+            })
         };
-        hashed.drain().map_err(|source| Error::ReadArchive {
+        if let Some(e) = ingest_failed(&mut hashed) {
+            return Err(e);
+        }
+        let (diff, compression, report): (Option<(Digest, u64)>, Compression, _) = applied?;
+        let drained = hashed.drain();
+        if let Some(e) = ingest_failed(&mut hashed) {
+            return Err(e);
+        }
+        drained.map_err(|source| Error::ReadArchive {
             what: format!("layer {name}"),
             source,
         })?;

@@ -6,6 +6,7 @@
 //! - [`apply`]: the hostile-input-safe layer applier.
 //! - [`snapshot`]: one unpacked directory per chain ID, handed out as mount descriptions.
 //! - [`gc`]: garbage collection and leases for running jobs.
+//! - [`verify`]: the store check (`image verify`) and its repair.
 //!
 //! See `docs/store.md` for the on-disk layout.
 
@@ -27,6 +28,7 @@ pub mod remove;
 pub mod session;
 pub mod snapshot;
 pub mod source;
+pub mod verify;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
@@ -39,3 +41,4 @@ pub use platform::Platform;
 pub use snapshot::MountDescription;
 pub use source::Input;
 pub use store::{Lease, Store, DEFAULT_ROOT};
+pub use verify::VerifyReport;

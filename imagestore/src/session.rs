@@ -66,6 +66,30 @@ impl Drop for Session {
     }
 }
 
+/// The leftovers of dead sessions (lock files whose flock is free, and
+/// session directories without a lock file), without removing anything.
+pub(crate) fn stale(tmp_root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = list_dir(tmp_root)?;
+    let names: std::collections::HashSet<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    for (name, path) in &entries {
+        if let Some(base) = name.strip_suffix(".lock") {
+            let Ok(file) = OpenOptions::new().write(true).open(path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                if names.contains(base) {
+                    out.push(tmp_root.join(base));
+                }
+                out.push(path.clone());
+            }
+        } else if !names.contains(format!("{name}.lock").as_str()) {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Remove the leftovers of dead sessions. Returns how many were removed.
 pub(crate) fn clean_stale(tmp_root: &Path) -> Result<usize> {
     let mut removed = 0;

@@ -112,7 +112,11 @@ impl Snapshotter {
             path: self.meta_path(&info.chain_id),
             detail: e.to_string(),
         })?;
-        write_atomic(&self.meta_path(&info.chain_id), &json)?;
+        if let Err(e) = write_atomic(&self.meta_path(&info.chain_id), &json) {
+            // Not recorded: do not leave the directory behind for gc.
+            let _ = remove_tree(&self.dirs.join(&info.dir));
+            return Err(e);
+        }
         Ok(info)
     }
 
