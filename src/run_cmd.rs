@@ -109,7 +109,12 @@ pub struct GcArgs {
 
 /// Arguments of the hidden launcher subcommand.
 #[derive(Debug, clap::Args)]
-pub struct LauncherArgs {}
+pub struct LauncherArgs {
+    /// The only directory `{"path": …}` output sinks may name files beneath
+    /// (without it, output goes only to descriptors sent with the request).
+    #[arg(long = "output-dir", value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
 
 fn looks_like_archive(image: &str) -> bool {
     let p = Path::new(image);
@@ -240,16 +245,20 @@ pub fn gc(root: &Path, args: GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serve launches for a pool: one JSON request per line on stdin, one JSON
-/// reply per line on stdout, one job at a time, from this single-threaded
-/// process (protocol: `runtime::pool`).
-pub fn launcher(root: &Path, _args: LauncherArgs) -> anyhow::Result<()> {
+/// Serve launches for a pool: stdin must be the launcher's end of a unix
+/// socketpair; it carries one JSON request per line (with output
+/// descriptors attached) and one JSON reply per line, one job at a time,
+/// from this single-threaded process (protocol: `runtime::pool`).
+pub fn launcher(root: &Path, args: LauncherArgs) -> anyhow::Result<()> {
+    let sock = runtime::fd_passing::take_stdin_socket()
+        .context("taking over the launcher socket on stdin")?;
+    let dir = args
+        .output_dir
+        .as_deref()
+        .map(runtime::output_dir::OutputDir::open)
+        .transpose()?;
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
     let mut runner = Runner::new(store)?;
-    runtime::pool::serve(
-        &mut runner,
-        std::io::stdin().lock(),
-        std::io::stdout().lock(),
-    )?;
+    runtime::pool::serve(&mut runner, &sock, dir.as_ref())?;
     Ok(())
 }

@@ -164,7 +164,7 @@ pub struct JobSpec {
     pub read_only: bool,
     /// `-v`.
     pub volumes: Vec<Volume>,
-    /// `--tmpfs PATH`.
+    /// `--tmpfs PATH[:OPTIONS]`, Docker's syntax (see [`TmpfsMount`]).
     pub tmpfs: Vec<String>,
     /// `--cap-add` (names with or without `CAP_`, or `ALL`).
     pub cap_add: Vec<String>,
@@ -267,10 +267,313 @@ mod opt_millis {
     }
 }
 
+/// Which interface a job came through, so that a validation error names the
+/// command-line flag or the launcher request's JSON field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `skiff run` flags.
+    Cli,
+    /// A launcher request's JSON fields ([`crate::pool`]).
+    Request,
+}
+
+impl Via {
+    /// The name of a field: `(flag, json key)` picked by interface.
+    fn name(self, (flag, key): (&'static str, &'static str)) -> &'static str {
+        match self {
+            Via::Cli => flag,
+            Via::Request => key,
+        }
+    }
+}
+
+const F_MEMORY: (&str, &str) = ("--memory", "memory_bytes");
+const F_CPUS: (&str, &str) = ("--cpus", "cpus");
+const F_SHARES: (&str, &str) = ("--cpu-shares", "cpu_shares");
+const F_PIDS: (&str, &str) = ("--pids-limit", "pids_limit");
+const F_ENV: (&str, &str) = ("--env", "env");
+const F_HOSTNAME: (&str, &str) = ("--hostname", "hostname");
+const F_VOLUME: (&str, &str) = ("--volume", "volumes");
+const F_TMPFS: (&str, &str) = ("--tmpfs", "tmpfs");
+const F_TIMEOUT: (&str, &str) = ("--timeout", "timeout_ms");
+const F_STOP: (&str, &str) = ("--stop-timeout", "stop_timeout_ms");
+const F_COMMAND: (&str, &str) = ("COMMAND", "command");
+const F_ENTRYPOINT: (&str, &str) = ("--entrypoint", "entrypoint");
+
+impl JobSpec {
+    /// Check every value against the ranges docker accepts, before anything
+    /// is launched; errors name the flag or field (`via`) and the range.
+    /// Host facts are read here: the CPU count and whether volume sources exist.
+    pub fn validate(&self, via: Via) -> Result<()> {
+        self.validate_on(via, host_cpus())
+    }
+
+    /// [`JobSpec::validate`] for a host with `cpus` CPUs.
+    pub fn validate_on(&self, via: Via, cpus: usize) -> Result<()> {
+        let bad = |field, value: String, detail: String| Error::InvalidOption {
+            what: via.name(field),
+            value,
+            detail,
+        };
+        let l = &self.limits;
+        if let Some(m) = l.memory_bytes {
+            if !(MIN_MEMORY_BYTES..=MAX_BYTES).contains(&m) {
+                return Err(bad(
+                    F_MEMORY,
+                    m.to_string(),
+                    format!(
+                        "minimum memory limit allowed is 6MB, maximum {MAX_BYTES} bytes \
+                         (accepted: {MIN_MEMORY_BYTES} to {MAX_BYTES} bytes)"
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = l.cpus {
+            // Docker: 0 means no limit; otherwise 0.01 to the host's CPUs.
+            if c.is_nan() || (c != 0.0 && !(MIN_CPUS..=cpus as f64).contains(&c)) {
+                return Err(bad(
+                    F_CPUS,
+                    c.to_string(),
+                    format!(
+                        "range of CPUs is from {MIN_CPUS:.2} to {cpus}.00, as there are only \
+                         {cpus} CPUs available (0: no limit)"
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = l.cpu_shares {
+            if !CPU_SHARES_RANGE.contains(&s) {
+                return Err(bad(
+                    F_SHARES,
+                    s.to_string(),
+                    format!(
+                        "must be from {} to {}",
+                        CPU_SHARES_RANGE.start(),
+                        CPU_SHARES_RANGE.end()
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = l.pids {
+            // Docker: 0 and -1 mean no limit.
+            if p < -1 || (1..MIN_PIDS_LIMIT).contains(&p) {
+                return Err(bad(
+                    F_PIDS,
+                    p.to_string(),
+                    format!(
+                        "must be at least {MIN_PIDS_LIMIT} (the container's setup needs \
+                         {MIN_PIDS_LIMIT} tasks), or 0 or -1 for no limit"
+                    ),
+                ));
+            }
+        }
+        for e in &self.env {
+            let name = e.split('=').next().unwrap_or_default();
+            if name.is_empty() || !e.contains('=') || e.contains('\0') {
+                return Err(bad(
+                    F_ENV,
+                    e.clone(),
+                    format!("invalid environment variable: {e} (expected NAME=VALUE)"),
+                ));
+            }
+        }
+        for (field, args) in [
+            (F_COMMAND, Some(&self.command)),
+            (F_ENTRYPOINT, self.entrypoint.as_ref()),
+        ] {
+            if let Some(a) = args.into_iter().flatten().find(|a| a.contains('\0')) {
+                return Err(bad(field, a.clone(), "contains a NUL byte".into()));
+            }
+        }
+        if let Some(h) = &self.hostname {
+            if h.is_empty() || h.len() > MAX_HOSTNAME_LEN || h.contains('\0') {
+                return Err(bad(
+                    F_HOSTNAME,
+                    h.clone(),
+                    format!(
+                        "must be 1 to {MAX_HOSTNAME_LEN} bytes long (this one is {})",
+                        h.len()
+                    ),
+                ));
+            }
+        }
+        for v in &self.volumes {
+            match std::fs::metadata(&v.host) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(bad(
+                        F_VOLUME,
+                        v.to_string(),
+                        format!("the source path {} does not exist", v.host.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(bad(
+                        F_VOLUME,
+                        v.to_string(),
+                        format!("cannot reach the source path {}: {e}", v.host.display()),
+                    ))
+                }
+            }
+        }
+        for t in &self.tmpfs {
+            TmpfsMount::parse(t).map_err(|detail| bad(F_TMPFS, t.clone(), detail))?;
+        }
+        for (field, d) in [(F_TIMEOUT, self.timeout), (F_STOP, Some(self.stop_timeout))] {
+            if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
+                return Err(bad(
+                    field,
+                    format!("{}ms", d.as_millis()),
+                    format!("must be from 0 to {}h", MAX_DURATION.as_secs() / 3600),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON field names of a job (limits flattened), for checking a
+    /// request's keys: taken from the serialised default, so it cannot drift.
+    pub fn json_fields() -> Vec<String> {
+        match serde_json::to_value(JobSpec::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A `--tmpfs PATH[:OPTIONS]` mount, parsed and checked (Docker's syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpfsMount {
+    /// Absolute path inside the job.
+    pub target: String,
+    /// Mount options for the OCI spec: Docker's defaults (`noexec`,
+    /// `nosuid`, `nodev`, `mode=1777`) overridden by the given ones.
+    pub options: Vec<String>,
+}
+
+/// Flag options `--tmpfs` accepts, each with the default it overrides.
+const TMPFS_FLAGS: &[(&str, &str)] = &[
+    ("exec", "noexec"),
+    ("noexec", "noexec"),
+    ("suid", "nosuid"),
+    ("nosuid", "nosuid"),
+    ("dev", "nodev"),
+    ("nodev", "nodev"),
+    ("ro", "rw"),
+    ("rw", "rw"),
+    ("atime", "atime"),
+    ("noatime", "atime"),
+    ("relatime", "atime"),
+    ("strictatime", "atime"),
+];
+
+/// `KEY=VALUE` options `--tmpfs` accepts.
+const TMPFS_DATA: &[&str] = &["size", "mode", "uid", "gid", "nr_inodes"];
+
+impl TmpfsMount {
+    /// Parse `PATH[:OPT,OPT...]`; the error is the detail of the problem.
+    pub fn parse(s: &str) -> std::result::Result<TmpfsMount, String> {
+        let (path, opts) = match s.split_once(':') {
+            Some((p, o)) => (p, Some(o)),
+            None => (s, None),
+        };
+        if !path.starts_with('/') {
+            return Err(format!("mount path {path:?} must be absolute"));
+        }
+        if path.trim_end_matches('/').is_empty() {
+            return Err("cannot mount a tmpfs over /".into());
+        }
+        if path.contains('\0') {
+            return Err("the path contains a NUL byte".into());
+        }
+        // (default group, option): a later option of a group replaces an earlier one.
+        let mut chosen: Vec<(&str, String)> = vec![
+            ("noexec", "noexec".into()),
+            ("nosuid", "nosuid".into()),
+            ("nodev", "nodev".into()),
+            ("mode", "mode=1777".into()),
+        ];
+        let mut set = |group: &'static str, opt: String| {
+            chosen.retain(|(g, _)| *g != group);
+            chosen.push((group, opt));
+        };
+        for opt in opts.into_iter().flat_map(|o| o.split(',')) {
+            if let Some((_, group)) = TMPFS_FLAGS.iter().find(|(f, _)| *f == opt) {
+                set(group, opt.to_string());
+                continue;
+            }
+            let Some((key, value)) = opt.split_once('=') else {
+                return Err(unknown_tmpfs_option(opt));
+            };
+            let Some(key) = TMPFS_DATA.iter().find(|k| **k == key) else {
+                return Err(unknown_tmpfs_option(opt));
+            };
+            let value = match *key {
+                "size" => parse_size("tmpfs size", value)
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+                "mode" => match u32::from_str_radix(value, 8) {
+                    Ok(m) if m <= 0o7777 => format!("{m:o}"),
+                    _ => return Err(format!("mode {value:?} must be octal, 0 to 7777")),
+                },
+                "uid" | "gid" => value
+                    .parse::<u32>()
+                    .map_err(|_| format!("{key} {value:?} must be a number"))?
+                    .to_string(),
+                _ => parse_size("tmpfs nr_inodes", value)
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            };
+            set(*key, format!("{key}={value}"));
+        }
+        Ok(TmpfsMount {
+            target: path.to_string(),
+            options: chosen.into_iter().map(|(_, o)| o).collect(),
+        })
+    }
+}
+
+fn unknown_tmpfs_option(opt: &str) -> String {
+    let flags: Vec<&str> = TMPFS_FLAGS.iter().map(|(f, _)| *f).collect();
+    format!(
+        "invalid tmpfs option {opt:?} (accepted: {}, {}=…)",
+        flags.join(", "),
+        TMPFS_DATA.join("=…, ")
+    )
+}
+
+/// The largest byte size a limit may hold: the kernel's limits are `i64`.
+pub const MAX_BYTES: u64 = i64::MAX as u64;
+
+/// Docker's minimum memory limit (`-m`): 6 MiB.
+pub const MIN_MEMORY_BYTES: u64 = 6 << 20;
+
+/// The longest `--timeout` or `--stop-timeout`: 365 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The smallest `--pids-limit` a job can start with: libcontainer's
+/// intermediate process and the job's init run at the same time.
+pub const MIN_PIDS_LIMIT: i64 = 2;
+
+/// The smallest `--cpus` (docker's: one hundredth of a CPU, a 1 ms quota).
+pub const MIN_CPUS: f64 = 0.01;
+
+/// `--cpu-shares` range (the kernel's, as docker documents it).
+pub const CPU_SHARES_RANGE: std::ops::RangeInclusive<u64> = 2..=262_144;
+
+/// The longest hostname the kernel accepts (`HOST_NAME_MAX`).
+pub const MAX_HOSTNAME_LEN: usize = 64;
+
 /// Parse a docker-style byte size: `512`, `64k`, `256m`, `1g` (binary units).
 pub fn parse_bytes(s: &str) -> Result<u64> {
+    parse_size("size", s)
+}
+
+/// [`parse_bytes`], with errors naming `what` (e.g. `--memory`). Sizes above
+/// [`MAX_BYTES`], negative, NaN or infinite ones are refused.
+pub fn parse_size(what: &'static str, s: &str) -> Result<u64> {
     let bad = |detail: &str| Error::InvalidOption {
-        what: "size",
+        what,
         value: s.to_string(),
         detail: detail.to_string(),
     };
@@ -286,18 +589,28 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     let n: f64 = num
         .parse()
         .map_err(|_| bad("expected a number with an optional k, m, g or t suffix"))?;
-    if !(n.is_finite() && n >= 0.0) {
-        return Err(bad("must not be negative"));
+    if n.is_nan() || n < 0.0 {
+        return Err(bad("must be a number from 0 up"));
     }
-    Ok((n * mult as f64) as u64)
+    let bytes = n * mult as f64;
+    if !bytes.is_finite() || bytes > MAX_BYTES as f64 {
+        return Err(bad(&format!("too large: at most {MAX_BYTES} bytes")));
+    }
+    Ok(bytes as u64)
 }
 
 /// Parse a duration: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    let bad = || Error::InvalidOption {
-        what: "duration",
+    parse_duration_for("duration", s)
+}
+
+/// [`parse_duration`], with errors naming `what` (e.g. `--timeout`).
+/// Durations above [`MAX_DURATION`] are refused.
+pub fn parse_duration_for(what: &'static str, s: &str) -> Result<Duration> {
+    let bad = |detail: String| Error::InvalidOption {
+        what,
         value: s.to_string(),
-        detail: "expected e.g. 500ms, 10s, 1.5m or 1h".into(),
+        detail,
     };
     let t = s.trim();
     let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
@@ -311,11 +624,40 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     } else {
         (t, 1.0)
     };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    if !(n.is_finite() && n >= 0.0) {
-        return Err(bad());
+    let n: f64 = num
+        .parse()
+        .map_err(|_| bad("expected e.g. 500ms, 10s, 1.5m or 1h".into()))?;
+    let range = || format!("must be from 0 to {}h", MAX_DURATION.as_secs() / 3600);
+    if n.is_nan() || n < 0.0 {
+        return Err(bad(range()));
     }
-    Ok(Duration::from_secs_f64(n * unit))
+    match Duration::try_from_secs_f64(n * unit) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(bad(range())),
+    }
+}
+
+/// Parse `--cpus`: a number of CPUs (range checked by [`JobSpec::validate`]).
+pub fn parse_cpus(s: &str) -> Result<f64> {
+    s.trim().parse().map_err(|_| Error::InvalidOption {
+        what: "--cpus",
+        value: s.to_string(),
+        detail: "expected a number of CPUs, e.g. 0.5".into(),
+    })
+}
+
+/// The CPUs this process may run on (`sched_getaffinity`), as docker counts
+/// them for `--cpus`.
+pub fn host_cpus() -> usize {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|i| set.is_set(*i).unwrap_or(false))
+                .count()
+        })
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -379,5 +721,176 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(l.cpu_quota_period(), Some((50_000, 100_000)));
+    }
+
+    #[test]
+    fn test_parse_duration_out_of_range_is_an_error_not_a_panic() {
+        for s in ["1e20", "1e20s", "1e300ms", "9999999h", "inf", "NaN", "-1"] {
+            let e = parse_duration_for("--timeout", s).expect_err(s).to_string();
+            assert!(e.contains("--timeout") && e.contains("8760h"), "{s}: {e}");
+        }
+        assert_eq!(
+            parse_duration_for("--timeout", "8760h").expect("max"),
+            MAX_DURATION
+        );
+    }
+
+    #[test]
+    fn test_parse_size_overflow_refused() {
+        for s in ["99999999t", "1e30", "inf", "NaN", "-1m"] {
+            let e = parse_size("--memory", s).expect_err(s).to_string();
+            assert!(e.contains("--memory"), "{s}: {e}");
+        }
+    }
+
+    fn job_with(f: impl FnOnce(&mut JobSpec)) -> JobSpec {
+        let mut j = JobSpec::default();
+        f(&mut j);
+        j
+    }
+
+    fn refused(j: &JobSpec, via: Via, needle: &str) {
+        let e = j.validate_on(via, 2).expect_err(needle).to_string();
+        assert!(e.contains(needle), "expected {needle:?} in {e}");
+    }
+
+    #[test]
+    fn test_jobspec_validate_limits_like_docker() {
+        assert!(JobSpec::default().validate_on(Via::Cli, 2).is_ok());
+        for c in [-1.0, f64::NAN, 1000.0, 0.001, 2.01] {
+            refused(&job_with(|j| j.limits.cpus = Some(c)), Via::Cli, "--cpus");
+        }
+        refused(
+            &job_with(|j| j.limits.cpus = Some(1000.0)),
+            Via::Request,
+            "from 0.01 to 2.00, as there are only 2 CPUs available",
+        );
+        for ok in [0.0, 0.01, 2.0] {
+            assert!(job_with(|j| j.limits.cpus = Some(ok))
+                .validate_on(Via::Cli, 2)
+                .is_ok());
+        }
+        refused(
+            &job_with(|j| j.limits.memory_bytes = Some(1024)),
+            Via::Cli,
+            "minimum memory limit allowed is 6MB",
+        );
+        refused(
+            &job_with(|j| j.limits.memory_bytes = Some(u64::MAX)),
+            Via::Request,
+            "memory_bytes",
+        );
+        for p in [1, -2] {
+            refused(
+                &job_with(|j| j.limits.pids = Some(p)),
+                Via::Cli,
+                "--pids-limit",
+            );
+        }
+        for ok in [-1, 0, 2, 64] {
+            assert!(job_with(|j| j.limits.pids = Some(ok))
+                .validate_on(Via::Cli, 2)
+                .is_ok());
+        }
+        refused(
+            &job_with(|j| j.limits.cpu_shares = Some(1)),
+            Via::Request,
+            "cpu_shares",
+        );
+        refused(
+            &job_with(|j| j.timeout = Some(Duration::from_millis(u64::MAX))),
+            Via::Request,
+            "timeout_ms",
+        );
+        refused(
+            &job_with(|j| j.stop_timeout = Duration::from_millis(u64::MAX)),
+            Via::Cli,
+            "--stop-timeout",
+        );
+    }
+
+    #[test]
+    fn test_jobspec_validate_env_hostname_volume_tmpfs() {
+        refused(
+            &job_with(|j| j.env = vec!["=x".into()]),
+            Via::Cli,
+            "invalid environment variable: =x",
+        );
+        refused(
+            &job_with(|j| j.hostname = Some("a".repeat(65))),
+            Via::Cli,
+            "--hostname",
+        );
+        assert!(job_with(|j| j.hostname = Some("a".repeat(64)))
+            .validate_on(Via::Cli, 2)
+            .is_ok());
+        refused(
+            &job_with(|j| j.volumes = vec!["/nonexistent-skiff-src:/x".parse().expect("v")]),
+            Via::Cli,
+            "the source path /nonexistent-skiff-src does not exist",
+        );
+        refused(
+            &job_with(|j| j.tmpfs = vec!["relative".into()]),
+            Via::Cli,
+            "must be absolute",
+        );
+        refused(
+            &job_with(|j| j.tmpfs = vec!["/x:bogus".into()]),
+            Via::Request,
+            "invalid tmpfs option \"bogus\"",
+        );
+        refused(
+            &job_with(|j| j.command = vec!["a\0b".into()]),
+            Via::Request,
+            "command",
+        );
+    }
+
+    #[test]
+    fn test_tmpfs_mount_options() {
+        let t = TmpfsMount::parse("/x").expect("plain");
+        assert_eq!(t.target, "/x");
+        assert_eq!(t.options, ["noexec", "nosuid", "nodev", "mode=1777"]);
+        let t = TmpfsMount::parse("/x:size=1m,mode=700,exec,uid=5,gid=6,ro").expect("opts");
+        assert_eq!(
+            t.options,
+            [
+                "nosuid",
+                "nodev",
+                "size=1048576",
+                "mode=700",
+                "exec",
+                "uid=5",
+                "gid=6",
+                "ro"
+            ]
+        );
+        for bad in [
+            "x",
+            "/",
+            "/x:size=big",
+            "/x:mode=9",
+            "/x:uid=-1",
+            "/x:bogus",
+            "/x:foo=1",
+        ] {
+            assert!(TmpfsMount::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_jobspec_json_fields_lists_flattened_limits() {
+        let f = JobSpec::json_fields();
+        for k in [
+            "pids_limit",
+            "memory_bytes",
+            "cpus",
+            "timeout_ms",
+            "tmpfs",
+            "name",
+        ] {
+            assert!(f.iter().any(|x| x == k), "{k} missing from {f:?}");
+        }
+        assert!(!f.iter().any(|x| x == "limits"));
     }
 }
