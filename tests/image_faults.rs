@@ -1,0 +1,417 @@
+//! The import fault suite: `skiff image import` SIGKILLed at many points of
+//! its run, ENOSPC on a small tmpfs store, and imports racing `image rm` and
+//! `image gc`. After every case the store holds no temporary file and no
+//! import session, and `skiff image verify` finds it consistent.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{is_root, prerequisite, vendor, Env, MountGuard};
+use sha2::Digest as _;
+
+/// A legacy `docker save` archive of `layers` layers of `files` files of
+/// `size` bytes each, optionally gzip-wrapped (then it is streamed and
+/// spooled rather than indexed).
+fn archive(path: &Path, layers: usize, files: usize, size: usize, gzip: bool) {
+    let mut out = tar::Builder::new(Vec::new());
+    let mut diff_ids = Vec::new();
+    let mut names = Vec::new();
+    for l in 0..layers {
+        let mut layer = tar::Builder::new(Vec::new());
+        for f in 0..files {
+            let data: Vec<u8> = (0..size)
+                .map(|i| ((i * 31 + f * 7 + l * 13) % 251) as u8)
+                .collect();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(size as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_600_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            layer
+                .append_data(&mut h, format!("l{l}/d{}/f{f}", f % 16), &data[..])
+                .expect("append");
+        }
+        let bytes = layer.into_inner().expect("layer");
+        diff_ids.push(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&bytes))
+        ));
+        let name = format!("l{l}/layer.tar");
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        out.append_data(&mut h, &name, &bytes[..]).expect("append");
+        names.push(name);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    })
+    .to_string();
+    let cfg_name = format!(
+        "{}.json",
+        hex::encode(sha2::Sha256::digest(config.as_bytes()))
+    );
+    let manifest =
+        serde_json::json!([{ "Config": cfg_name, "RepoTags": ["fault:1"], "Layers": names }])
+            .to_string();
+    for (name, data) in [
+        (cfg_name.as_str(), config.as_bytes()),
+        ("manifest.json", manifest.as_bytes()),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        out.append_data(&mut h, name, data).expect("append");
+    }
+    let tar = out.into_inner().expect("finish");
+    let bytes = if gzip {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&tar).expect("gzip");
+        enc.finish().expect("gzip")
+    } else {
+        tar
+    };
+    fs::write(path, bytes).expect("write archive");
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Bytes the import has written so far: files directly in its session
+/// directories, plus committed blobs. Grows monotonically through an import.
+fn progress(root: &Path) -> u64 {
+    let mut n = 0;
+    let tmp = root.join("tmp");
+    for s in names(&tmp) {
+        let d = tmp.join(&s);
+        for f in names(&d) {
+            if let Ok(m) = fs::symlink_metadata(d.join(f)) {
+                if m.is_file() {
+                    n += m.len();
+                }
+            }
+        }
+    }
+    for b in names(&root.join("blobs/sha256")) {
+        n += fs::metadata(root.join("blobs/sha256").join(b))
+            .map(|m| m.len())
+            .unwrap_or(0);
+    }
+    n
+}
+
+/// Every `.tmp-*` file and import session in the store.
+fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = names(&root.join("tmp"))
+        .into_iter()
+        .map(|n| root.join("tmp").join(n))
+        .collect();
+    for sub in ["blobs/sha256", "meta/snapshots", "meta/images", "meta/tags"] {
+        for n in names(&root.join(sub)) {
+            if n.starts_with(".tmp-") {
+                out.push(root.join(sub).join(n));
+            }
+        }
+    }
+    out
+}
+
+/// `skiff image verify --json`: must exit 0 with no problems and no leftovers.
+fn assert_consistent(env: &Env, case: &str) {
+    let out = env.run(&["image", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{case}: verify printed bad JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{case}: verify says the store is damaged: {report:#}"
+    );
+    assert_eq!(report["problems"], serde_json::json!([]), "{case}");
+    assert_eq!(report["leftovers"], serde_json::json!([]), "{case}");
+}
+
+/// Wait for a child, bounded (a liveness bound, not a timing check).
+fn reap(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("child did not finish");
+}
+
+/// SIGKILL one import once it has written `at` bytes (or when it ends first).
+/// Returns whether it was killed before finishing.
+fn import_killed_at(env: &Env, archive: &Path, at: u64) -> bool {
+    let mut child = env
+        .skiff()
+        .args(["image", "import", archive.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let root = env.root();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        if progress(&root) >= at {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            return true;
+        }
+        assert!(Instant::now() < deadline, "import did not progress");
+        std::hint::spin_loop();
+    }
+}
+
+fn sigkill_round(gzip: bool) {
+    let env = Env::new();
+    let archive_path = env.path(if gzip { "a.tar.gz" } else { "a.tar" });
+    archive(&archive_path, 3, 600, 8 * 1024, gzip);
+    // The bytes a whole import writes, measured once.
+    env.ok(&["image", "import", archive_path.to_str().expect("utf8")]);
+    let total = progress(&env.root());
+    assert!(total > 0);
+    fs::remove_dir_all(env.root()).expect("reset");
+    let points = 12;
+    let mut killed: u64 = 0;
+    for i in 0..points {
+        let at = total * i / points + 1;
+        let case = format!("gzip={gzip}, SIGKILL after {at} of {total} bytes");
+        killed += u64::from(import_killed_at(&env, &archive_path, at));
+        // A killed import leaves no visible half-image…
+        let ls = env.json(&["image", "ls"]);
+        assert!(
+            ls.as_array().is_some_and(|a| a.is_empty()),
+            "{case}: half-visible image {ls}"
+        );
+        // …and gc removes every leftover of it.
+        env.json(&["image", "gc"]);
+        assert_eq!(temp_leftovers(&env.root()), Vec::<PathBuf>::new(), "{case}");
+        assert_consistent(&env, &case);
+        // The next import works, and the store is still consistent.
+        env.ok(&["image", "import", archive_path.to_str().expect("utf8")]);
+        assert_consistent(&env, &format!("{case}, re-imported"));
+        fs::remove_dir_all(env.root()).expect("reset");
+    }
+    assert!(
+        killed >= points / 2,
+        "only {killed} of {points} imports were killed mid-way"
+    );
+}
+
+#[test]
+fn test_faults_sigkill_indexed_import_at_many_points() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    sigkill_round(false);
+}
+
+#[test]
+fn test_faults_sigkill_streamed_import_at_many_points() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    sigkill_round(true);
+}
+
+#[test]
+fn test_faults_gc_and_import_remove_stale_temp_files_and_dead_sessions() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&[
+        "image",
+        "import",
+        vendor("busybox.tar").to_str().expect("utf8"),
+    ]);
+    let root = env.root();
+    // What a SIGKILLed import leaves: atomic-write temp files beside the
+    // metadata and blobs, and a session whose lock nobody holds.
+    let plant = |root: &Path| {
+        for sub in ["blobs/sha256", "meta/snapshots", "meta/images", "meta/tags"] {
+            fs::write(root.join(sub).join(".tmp-killedwrite"), b"{\"half").expect("plant");
+        }
+    };
+    plant(&root);
+    let out = env.run(&["image", "verify", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        r["leftovers"].as_array().map(Vec::len),
+        Some(4),
+        "verify names each temp file: {r:#}"
+    );
+    let gc = env.json(&["image", "gc"]);
+    assert_eq!(gc["temp_files_removed"], 4, "{gc}");
+    assert_eq!(temp_leftovers(&root), Vec::<PathBuf>::new());
+    // An import's start-up removes them too, when nothing else runs.
+    plant(&root);
+    env.ok(&[
+        "image",
+        "import",
+        vendor("busybox.tar").to_str().expect("utf8"),
+    ]);
+    assert_eq!(temp_leftovers(&root), Vec::<PathBuf>::new());
+    assert_consistent(&env, "after import start-up cleaning");
+}
+
+/// Unmounts the tmpfs even when the test fails (via `MountGuard`).
+fn mount_tmpfs(target: &Path, size: &str) -> Option<MountGuard> {
+    fs::create_dir_all(target).expect("mkdir");
+    let data = format!("size={size},mode=0755");
+    match nix::mount::mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    ) {
+        Ok(()) => Some(MountGuard(target.to_path_buf())),
+        Err(e) => {
+            prerequisite(false, &format!("mounting a tmpfs: {e}"));
+            None
+        }
+    }
+}
+
+#[test]
+fn test_faults_enospc_import_reports_the_write_and_leaves_a_consistent_store() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    let env = Env::new();
+    let plain = env.path("a.tar");
+    let gz = env.path("a.tar.gz");
+    // 3 layers of ~4.7 MB: the store needs ~2× that (blob + snapshot).
+    archive(&plain, 3, 600, 8 * 1024, false);
+    archive(&gz, 3, 600, 8 * 1024, true);
+    let mut failed = 0;
+    // Every megabyte: where the disk fills decides which write fails (the
+    // blob copy, a snapshot file, a spool file, metadata).
+    let sizes: Vec<String> = std::iter::once("64k".to_string())
+        .chain((1..=28).map(|m| format!("{m}m")))
+        .collect();
+    for (input, sizes) in [(&plain, &sizes[..]), (&gz, &sizes[..8])] {
+        for size in sizes {
+            let case = format!("{} on a {size} store", input.display());
+            let Some(_mount) = mount_tmpfs(&env.root(), size) else {
+                return;
+            };
+            let out = env.run(&["image", "import", input.to_str().expect("utf8")]);
+            if !out.status.success() {
+                failed += 1;
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("No space left on device"),
+                    "{case}: the error names the full disk: {err}"
+                );
+                assert!(
+                    !err.contains("reading tar stream") && !err.contains("reading archive"),
+                    "{case}: a full disk is a write failure, not a bad input: {err}"
+                );
+                assert!(
+                    err.contains("write") || err.contains("create"),
+                    "{case}: the error says what could not be written: {err}"
+                );
+                let ls = env.json(&["image", "ls"]);
+                assert!(ls.as_array().is_some_and(|a| a.is_empty()), "{case}: {ls}");
+            }
+            assert_eq!(temp_leftovers(&env.root()), Vec::<PathBuf>::new(), "{case}");
+            assert_consistent(&env, &case);
+        }
+    }
+    assert!(failed >= 20, "only {failed} imports hit the full disk");
+}
+
+#[test]
+fn test_faults_concurrent_import_rm_gc_keep_the_store_consistent() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    let env = Env::new();
+    let busybox = vendor("busybox.tar");
+    let compat = vendor("compat.tar");
+    let own = env.path("own.tar.gz");
+    archive(&own, 2, 200, 4 * 1024, true);
+    let skiff = env!("CARGO_BIN_EXE_skiff");
+    let root = env.root();
+    let worker = |args: Vec<String>, rounds: usize, must_succeed: bool| {
+        let root = root.clone();
+        std::thread::spawn(move || {
+            for _ in 0..rounds {
+                let out = Command::new(skiff)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(&args)
+                    .output()
+                    .expect("spawn");
+                let err = String::from_utf8_lossy(&out.stderr);
+                if must_succeed {
+                    assert!(out.status.success(), "skiff {args:?}: {err}");
+                } else {
+                    // rm may find the image already gone; nothing else may fail.
+                    assert!(
+                        out.status.success() || err.contains("no such image"),
+                        "skiff {args:?}: {err}"
+                    );
+                }
+            }
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let p = |x: &Path| x.to_str().expect("utf8").to_string();
+    let threads = vec![
+        worker(s(&["image", "import", &p(&busybox)]), 12, true),
+        worker(s(&["image", "import", &p(&compat)]), 12, true),
+        worker(s(&["image", "import", &p(&own)]), 12, true),
+        worker(s(&["image", "rm", "skiff-vendor/compat"]), 20, false),
+        worker(s(&["image", "rm", "fault:1"]), 20, false),
+        worker(s(&["image", "gc"]), 20, true),
+        worker(s(&["image", "verify"]), 10, true),
+    ];
+    for t in threads {
+        t.join().expect("worker");
+    }
+    env.json(&["image", "gc"]);
+    assert_eq!(temp_leftovers(&env.root()), Vec::<PathBuf>::new());
+    assert_consistent(&env, "after concurrent import, rm and gc");
+    // Whatever survived is usable.
+    for img in env.json(&["image", "ls"]).as_array().expect("rows") {
+        let id = img["id"].as_str().expect("id");
+        let i = env.json(&["image", "inspect", id]);
+        for l in i["rootfs"]["lowerdirs"].as_array().expect("lowerdirs") {
+            assert!(Path::new(l.as_str().expect("str")).is_dir(), "{i}");
+        }
+    }
+}
