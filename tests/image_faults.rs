@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{is_root, prerequisite, vendor, Env, MountGuard};
@@ -151,20 +151,6 @@ fn assert_consistent(env: &Env, case: &str) {
     );
     assert_eq!(report["problems"], serde_json::json!([]), "{case}");
     assert_eq!(report["leftovers"], serde_json::json!([]), "{case}");
-}
-
-/// Wait for a child, bounded (a liveness bound, not a timing check).
-fn reap(child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("child did not finish");
 }
 
 /// SIGKILL one import once it has written `at` bytes (or when it ends first).
