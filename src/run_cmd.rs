@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use imagestore::{ImportOptions, Input, Store};
-use runtime::job::{parse_bytes, parse_duration};
+use runtime::job::{parse_cpus, parse_duration_for, parse_size, Via};
 use runtime::{Backend, JobIo, JobSpec, Limits, Runner, ScratchMode, SeccompMode};
 
 /// Exit status when skiff itself fails.
@@ -35,14 +35,14 @@ pub struct RunArgs {
     /// Memory limit, e.g. 64m or 1g.
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
-    /// CPU quota in CPUs, e.g. 0.5.
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    /// CPU shares (relative weight).
+    /// CPU quota in CPUs, e.g. 0.5 (0.01 to the host's CPUs; 0: no limit).
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpus: Option<String>,
+    /// CPU shares (relative weight, 2 to 262144).
     #[arg(short = 'c', long = "cpu-shares")]
     pub cpu_shares: Option<u64>,
-    /// Maximum number of processes.
-    #[arg(long = "pids-limit")]
+    /// Maximum number of processes (at least 2; 0 or -1: no limit, as docker).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
     /// Network: none (a new namespace with lo up) or host.
     #[arg(long, default_value = "none")]
@@ -53,7 +53,8 @@ pub struct RunArgs {
     /// Bind-mount a host path: HOST:CONTAINER[:ro].
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
-    /// Mount a tmpfs at PATH.
+    /// Mount a tmpfs: PATH[:OPTIONS], docker's syntax (size=, mode=, uid=,
+    /// gid=, nr_inodes=, ro, rw, exec, noexec, suid, nosuid, dev, nodev).
     #[arg(long)]
     pub tmpfs: Vec<String>,
     /// Keep stdin open and copy it to the job.
@@ -116,25 +117,86 @@ pub struct LauncherArgs {
     pub output_dir: Option<PathBuf>,
 }
 
-fn looks_like_archive(image: &str) -> bool {
+/// Whether IMAGE names an archive to import: `-` (stdin) or an existing
+/// regular file (symlinks followed) whose name or first bytes look like an
+/// archive. Anything else is a store reference.
+fn archive_argument(image: &str) -> anyhow::Result<Option<Input>> {
+    if image == "-" {
+        return Ok(Some(Input::Stdin));
+    }
     let p = Path::new(image);
-    (image.contains('/')
-        || image.ends_with(".tar")
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(_) => return Ok(None),
+    };
+    let path_like = image.contains('/') || image.starts_with('.');
+    if meta.is_dir() && path_like && is_image_layout_dir(p) {
+        return Ok(Some(Input::Path(PathBuf::from(image))));
+    }
+    if !meta.is_file() {
+        if path_like {
+            anyhow::bail!(
+                "no image named {image:?} in the store, and {image} is not an archive file \
+                 or image layout directory (it is a {}); import an image with `skiff image import`",
+                if meta.is_dir() {
+                    "directory"
+                } else {
+                    "special file"
+                }
+            );
+        }
+        return Ok(None);
+    }
+    let named = image.ends_with(".tar")
         || image.contains(".tar.")
-        || image.ends_with(".tgz"))
-        && p.exists()
+        || image.ends_with(".tgz")
+        || image.ends_with(".tzst");
+    if named || path_like && looks_like_archive_bytes(p) {
+        return Ok(Some(Input::Path(PathBuf::from(image))));
+    }
+    if path_like {
+        anyhow::bail!(
+            "no image named {image:?} in the store, and {image} is not an archive file \
+             (not a tar, gzip or zstd stream)"
+        );
+    }
+    Ok(None)
+}
+
+/// Whether a directory holds an OCI image layout or an unpacked `docker save`.
+fn is_image_layout_dir(p: &Path) -> bool {
+    ["oci-layout", "index.json", "manifest.json"]
+        .iter()
+        .any(|f| p.join(f).is_file())
+}
+
+/// Whether a file starts like a tar (ustar magic at 257), gzip or zstd stream.
+fn looks_like_archive_bytes(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    let head = &head[..n];
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.get(257..262) == Some(b"ustar".as_slice())
 }
 
 /// Resolve IMAGE: an archive path is imported first and its image id used.
 fn image_reference(store: &Store, image: &str) -> anyhow::Result<String> {
-    if !looks_like_archive(image) {
+    let Some(input) = archive_argument(image)? else {
         return Ok(image.to_string());
-    }
+    };
     let report = store
-        .import(
-            &Input::Path(PathBuf::from(image)),
-            &ImportOptions::default(),
-        )
+        .import(&input, &ImportOptions::default())
         .with_context(|| format!("importing {image}"))?;
     match report.images.as_slice() {
         [one] => Ok(one.id.to_string()),
@@ -190,8 +252,12 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
         user: args.user.clone(),
         hostname: args.hostname.clone(),
         limits: Limits {
-            memory_bytes: args.memory.as_deref().map(parse_bytes).transpose()?,
-            cpus: args.cpus,
+            memory_bytes: args
+                .memory
+                .as_deref()
+                .map(|m| parse_size("--memory", m))
+                .transpose()?,
+            cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,
             cpu_shares: args.cpu_shares,
             pids: args.pids_limit,
         },
@@ -207,22 +273,37 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
         cap_drop: args.cap_drop.clone(),
         seccomp,
         stdin: args.interactive,
-        timeout: args.timeout.as_deref().map(parse_duration).transpose()?,
-        stop_timeout: parse_duration(&args.stop_timeout)?,
+        timeout: args
+            .timeout
+            .as_deref()
+            .map(|t| parse_duration_for("--timeout", t))
+            .transpose()?,
+        stop_timeout: parse_duration_for("--stop-timeout", &args.stop_timeout)?,
         scratch,
     })
 }
 
-/// Run a job; returns its docker-style exit status.
+/// Run a job; returns its docker-style exit status. When the job's output
+/// could not be written (e.g. a full disk), the error names the stream and
+/// the status is 125 ([`EXIT_SKIFF_FAILED`]): skiff failed to deliver it.
 pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
     let job = job_spec(&args)?;
+    job.validate(Via::Cli)?;
     let backend = Backend::parse(&args.runtime)?;
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
     let image = image_reference(&store, &args.image_and_command[0])?;
     let mut runner = Runner::new(store)?;
     let result = runner.run(&image, job, &backend, JobIo::Inherit)?;
     if args.json {
-        println!("{}", serde_json::to_string(&result)?);
+        use std::io::Write;
+        let text = serde_json::to_string(&result)?;
+        writeln!(std::io::stdout(), "{text}").context("writing the JSON result to stdout")?;
+    }
+    if !result.output_errors.is_empty() {
+        for e in &result.output_errors {
+            eprintln!("skiff: error: {e}");
+        }
+        return Ok(EXIT_SKIFF_FAILED);
     }
     Ok(result.exit_code.clamp(0, 255) as u8)
 }

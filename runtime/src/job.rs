@@ -322,7 +322,7 @@ impl JobSpec {
                     F_MEMORY,
                     m.to_string(),
                     format!(
-                        "minimum memory limit allowed is 6MB, maximum {MAX_BYTES} bytes \
+                        "minimum memory limit allowed is 6MB \
                          (accepted: {MIN_MEMORY_BYTES} to {MAX_BYTES} bytes)"
                     ),
                 ));

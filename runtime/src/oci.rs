@@ -12,7 +12,7 @@ use oci_spec::runtime::{
 };
 
 use crate::error::{Error, Result};
-use crate::job::{JobSpec, NetworkMode, SeccompMode};
+use crate::job::{JobSpec, NetworkMode, SeccompMode, TmpfsMount};
 use crate::seccomp;
 use crate::user::ExecUser;
 
@@ -296,6 +296,24 @@ pub fn build_spec(
         .map_err(bad)?;
 
     let mut mounts = standard_mounts()?;
+    for v in &job.volumes {
+        let mut opts = vec!["rbind", "rprivate"];
+        if v.read_only {
+            opts.push("ro");
+        }
+        mounts.push(mount(&v.target, "bind", &v.host.to_string_lossy(), &opts)?);
+    }
+    for t in &job.tmpfs {
+        let t = TmpfsMount::parse(t).map_err(|detail| Error::InvalidOption {
+            what: "--tmpfs",
+            value: t.clone(),
+            detail,
+        })?;
+        let opts: Vec<&str> = t.options.iter().map(String::as_str).collect();
+        mounts.push(mount(&t.target, "tmpfs", "tmpfs", &opts)?);
+    }
+    // The job's own /etc files go last, as Docker mounts them: a volume or
+    // tmpfs over /etc must not hide its hostname, hosts and resolv.conf.
     let etc_opts: &[&str] = if job.read_only {
         &["rbind", "rprivate", "ro"]
     } else {
@@ -308,21 +326,6 @@ pub fn build_spec(
     ] {
         let src = paths.etc_dir.join(name);
         mounts.push(mount(dest, "bind", &src.to_string_lossy(), etc_opts)?);
-    }
-    for v in &job.volumes {
-        let mut opts = vec!["rbind", "rprivate"];
-        if v.read_only {
-            opts.push("ro");
-        }
-        mounts.push(mount(&v.target, "bind", &v.host.to_string_lossy(), &opts)?);
-    }
-    for t in &job.tmpfs {
-        mounts.push(mount(
-            t,
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "nodev", "mode=1777"],
-        )?);
     }
 
     let mut namespaces = vec![
@@ -439,5 +442,74 @@ mod tests {
         let ns = linux.namespaces().as_ref().expect("ns");
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert_eq!(spec.root().as_ref().expect("root").readonly(), Some(true));
+    }
+
+    fn spec_for(job: &JobSpec) -> Spec {
+        let plan = ProcessPlan {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: ExecUser {
+                uid: 0,
+                gid: 0,
+                additional_gids: vec![],
+                home: "/".into(),
+            },
+            hostname: "h".into(),
+            caps: DEFAULT_CAPS.to_vec(),
+        };
+        let paths = SpecPaths {
+            rootfs: Path::new("/r"),
+            etc_dir: Path::new("/e"),
+            cgroups_path: Path::new("/a/skiff/j"),
+            seccomp: seccomp::Placement::Executor,
+        };
+        build_spec(job, &plan, &paths, None).expect("spec")
+    }
+
+    #[test]
+    fn test_build_spec_etc_files_mounted_after_volumes() {
+        let job = JobSpec {
+            volumes: vec!["/etc:/etc".parse().expect("volume")],
+            tmpfs: vec!["/etc/x".into()],
+            ..Default::default()
+        };
+        let spec = spec_for(&job);
+        let dests: Vec<String> = spec
+            .mounts()
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .map(|m| m.destination().to_string_lossy().into_owned())
+            .collect();
+        let pos = |d: &str| dests.iter().position(|x| x == d).expect(d);
+        for f in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+            assert!(
+                pos(f) > pos("/etc"),
+                "{f} before the /etc volume: {dests:?}"
+            );
+            assert!(pos(f) > pos("/etc/x"), "{f} before the tmpfs: {dests:?}");
+        }
+    }
+
+    #[test]
+    fn test_build_spec_tmpfs_options() {
+        let job = JobSpec {
+            tmpfs: vec!["/x:size=1m,mode=700".into()],
+            ..Default::default()
+        };
+        let spec = spec_for(&job);
+        let m = spec
+            .mounts()
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.destination() == Path::new("/x"))
+            .expect("tmpfs at /x")
+            .clone();
+        let opts = m.options().clone().unwrap_or_default();
+        assert!(opts.contains(&"size=1048576".to_string()), "{opts:?}");
+        assert!(opts.contains(&"mode=700".to_string()), "{opts:?}");
+        assert!(opts.contains(&"noexec".to_string()), "{opts:?}");
     }
 }

@@ -66,6 +66,9 @@ pub struct JobResult {
     pub peak_memory_bytes: Option<u64>,
     /// Bytes of captured output dropped by the cap (stdout, stderr).
     pub output_dropped_bytes: [u64; 2],
+    /// Output streams that could not be written (e.g. a full disk), with
+    /// the error and the bytes lost; `skiff run` then exits 125.
+    pub output_errors: Vec<supervise::OutputError>,
     /// Backend name.
     pub runtime: String,
     /// Per-phase timings.
@@ -528,6 +531,7 @@ impl Runner {
             timed_out: outcome.timed_out,
             launch_ms,
             output_dropped_bytes: outcome.dropped,
+            output_errors: outcome.output_errors,
             ..Default::default()
         })
     }

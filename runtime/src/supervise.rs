@@ -112,6 +112,28 @@ pub enum OutputSink {
     },
 }
 
+/// A failure to write one of the job's output streams to its sink: the
+/// first error, and every byte that should have reached the sink but did not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutputError {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The first write error, e.g. "No space left on device (os error 28)".
+    pub error: String,
+    /// Bytes of the job's output lost from that error on.
+    pub bytes_lost: u64,
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "writing the job's {}: {} ({} bytes lost)",
+            self.stream, self.error, self.bytes_lost
+        )
+    }
+}
+
 /// What the loop saw.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -121,14 +143,79 @@ pub struct Outcome {
     pub timed_out: bool,
     /// Bytes of output dropped by a cap (stdout, stderr).
     pub dropped: [u64; 2],
+    /// Streams whose sink failed (at most one entry per stream).
+    pub output_errors: Vec<OutputError>,
 }
 
 struct Stream {
+    name: &'static str,
     fd: Option<OwnedFd>,
     sink: OutputSink,
     written: u64,
     dropped: u64,
-    broken: bool,
+    /// The first write error, and the bytes lost since (the sink is not
+    /// written to again once it failed; the pipe is still drained so the
+    /// job never blocks).
+    failed: Option<OutputError>,
+}
+
+impl Stream {
+    fn new(name: &'static str, fd: OwnedFd, sink: OutputSink) -> Stream {
+        Stream {
+            name,
+            fd: Some(fd),
+            sink,
+            written: 0,
+            dropped: 0,
+            failed: None,
+        }
+    }
+
+    /// Write `data` to the sink's fd unless it failed before; count what
+    /// does not get there.
+    fn deliver(&mut self, fd: RawFd, data: &[u8]) {
+        if let Some(f) = &mut self.failed {
+            f.bytes_lost += data.len() as u64;
+            return;
+        }
+        let mut done = 0;
+        while done < data.len() {
+            // SAFETY: writing from a valid buffer of the given length.
+            let n = unsafe { libc::write(fd, data[done..].as_ptr().cast(), data.len() - done) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    // A non-blocking caller fd: wait until it takes more.
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, -1) };
+                    continue;
+                }
+                self.failed = Some(OutputError {
+                    stream: self.name.to_string(),
+                    error: e.to_string(),
+                    bytes_lost: (data.len() - done) as u64,
+                });
+                return;
+            }
+            if n == 0 {
+                self.failed = Some(OutputError {
+                    stream: self.name.to_string(),
+                    error: "the output accepted no more bytes".into(),
+                    bytes_lost: (data.len() - done) as u64,
+                });
+                return;
+            }
+            done += n as usize;
+        }
+    }
 }
 
 impl Stream {
@@ -150,23 +237,17 @@ impl Stream {
             return false;
         }
         let data = &buf[..n as usize];
-        match &mut self.sink {
+        match &self.sink {
             OutputSink::Fd(out) => {
-                if !self.broken {
-                    let mut f = std::mem::ManuallyDrop::new(
-                        // SAFETY: borrowing the caller's fd without taking ownership.
-                        unsafe { std::fs::File::from_raw_fd(*out) },
-                    );
-                    if f.write_all(data).is_err() {
-                        // EPIPE and the like: keep draining so the job never blocks.
-                        self.broken = true;
-                    }
-                }
+                let out = *out;
+                self.deliver(out, data);
             }
             OutputSink::Capped { file, cap } => {
+                let (out, cap) = (file.as_raw_fd(), *cap);
                 let room = cap.saturating_sub(self.written) as usize;
                 let take = room.min(data.len());
-                if take > 0 && file.write_all(&data[..take]).is_ok() {
+                if take > 0 {
+                    self.deliver(out, &data[..take]);
                     self.written += take as u64;
                 }
                 self.dropped += (data.len() - take) as u64;
@@ -203,20 +284,8 @@ pub fn supervise(
 ) -> Result<Outcome> {
     let pidfd = pidfd_open(wait_pid)?;
     let mut streams = [
-        Stream {
-            fd: Some(stdout.0),
-            sink: stdout.1,
-            written: 0,
-            dropped: 0,
-            broken: false,
-        },
-        Stream {
-            fd: Some(stderr.0),
-            sink: stderr.1,
-            written: 0,
-            dropped: 0,
-            broken: false,
-        },
+        Stream::new("stdout", stdout.0, stdout.1),
+        Stream::new("stderr", stderr.0, stderr.1),
     ];
     for s in &streams {
         if let Some(fd) = &s.fd {
@@ -334,5 +403,51 @@ pub fn supervise(
         }
     }
     outcome.dropped = [streams[0].dropped, streams[1].dropped];
+    outcome.output_errors = streams.iter_mut().filter_map(|s| s.failed.take()).collect();
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pumped(sink: OutputSink, chunks: &[&[u8]]) -> Stream {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let mut s = Stream::new("stdout", r, sink);
+        let mut w = std::fs::File::from(w);
+        let mut buf = vec![0u8; 1024];
+        for c in chunks {
+            w.write_all(c).expect("feed");
+            assert!(s.pump(&mut buf));
+        }
+        s
+    }
+
+    #[test]
+    fn test_stream_write_error_recorded_with_bytes_lost() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let s = pumped(
+            OutputSink::Capped {
+                file: full,
+                cap: 1 << 20,
+            },
+            &[b"hello", b"world!"],
+        );
+        let f = s.failed.expect("the ENOSPC is recorded");
+        assert_eq!(f.stream, "stdout");
+        assert!(f.error.contains("No space left on device"), "{}", f.error);
+        assert_eq!(f.bytes_lost, 11);
+        assert!(f.to_string().contains("stdout"));
+    }
+
+    #[test]
+    fn test_stream_cap_drops_are_not_errors() {
+        let file = tempfile::tempfile().expect("tmp");
+        let s = pumped(OutputSink::Capped { file, cap: 4 }, &[b"hello"]);
+        assert!(s.failed.is_none());
+        assert_eq!((s.written, s.dropped), (4, 1));
+    }
 }
