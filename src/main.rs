@@ -82,6 +82,17 @@ fn report(err: &anyhow::Error) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Launcher(_) | Command::Check(_) | Command::MatrixGuest(_)
+    ) {
+        // Jobs must never be able to write the binary they were cloned
+        // from: re-execute from a read-only bind mount of it first.
+        if let Err(e) = runtime::readonly_exe::reexec_read_only() {
+            report(&anyhow::Error::new(e));
+            return ExitCode::from(run_cmd::EXIT_SKIFF_FAILED);
+        }
+    }
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),

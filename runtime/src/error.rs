@@ -71,6 +71,10 @@ pub enum Error {
     /// Per-job state on disk is unreadable.
     #[error("job state {path} is corrupt: {detail}")]
     CorruptState { path: PathBuf, detail: String },
+    /// The launching process could not run from a read-only view of its
+    /// own binary (see `readonly_exe`).
+    #[error("launch from a read-only skiff binary: {detail}")]
+    ReadOnlyExe { detail: String },
     /// A launcher pool request or reply was malformed.
     #[error("launcher protocol: {0}")]
     Protocol(String),

@@ -152,6 +152,30 @@ impl Executor for SkiffExecutor {
         let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
         envp_p.push(std::ptr::null());
         reset_signals();
+        // Nothing of the launcher's stays open past this point; the job
+        // dies with its launcher; the cwd is resolved inside the root.
+        if let Err(e) = crate::confine::close_inherited_fds() {
+            die(
+                &format!("close inherited descriptors: {e}"),
+                EXIT_CANNOT_INVOKE,
+            );
+        }
+        if let Err(e) = crate::confine::die_with_launcher() {
+            die(&e.to_string(), EXIT_CANNOT_INVOKE);
+        }
+        let cwd = process.cwd().to_string_lossy().into_owned();
+        match crate::confine::enter_workdir(&cwd) {
+            Ok(()) => {}
+            // Not searchable by the job's user: libcontainer entered it as
+            // root (as runc does); keep that only if it is inside the root.
+            Err(crate::confine::WorkdirError::Resolve(e))
+                if e.raw_os_error() == Some(libc::EACCES)
+                    && crate::confine::cwd_is_inside_root().unwrap_or(false) => {}
+            Err(e) => die(
+                &format!("working directory {cwd:?}: {e}"),
+                EXIT_CANNOT_INVOKE,
+            ),
+        }
         let candidates: Vec<String> = if cmd.contains('/') {
             vec![cmd.clone()]
         } else {

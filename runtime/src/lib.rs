@@ -25,6 +25,7 @@
 
 pub mod backend;
 pub mod cgroups;
+pub mod confine;
 pub mod conformance;
 pub mod error;
 pub mod exec;
@@ -38,6 +39,7 @@ pub mod oci;
 pub mod output_dir;
 pub mod pool;
 pub mod probe;
+pub mod readonly_exe;
 pub mod run;
 pub mod safe_root;
 pub mod seccomp;

@@ -56,6 +56,39 @@ pub fn mount_scratch_tmpfs(target: &Path) -> Result<()> {
     })
 }
 
+/// The directories that the job's kernel filesystems are mounted on, and
+/// that libcontainer builds `/dev` symlinks and device nodes under by plain
+/// path joins (see `docs/upstream-libcontainer.md`), with their modes.
+pub const INIT_LAYER_DIRS: [(&str, u32); 6] = [
+    ("dev", 0o755),
+    ("dev/pts", 0o755),
+    ("dev/shm", 0o1777),
+    ("dev/mqueue", 0o1777),
+    ("proc", 0o555),
+    ("sys", 0o555),
+];
+
+/// skiff's equivalent of Docker's init layer: make every kernel mount
+/// target a real directory in the job's (still empty) overlay upper
+/// directory, before the overlay is mounted. Whatever the image holds at
+/// `/dev`, `/proc` or `/sys` (a symlink to a host path, a file), the upper
+/// directory hides it, so nothing that libcontainer does to those paths
+/// can follow the image out of the rootfs.
+pub fn init_layer(upper: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for (dir, mode) in INIT_LAYER_DIRS {
+        let p = upper.join(dir);
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(&p)
+            .map_err(|e| Error::io("create init layer directory", &p, e))?;
+        // The umask may have trimmed the mode.
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(|e| Error::io("set the mode of", &p, e))?;
+    }
+    Ok(())
+}
+
 /// Detach a mount (missing is fine).
 pub fn unmount(target: &Path) -> Result<()> {
     match umount2(target, MntFlags::MNT_DETACH) {

@@ -204,6 +204,16 @@ pub fn plan_process(
         });
     }
     root.mkdir_all(&cwd).ctx("create working directory", &cwd)?;
+    let resolved = root.resolve(&cwd).ctx("resolve working directory", &cwd)?;
+    if is_proc_magic_link(&resolved) {
+        // Such a path leads wherever a descriptor of the init points: the
+        // class of CVE-2024-21626. Docker refuses it too.
+        return Err(Error::InvalidOption {
+            what: "working directory",
+            value: cwd,
+            detail: format!("{resolved} is a magic link of /proc, not a directory of the image"),
+        });
+    }
     let caps = oci::capabilities(&job.cap_add, &job.cap_drop, bounding)?;
     Ok(ProcessPlan {
         args,
@@ -213,6 +223,23 @@ pub fn plan_process(
         hostname,
         caps,
     })
+}
+
+/// Whether `path` (absolute, symlinks resolved) names or passes through a
+/// per-process magic link of `/proc`: `/proc/{self,thread-self,PID}/`
+/// followed by `fd`, `cwd`, `root`, `exe`, `map_files` or `task`.
+pub fn is_proc_magic_link(path: &str) -> bool {
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match comps.as_slice() {
+        ["proc", who, what, ..] => {
+            (*who == "self" || *who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit()))
+                && matches!(*what, "fd" | "cwd" | "root" | "exe" | "map_files" | "task")
+        }
+        _ => false,
+    }
 }
 
 /// Write a job's `hostname`, `hosts` and `resolv.conf` (the host's) into
@@ -228,6 +255,12 @@ impl Runner {
     /// Prepare to run jobs from `store`: detect cgroups, collect orphans of
     /// dead launchers, enter a private mount namespace.
     pub fn new(store: Store) -> Result<Runner> {
+        if !crate::readonly_exe::exe_is_read_only() {
+            // A job could otherwise overwrite this binary (CVE-2019-5736).
+            return Err(Error::ReadOnlyExe {
+                detail: "call readonly_exe::reexec_read_only() before Runner::new".into(),
+            });
+        }
         let cgroups = cgroups::detect(&cgroups::group_key(store.root()))?;
         let run_root = store.root().join("run");
         fs::create_dir_all(&run_root).ctx("create", &run_root)?;
@@ -376,6 +409,7 @@ impl Runner {
             fs::create_dir(sub(d)).ctx("create", sub(d))?;
         }
         let rootfs = sub("rootfs");
+        mounts::init_layer(&sub("upper"))?;
         mounts::mount_rootfs(desc, &sub("upper"), &sub("work"), &rootfs)?;
         mounted.push(rootfs.clone());
         phases.rootfs_ms = ms(t_rootfs);
@@ -561,4 +595,30 @@ fn apply_stats(res: &mut JobResult, stats: &CgroupStats) {
 pub fn fd_is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD on any integer is harmless.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_is_proc_magic_link() {
+        for p in [
+            "/proc/self/fd/5",
+            "/proc/1/cwd",
+            "/proc/thread-self/root/x",
+            "/proc//self/./fd",
+        ] {
+            assert!(is_proc_magic_link(p), "{p}");
+        }
+        for p in [
+            "/proc",
+            "/proc/self",
+            "/proc/sys/kernel",
+            "/data/proc/self/fd/5",
+            "/",
+        ] {
+            assert!(!is_proc_magic_link(p), "{p}");
+        }
+    }
 }

@@ -123,6 +123,18 @@ impl SafeRoot {
         Ok(())
     }
 
+    /// The path, inside the root, that `path` resolves to (every symlink
+    /// followed inside the root), e.g. `/data` for a `/wd -> data` symlink.
+    pub fn resolve(&self, path: &str) -> io::Result<String> {
+        let fd = self.open_in(path, libc::O_PATH)?;
+        let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let root = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))?;
+        let rel = target
+            .strip_prefix(&root)
+            .map_err(|_| io::Error::other("resolved outside the root"))?;
+        Ok(format!("/{}", rel.to_string_lossy()))
+    }
+
     /// Whether `path` exists inside the root (symlinks followed inside it).
     pub fn exists(&self, path: &str) -> bool {
         self.open_in(path, libc::O_PATH).is_ok()
