@@ -392,6 +392,16 @@ impl Env {
         Launcher::spawn(c).expect("start skiff launcher")
     }
 
+    /// A pool launcher allowed to write `{"path": …}` output sinks beneath `dir`.
+    pub fn launcher_with_output_dir(&self, dir: &Path) -> Launcher {
+        let mut c = self.cmd();
+        c.arg("launcher")
+            .arg("--output-dir")
+            .arg(dir)
+            .stderr(Stdio::null());
+        Launcher::spawn(c).expect("start skiff launcher")
+    }
+
     /// A scratch directory for the conformance suite.
     pub fn work_dir(&self) -> PathBuf {
         let d = self.root.path().join("conformance-work");
