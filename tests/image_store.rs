@@ -349,3 +349,247 @@ fn test_store_rm_and_gc_keep_shared_and_leased_snapshots() {
             == Some(125)
     );
 }
+
+/// `skiff image verify --json [--repair]`: exit code and report.
+fn verify(env: &Env, repair: bool) -> (Option<i32>, serde_json::Value) {
+    let mut args = vec!["image", "verify", "--json"];
+    if repair {
+        args.push("--repair");
+    }
+    let out = env.run(&args);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed bad JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// The problems a report names for one subject kind, as (name, detail).
+fn problems(report: &serde_json::Value, subject: &str) -> Vec<(String, String)> {
+    report["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter(|p| p["subject"] == subject)
+        .map(|p| {
+            (
+                p["name"].as_str().expect("name").to_string(),
+                p["detail"].as_str().expect("detail").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A store with busybox and compat imported; returns compat's layer that
+/// busybox does not share (its blob digest, chain ID and snapshot directory).
+fn damaged_store_setup() -> Option<(Env, String, String, std::path::PathBuf)> {
+    if !prerequisite(is_root(), "root") {
+        return None;
+    }
+    let env = Env::new();
+    for a in ["busybox.tar", "compat.tar"] {
+        env.json(&["image", "import", vendor(a).to_str().expect("utf8")]);
+    }
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(0), "a fresh store verifies clean: {r:#}");
+    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    let compat = env.json(&["image", "inspect", "skiff-vendor/compat"]);
+    let shared: Vec<&serde_json::Value> = busybox["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| &l["chain_id"])
+        .collect();
+    let layers = compat["layers"].as_array().expect("layers");
+    let lowerdirs = compat["rootfs"]["lowerdirs"].as_array().expect("lowerdirs");
+    // The largest unshared layer (lowerdirs are top first, layers bottom first).
+    let (i, l) = layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !shared.contains(&&l["chain_id"]))
+        .max_by_key(|(_, l)| l["size"].as_u64())
+        .expect("compat has a layer of its own");
+    let dir = lowerdirs[layers.len() - 1 - i]
+        .as_str()
+        .expect("dir")
+        .into();
+    Some((
+        env,
+        l["digest"].as_str().expect("digest").to_string(),
+        l["chain_id"].as_str().expect("chain").to_string(),
+        dir,
+    ))
+}
+
+/// After `--repair`: verify is clean, busybox is untouched and usable,
+/// compat is gone, and re-importing compat restores a clean store.
+fn assert_repaired(env: &Env, busybox_before: &serde_json::Value, layers_removed: bool) {
+    let (code, r) = verify(env, false);
+    assert_eq!(code, Some(0), "clean after repair: {r:#}");
+    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    assert_eq!(&busybox, busybox_before, "healthy image untouched");
+    for l in busybox["rootfs"]["lowerdirs"]
+        .as_array()
+        .expect("lowerdirs")
+    {
+        assert!(Path::new(l.as_str().expect("str")).is_dir());
+    }
+    let r = env.json(&[
+        "image",
+        "import",
+        vendor("compat.tar").to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        r["layers_unpacked"].as_u64() > Some(0),
+        layers_removed,
+        "re-import redoes what was removed, and only that: {r}"
+    );
+    let (code, r) = verify(env, false);
+    assert_eq!(code, Some(0), "clean after re-import: {r:#}");
+    assert_eq!(
+        env.json(&["image", "ls"]).as_array().expect("rows").len(),
+        2
+    );
+}
+
+#[test]
+fn test_store_verify_reports_and_repairs_a_corrupt_blob() {
+    let Some((env, digest, chain, _)) = damaged_store_setup() else {
+        return;
+    };
+    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    let hex = digest.strip_prefix("sha256:").expect("sha256");
+    let blob = env.root().join("blobs/sha256").join(hex);
+    let mut data = fs::read(&blob).expect("read blob");
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&blob, &data).expect("corrupt blob");
+
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(1), "damage exits 1: {r:#}");
+    let blobs = problems(&r, "blob");
+    assert_eq!(blobs.len(), 1, "{r:#}");
+    assert_eq!(blobs[0].0, digest, "the corrupt blob is named");
+    assert!(blobs[0].1.contains("hashes to"), "{r:#}");
+    assert!(problems(&r, "snapshot").iter().any(|(n, _)| n == &chain));
+    assert_eq!(problems(&r, "image").len(), 1, "only compat is damaged");
+    assert!(blob.exists(), "without --repair nothing is removed");
+
+    let (code, r) = verify(&env, true);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert!(r["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .all(|p| p["repaired"] == true));
+    assert!(!blob.exists(), "the corrupt blob is removed");
+    assert_eq!(
+        env.run(&["image", "inspect", "skiff-vendor/compat"])
+            .status
+            .code(),
+        Some(125),
+        "the image using it is removed"
+    );
+    assert_repaired(&env, &busybox, true);
+}
+
+#[test]
+fn test_store_verify_reports_and_repairs_a_deleted_snapshot_file() {
+    let Some((env, _, chain, dir)) = damaged_store_setup() else {
+        return;
+    };
+    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    // One regular file of the snapshot, deep in its tree.
+    let mut victim = None;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("list").flatten() {
+            let t = e.file_type().expect("type");
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && victim.is_none() {
+                victim = Some(e.path());
+            }
+        }
+    }
+    let victim = victim.expect("the snapshot has a file");
+    fs::remove_file(&victim).expect("delete");
+    let rel = victim
+        .strip_prefix(&dir)
+        .expect("inside")
+        .to_string_lossy()
+        .into_owned();
+
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(1), "{r:#}");
+    let snaps = problems(&r, "snapshot");
+    assert_eq!(snaps.len(), 1, "{r:#}");
+    assert_eq!(snaps[0].0, chain, "the snapshot is named by chain ID");
+    assert!(
+        snaps[0].1.contains(&rel) && snaps[0].1.contains("missing"),
+        "the missing path is named: {r:#}"
+    );
+    let (code, _) = verify(&env, true);
+    assert_eq!(code, Some(1));
+    assert!(!dir.exists(), "the broken snapshot is removed");
+    assert_repaired(&env, &busybox, true);
+}
+
+#[test]
+fn test_store_verify_reports_and_repairs_truncated_metadata() {
+    let Some((env, _, chain, dir)) = damaged_store_setup() else {
+        return;
+    };
+    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    let hex = chain.strip_prefix("sha256:").expect("sha256");
+    let meta = env
+        .root()
+        .join("meta/snapshots")
+        .join(format!("{hex}.json"));
+    let data = fs::read(&meta).expect("read meta");
+    fs::write(&meta, &data[..data.len() / 2]).expect("truncate");
+
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(1), "{r:#}");
+    let snaps = problems(&r, "snapshot");
+    assert_eq!(snaps.len(), 1, "{r:#}");
+    assert_eq!(snaps[0].0, chain);
+    assert!(snaps[0].1.contains("metadata unreadable"), "{r:#}");
+    assert_eq!(problems(&r, "image").len(), 1, "compat uses it: {r:#}");
+    // The directory it named is now unnamed: a leftover, not damage.
+    assert!(r["leftovers"]
+        .as_array()
+        .expect("leftovers")
+        .iter()
+        .any(|l| Path::new(l["path"].as_str().expect("path")) == dir));
+    let (code, _) = verify(&env, true);
+    assert_eq!(code, Some(1));
+    assert!(!meta.exists() && !dir.exists());
+    assert_repaired(&env, &busybox, true);
+
+    // A truncated image record: that image and its tag go, nothing else.
+    let compat = env.json(&["image", "inspect", "skiff-vendor/compat"]);
+    let id = compat["id"].as_str().expect("id");
+    let rec = env.root().join("meta/images").join(format!(
+        "{}.json",
+        id.strip_prefix("sha256:").expect("sha256")
+    ));
+    fs::write(&rec, b"{\"id\": \"sha256:").expect("truncate record");
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(1), "{r:#}");
+    assert_eq!(
+        problems(&r, "image"),
+        vec![(id.to_string(), problems(&r, "image")[0].1.clone())]
+    );
+    assert_eq!(
+        problems(&r, "tag").len(),
+        1,
+        "its tag names a broken image: {r:#}"
+    );
+    let (code, _) = verify(&env, true);
+    assert_eq!(code, Some(1));
+    assert_repaired(&env, &busybox, false);
+}
