@@ -524,7 +524,7 @@ impl TmpfsMount {
                     .map_err(|e| e.to_string())?
                     .to_string(),
             };
-            set(*key, format!("{key}={value}"));
+            set(key, format!("{key}={value}"));
         }
         Ok(TmpfsMount {
             target: path.to_string(),
