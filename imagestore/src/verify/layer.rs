@@ -220,3 +220,54 @@ fn compare(tree: &Tree, dir: &Path) -> Result<(), SnapshotCheckError> {
         Some((path, detail)) => Err(SnapshotCheckError::Content { path, detail, more }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer() -> Vec<u8> {
+        let uid = nix::unistd::geteuid().as_raw() as u64;
+        let gid = nix::unistd::getegid().as_raw() as u64;
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            h.set_uid(uid);
+            h.set_gid(gid);
+            h.set_mtime(1);
+            if let Some(l) = link {
+                h.set_link_name(l).expect("link name");
+            }
+            b.append_data(&mut h, name, data).expect("append");
+        };
+        add("d/", tar::EntryType::Directory, b"", None);
+        add("d/a", tar::EntryType::Regular, b"aaaa", None);
+        add("d/b", tar::EntryType::Regular, b"b", None);
+        add("d/h", tar::EntryType::Link, b"", Some("d/a"));
+        add("d/s", tar::EntryType::Symlink, b"", Some("/nowhere"));
+        add("d/.wh.b", tar::EntryType::Regular, b"", None);
+        add("e/x", tar::EntryType::Regular, b"x", None);
+        add("e", tar::EntryType::Regular, b"replaced", None);
+        add("f", tar::EntryType::Fifo, b"", None);
+        b.into_inner().expect("layer")
+    }
+
+    #[test]
+    fn test_layer_check_matches_the_applier_and_names_a_missing_path() {
+        let data = layer();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("root");
+        crate::apply::apply_layer(&data[..], &root).expect("apply");
+        let tree = expected_tree(&data[..]).expect("walk");
+        assert_eq!(tree.get(&vec![OsString::from("e")]), Some(&Expect::File(8)));
+        assert!(!tree.contains_key(&vec![OsString::from("e"), OsString::from("x")]));
+        compare(&tree, &root).expect("the applied layer matches");
+
+        std::fs::remove_file(root.join("d/h")).expect("remove");
+        let err = compare(&tree, &root).expect_err("a missing hardlink is found");
+        assert!(err.to_string().contains("d/h: missing"), "{err}");
+    }
+}
