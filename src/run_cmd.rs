@@ -312,15 +312,20 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
 pub fn gc(root: &Path, args: GcArgs) -> anyhow::Result<()> {
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
     let cgroups = runtime::cgroups::detect(&runtime::cgroups::group_key(store.root()))?;
-    let report = runtime::gc::collect(&store.root().join("run"), cgroups.as_ref())?;
+    let mut report = runtime::gc::collect(&store.root().join("run"), cgroups.as_ref())?;
+    report.stale_leases = store.remove_stale_leases()?;
+    report.group_cgroups = runtime::run::prune_group_cgroups(store.root(), cgroups.as_ref())?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "removed {} orphaned job(s), killed {} process(es), removed {} stray cgroup(s)",
+            "removed {} orphaned job(s), killed {} process(es), removed {} stray cgroup(s), \
+             {} stale lease(s), {} empty group cgroup(s)",
             report.jobs.len(),
             report.killed,
-            report.stray_cgroups.len()
+            report.stray_cgroups.len(),
+            report.stale_leases,
+            report.group_cgroups,
         );
     }
     Ok(())

@@ -155,6 +155,12 @@ fn test_escape_image_workdir_symlinks() {
     let mut entries: Vec<Entry> = (3..=12)
         .map(|n| Entry::Symlink(format!("wd{n}"), format!("/proc/self/fd/{n}")))
         .collect();
+    // The image also holds those paths as directories, so that a lookup
+    // inside the rootfs (before /proc is mounted) succeeds.
+    for d in ["proc", "proc/self", "proc/self/fd"] {
+        entries.push(Entry::Dir(d.into()));
+    }
+    entries.extend((3..=12).map(|n| Entry::Dir(format!("proc/self/fd/{n}"))));
     entries.push(Entry::Symlink("wdroot".into(), "/".into()));
     entries.push(Entry::Symlink("wdrel".into(), "../../../..".into()));
     hostile(&e, "hostile/workdir-links:1", &entries, |c| {
@@ -330,7 +336,15 @@ fn build_exe_writer() -> Option<PathBuf> {
     std::fs::create_dir_all(&dir).expect("dir");
     let bin = dir.join("exe_writer");
     let out = Command::new("cc")
-        .args(["-static", "-nostdlib", "-fno-pie", "-no-pie", "-fno-stack-protector", "-O", "-o"])
+        .args([
+            "-static",
+            "-nostdlib",
+            "-fno-pie",
+            "-no-pie",
+            "-fno-stack-protector",
+            "-O",
+            "-o",
+        ])
         .arg(&bin)
         .arg(run_common::repo().join("tests/hostile_images/exe_writer.c"))
         .output();

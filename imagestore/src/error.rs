@@ -102,6 +102,9 @@ pub enum Error {
     /// `--tag` was given for an archive holding several images.
     #[error("--tag needs exactly one image, but the archive holds {0}")]
     TagNeedsOneImage(usize),
+    /// A running job already holds a lease under this name.
+    #[error("lease {name:?} is held by a running job (pid {pid})")]
+    LeaseInUse { name: String, pid: i32 },
     /// Store metadata is unreadable: the store was damaged outside skiff.
     #[error("store metadata {path} is corrupt: {detail}")]
     CorruptMetadata { path: PathBuf, detail: String },

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::error::Result;
 use crate::fsutil::{list_dir, remove_tree};
+use crate::process_lock;
 use crate::session;
 use crate::store::{LeaseBody, Store};
 use crate::verify::stale_temp_files;
@@ -62,13 +63,15 @@ impl Store {
             if !name.ends_with(".lease") {
                 continue;
             }
-            let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
-                continue;
-            };
-            if file.try_lock().is_ok() {
-                let _ = fs::remove_file(&path);
-                report.stale_leases_removed += 1;
-                continue;
+            // A POSIX lock: held by the job's launcher only (see process_lock).
+            match process_lock::holder(&path) {
+                Ok(None) => {
+                    let _ = fs::remove_file(&path);
+                    report.stale_leases_removed += 1;
+                    continue;
+                }
+                Ok(Some(_)) => {}
+                Err(_) => continue,
             }
             if let Ok(body) =
                 serde_json::from_slice::<LeaseBody>(&fs::read(&path).unwrap_or_default())

@@ -24,6 +24,7 @@ pub mod import;
 mod oci;
 mod plan;
 pub mod platform;
+pub mod process_lock;
 pub mod remove;
 pub mod session;
 pub mod snapshot;

@@ -8,7 +8,8 @@
 //!   meta/snapshots/<chain>.json
 //!   meta/images/<config hex>.json
 //!   meta/tags/<escaped ref>.json
-//!   leases/<name>.lease      held (flock) by running jobs
+//!   leases/<name>.lease      held by running jobs (a POSIX lock: see process_lock);
+//!                            <name> is the job name, bytes outside [A-Za-z0-9_-] as %XX
 //!   locks/<chain hex>        per-snapshot locks for concurrent imports
 //!   tmp/<session>{,.lock}    per-import scratch, removed on exit or by the next command
 //! ```
@@ -19,8 +20,11 @@ use std::path::{Path, PathBuf};
 use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use std::io::Write;
+
 use crate::fsutil::{mkdirs, FileLock};
 use crate::images::{ImageIndex, ImageRecord};
+use crate::process_lock::{self, ProcessLock};
 use crate::session::{self, Session};
 use crate::snapshot::{MountDescription, Snapshotter};
 
@@ -118,20 +122,14 @@ impl Store {
     }
 
     /// Take a lease on an image's snapshots for a running job: `gc` keeps
-    /// them until the lease is dropped or its holder dies.
+    /// them until the lease is dropped or its holder dies. One lease per
+    /// name: a name whose lease a live process holds is refused
+    /// ([`Error::LeaseInUse`]); a stale one (its holder died) is replaced.
     pub fn lease(&self, name: &str, rec: &ImageRecord) -> Result<Lease> {
         let _shared = self.lock_shared()?;
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let path = self.root.join("leases").join(format!("{safe}.lease"));
+        let path = self
+            .leases_dir()
+            .join(format!("{}.lease", lease_file_stem(name)));
         let body = serde_json::to_vec(&LeaseBody {
             image: rec.id.clone(),
             chain: rec.chain(),
@@ -140,9 +138,69 @@ impl Store {
             path: path.clone(),
             detail: e.to_string(),
         })?;
-        let lock = FileLock::acquire(&path, true)?;
-        fs::write(&path, body).ctx("write lease", &path)?;
-        Ok(Lease { path, _lock: lock })
+        for _ in 0..2 {
+            let file = match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // gc removes stale leases only under the exclusive store
+                    // lock; we hold it shared, so decide here.
+                    match process_lock::holder(&path) {
+                        Ok(Some(pid)) => {
+                            return Err(Error::LeaseInUse {
+                                name: name.to_string(),
+                                pid,
+                            })
+                        }
+                        Ok(None) => {
+                            let _ = fs::remove_file(&path);
+                            continue;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e).ctx("check lease", &path),
+                    }
+                }
+                Err(e) => return Err(e).ctx("create lease", &path),
+            };
+            let lock = match ProcessLock::try_acquire(file).ctx("lock lease", &path)? {
+                Some(l) => l,
+                None => continue,
+            };
+            let written = (&*lock.file())
+                .write_all(&body)
+                .and_then(|()| lock.file().sync_data());
+            if let Err(e) = written {
+                // No empty or partial lease is left behind.
+                drop(lock);
+                let _ = fs::remove_file(&path);
+                return Err(e).ctx("write lease", &path);
+            }
+            return Ok(Lease { path, _lock: lock });
+        }
+        Err(Error::LeaseInUse {
+            name: name.to_string(),
+            pid: 0,
+        })
+    }
+
+    /// Remove the leases whose holder died (`skiff gc`); returns how many.
+    /// Takes the store's exclusive lock, so no lease is being taken meanwhile.
+    pub fn remove_stale_leases(&self) -> Result<usize> {
+        let _lock = self.lock_exclusive()?;
+        let mut removed = 0;
+        for (name, path) in crate::fsutil::list_dir(&self.leases_dir())? {
+            if name.ends_with(".lease") && matches!(process_lock::holder(&path), Ok(None)) {
+                match fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).ctx("remove stale lease", &path),
+                }
+            }
+        }
+        Ok(removed)
     }
 
     pub(crate) fn lock_shared(&self) -> Result<FileLock> {
@@ -172,7 +230,21 @@ pub(crate) struct LeaseBody {
 #[derive(Debug)]
 pub struct Lease {
     path: PathBuf,
-    _lock: FileLock,
+    _lock: ProcessLock,
+}
+
+/// The lease file name of a job name: bytes outside `[A-Za-z0-9_-]` are
+/// written `%XX`, so two names never share a lease (`a.b` is `a%2Eb`).
+pub fn lease_file_stem(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Drop for Lease {

@@ -5,6 +5,7 @@
 //! wait for and the pid to signal.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -162,6 +163,22 @@ fn runtime_command(
 ) -> Result<()> {
     let log = state_root.join("runtime.log");
     let mut cmd = std::process::Command::new(runtime);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            // A runtime whose launcher was killed must not go on creating a
+            // container that nobody will start or clean up.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
     cmd.arg("--root")
         .arg(state_root)
         .arg("--log")

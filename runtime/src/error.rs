@@ -28,6 +28,9 @@ pub enum Error {
         value: String,
         detail: String,
     },
+    /// Another job has this name.
+    #[error("Conflict. The job name {name:?} is already in use by {by}. Wait for it to end or choose another name")]
+    NameInUse { name: String, by: String },
     /// Neither the image nor the request gives a command.
     #[error("no command specified")]
     NoCommand,

@@ -426,6 +426,9 @@ pub fn serve(runner: &mut Runner, sock: &UnixStream, dir: Option<&OutputDir>) ->
 #[derive(Debug)]
 pub struct Launcher {
     child: Child,
+    /// Readable when the launcher exits: its socket may outlive it (a job's
+    /// init killed during create inherited it), so EOF alone cannot tell.
+    pidfd: Option<OwnedFd>,
     sock: Option<UnixStream>,
     replies: BufReader<UnixStream>,
     runtime: Option<String>,
@@ -453,8 +456,10 @@ impl Launcher {
                 return Err(Error::io("clone", "launcher socket", e));
             }
         };
+        let pidfd = crate::supervise::pidfd_open(child.id() as i32).ok();
         Ok(Launcher {
             child,
+            pidfd,
             sock: Some(ours),
             replies,
             runtime: None,
@@ -498,6 +503,7 @@ impl Launcher {
 
     /// Read one reply line.
     pub fn read_reply(&mut self) -> Result<Reply> {
+        self.wait_readable_or_exited()?;
         let mut reply = String::new();
         let n = self
             .replies
@@ -507,6 +513,46 @@ impl Launcher {
             return Err(Error::Protocol("launcher exited".into()));
         }
         serde_json::from_str(&reply).map_err(|e| Error::Protocol(format!("reply {reply:?}: {e}")))
+    }
+
+    /// Wait until a reply can be read, or fail when the launcher exited
+    /// without one.
+    fn wait_readable_or_exited(&mut self) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        if self.replies.buffer().contains(&b'\n') {
+            return Ok(());
+        }
+        let Some(pidfd) = &self.pidfd else {
+            return Ok(());
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: self.replies.get_ref().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: two valid pollfds that live for the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("wait for a reply from", "launcher", e));
+            }
+            break;
+        }
+        if fds[0].revents != 0 {
+            return Ok(()); // a reply, or the end of the stream
+        }
+        Err(Error::Protocol("launcher exited".into()))
     }
 
     /// Close the socket and wait for the launcher to exit.

@@ -100,6 +100,37 @@ pub struct Runner {
     run_root: PathBuf,
     bounding: Vec<oci_spec::runtime::Capability>,
     seccomp: seccomp::Cache,
+    /// A shared lock on [`launchers_lock_path`] while this launcher lives.
+    _launcher: imagestore::process_lock::ProcessLock,
+}
+
+/// The file every launcher of a store holds a shared lock on: `skiff gc`
+/// prunes the store's group cgroups only when it can lock it exclusively
+/// (no launcher could be creating a job's cgroup under them).
+pub fn launchers_lock_path(store_root: &Path) -> PathBuf {
+    store_root.join("launchers.lock")
+}
+
+fn open_launchers_lock(store_root: &Path) -> Result<fs::File> {
+    let p = launchers_lock_path(store_root);
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&p)
+        .ctx("open", p)
+}
+
+/// Prune the store's empty group cgroups when no launcher is alive;
+/// returns how many were removed.
+pub fn prune_group_cgroups(store_root: &Path, cgroups: &dyn CgroupDriver) -> Result<usize> {
+    let file = open_launchers_lock(store_root)?;
+    let p = launchers_lock_path(store_root);
+    match imagestore::process_lock::ProcessLock::try_acquire(file).ctx("lock", &p)? {
+        Some(_alone) => Ok(cgroups.prune_groups()),
+        None => Ok(0),
+    }
 }
 
 fn ms(t: Instant) -> f64 {
@@ -261,12 +292,17 @@ impl Runner {
                 detail: "call readonly_exe::reexec_read_only() before Runner::new".into(),
             });
         }
+        let launcher_file = open_launchers_lock(store.root())?;
+        let lp = launchers_lock_path(store.root());
+        let launcher = imagestore::process_lock::ProcessLock::acquire_shared(launcher_file)
+            .ctx("lock", &lp)?;
         let cgroups = cgroups::detect(&cgroups::group_key(store.root()))?;
         let run_root = store.root().join("run");
         fs::create_dir_all(&run_root).ctx("create", &run_root)?;
         let report = crate::gc::collect(&run_root, cgroups.as_ref())?;
         if !report.jobs.is_empty() || !report.stray_cgroups.is_empty() {
-            tracing::warn!(jobs = ?report.jobs, cgroups = ?report.stray_cgroups, "cleaned up after killed jobs");
+            // Never a warning: a launcher's stderr may be a job's stderr.
+            tracing::info!(jobs = ?report.jobs, cgroups = ?report.stray_cgroups, "cleaned up after killed jobs");
         }
         mounts::enter_private_mount_namespace()?;
         let seccomp = seccomp::Cache::new(store.root().join("cache").join("seccomp"));
@@ -276,6 +312,7 @@ impl Runner {
             run_root,
             bounding: oci::caller_bounding_set(),
             seccomp,
+            _launcher: launcher,
         })
     }
 
@@ -322,11 +359,19 @@ impl Runner {
         let rec = self.store.resolve(image)?;
         let config = self.store.image_config(&rec)?;
         let desc = self.store.mount_description(&rec)?;
-        let lease = self.store.lease(&job.name, &rec)?;
+        // The name is claimed first: a second job of the same name is
+        // refused here, before it could touch the first one's lease.
+        let dir = JobDir::create(&self.run_root, &job.name)?;
+        let lease = match self.store.lease(&job.name, &rec) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = dir.remove();
+                return Err(e.into());
+            }
+        };
         phases.lookup_ms = ms(t);
 
         let t = Instant::now();
-        let dir = JobDir::create(&self.run_root, &job.name)?;
         let scratch = dir.scratch();
         let mut mounted: Vec<PathBuf> = Vec::new();
         let result = self.run_in(

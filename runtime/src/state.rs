@@ -2,17 +2,19 @@
 //!
 //! ```text
 //! ROOT/run/<job>/
-//!   lock        flock held by the launcher for the job's whole life
+//!   lock        POSIX lock held by the launcher for the job's whole life
+//!               (never by the job: see imagestore::process_lock)
 //!   job.json    JobRecord: who launched it, the init pid, the cgroup
 //!   scratch/    tmpfs (private to the launcher's mount namespace) or disk:
 //!               upper/ work/ rootfs/ etc/ bundle/ state/
 //! ```
 //!
-//! `gc` takes the lock without blocking: if it gets it, the launcher is dead
-//! and the job is an orphan (see [`crate::gc`]).
+//! `gc` asks who holds the lock: nobody means the launcher is dead and the
+//! job is an orphan (see [`crate::gc`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::{self, OpenOptions};
+
+use imagestore::process_lock::{self, ProcessLock};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +40,7 @@ pub struct JobRecord {
 #[derive(Debug)]
 pub struct JobDir {
     path: PathBuf,
-    _lock: File,
+    _lock: ProcessLock,
 }
 
 /// Valid job names: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
@@ -76,48 +78,52 @@ pub fn random_id() -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Try to take an exclusive flock without blocking.
-pub(crate) fn try_lock(f: &File) -> bool {
-    // SAFETY: flock on an open descriptor.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
 impl JobDir {
     /// Create and lock `run_root/<name>`. Fails if a job of that name exists.
     pub fn create(run_root: &Path, name: &str) -> Result<JobDir> {
         validate_name(name)?;
         fs::create_dir_all(run_root).ctx("create", run_root)?;
         let path = run_root.join(name);
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::InvalidOption {
-                    what: "name",
-                    value: name.to_string(),
-                    detail: "a job of that name is running (or was killed: run `skiff gc`)".into(),
-                })
-            }
-            Err(e) => return Err(Error::io("create", &path, e)),
-        }
-        // The lock file is created and locked under a private name, then
-        // renamed into place: `gc` only ever sees a `lock` that is already
-        // held, so it cannot take a live job for an orphan in between.
-        let lock_path = path.join("lock");
-        let tmp_path = path.join(format!(".lock-{}", std::process::id()));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
+        // The directory is made, with its lock file locked, under a private
+        // name (`.new-*`: job names start with a letter or digit), then
+        // renamed into place: `run/<name>` never exists without a held lock,
+        // so `gc` cannot take a starting job for an orphan, however early
+        // its launcher is killed.
+        let tmp = run_root.join(format!(".new-{name}-{}", random_id()));
+        fs::create_dir(&tmp).ctx("create", &tmp)?;
+        let lock_path = tmp.join("lock");
+        let locked = OpenOptions::new()
+            .create_new(true)
             .write(true)
-            .open(&tmp_path)
-            .ctx("create", &tmp_path)?;
-        if !try_lock(&lock) {
-            return Err(Error::io(
-                "lock",
-                &tmp_path,
-                std::io::ErrorKind::WouldBlock.into(),
-            ));
+            .open(&lock_path)
+            .ctx("create", &lock_path)
+            .and_then(|f| ProcessLock::try_acquire(f).ctx("lock", &lock_path))
+            .and_then(|l| {
+                l.ok_or_else(|| {
+                    Error::io("lock", &lock_path, std::io::ErrorKind::WouldBlock.into())
+                })
+            });
+        let lock = match locked {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_dir_all(&tmp);
+            if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) {
+                let by = match process_lock::holder(&path.join("lock")) {
+                    Ok(Some(pid)) => format!("a running job (launcher pid {pid})"),
+                    _ => "a job that is ending or was killed (`skiff gc` cleans up)".to_string(),
+                };
+                return Err(Error::NameInUse {
+                    name: name.to_string(),
+                    by,
+                });
+            }
+            return Err(Error::io("rename", &path, e));
         }
-        fs::rename(&tmp_path, &lock_path).ctx("rename", &lock_path)?;
         Ok(JobDir { path, _lock: lock })
     }
 
@@ -188,9 +194,12 @@ mod tests {
     fn test_job_dir_lock_is_exclusive() {
         let dir = tempfile::tempdir().expect("tmp");
         let j = JobDir::create(dir.path(), "a").expect("create");
-        assert!(JobDir::create(dir.path(), "a").is_err());
-        let f = File::open(j.path().join("lock")).expect("open");
-        assert!(!try_lock(&f), "a second open file must not get the lock");
+        let again = JobDir::create(dir.path(), "a").expect_err("second job of that name");
+        assert!(again.to_string().contains("already in use"), "{again}");
+        assert_eq!(
+            process_lock::holder(&j.path().join("lock")).expect("holder"),
+            Some(std::process::id() as i32)
+        );
         j.remove().expect("remove");
         assert!(!dir.path().join("a").exists());
     }

@@ -62,6 +62,23 @@ pub trait CgroupDriver: std::fmt::Debug {
     fn remove(&self, job: &str) -> Result<()>;
     /// Names of the job cgroups that exist (for `gc` and leak counts).
     fn list_jobs(&self) -> Result<Vec<String>>;
+    /// The store's group cgroup (the parent of its jobs') in each hierarchy.
+    fn group_dirs(&self) -> Vec<PathBuf>;
+    /// Remove the store's group cgroups, and their `skiff` parents, where
+    /// empty: a launcher recreates them with its next job. `rmdir` never
+    /// removes a cgroup that has a job in it.
+    fn prune_groups(&self) -> usize {
+        let mut removed = 0;
+        for dir in self.group_dirs() {
+            if fs::remove_dir(&dir).is_ok() {
+                removed += 1;
+            }
+            if let Some(parent) = dir.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+        removed
+    }
 }
 
 /// Detect the host's layout and the caller's place in it. Job cgroups go in

@@ -113,6 +113,14 @@ impl CgroupDriver for CgroupV1 {
         Ok(())
     }
 
+    fn group_dirs(&self) -> Vec<PathBuf> {
+        let rel = self.base.strip_prefix("/").unwrap_or(&self.base);
+        self.mounted
+            .iter()
+            .map(|c| self.mount_root.join(c).join(rel))
+            .collect()
+    }
+
     fn list_jobs(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for ctrl in &self.mounted {

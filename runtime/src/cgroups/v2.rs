@@ -77,6 +77,12 @@ impl CgroupDriver for CgroupV2 {
         kill_and_rmdir(&d)
     }
 
+    fn group_dirs(&self) -> Vec<PathBuf> {
+        vec![self
+            .mount_root
+            .join(self.base.strip_prefix("/").unwrap_or(&self.base))]
+    }
+
     fn list_jobs(&self) -> Result<Vec<String>> {
         Ok(subdirs(&self.mount_root.join(
             self.base.strip_prefix("/").unwrap_or(Path::new("")),
