@@ -87,6 +87,9 @@ pub struct RunArgs {
     /// Where the writable layer lives: tmpfs (default) or disk.
     #[arg(long, default_value = "tmpfs")]
     pub scratch: String,
+    /// Size of the tmpfs writable layer (default: the memory limit, else 1g).
+    #[arg(long = "scratch-size")]
+    pub scratch_size: Option<String>,
     /// Print a JSON result object on stdout after the job's output.
     #[arg(long)]
     pub json: bool,
@@ -280,6 +283,11 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
             .transpose()?,
         stop_timeout: parse_duration_for("--stop-timeout", &args.stop_timeout)?,
         scratch,
+        scratch_size: args
+            .scratch_size
+            .as_deref()
+            .map(runtime::job::parse_bytes)
+            .transpose()?,
     })
 }
 

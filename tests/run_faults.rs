@@ -5,6 +5,7 @@
 //! `skiff image verify` must find the store consistent.
 
 mod run_common;
+mod small_tmpfs;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -346,4 +347,96 @@ fn walk_find(dir: &Path, name: &str, depth: u32) -> Vec<String> {
         }
     }
     out
+}
+
+#[test]
+fn test_fault_writable_layer_is_capped() {
+    let Some(e) = env() else { return };
+    // overlayfs reports its upper filesystem: the scratch tmpfs.
+    for (args, kib) in [
+        (vec![], 1 << 20),
+        (vec!["-m", "64m"], 64 << 10),
+        (vec!["--scratch-size", "8m"], 8 << 10),
+    ] {
+        let mut a = args.clone();
+        a.extend([BUSYBOX, "df", "-k", "/"]);
+        let out = e.run(None, &a);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let total: u64 = stdout(&out)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("df total");
+        assert_eq!(total, kib, "{args:?}: {}", stdout(&out));
+    }
+    let out = e.run(
+        None,
+        &[
+            "--scratch-size",
+            "8m",
+            BUSYBOX,
+            "dd",
+            "if=/dev/zero",
+            "of=/big",
+            "bs=1M",
+            "count=32",
+        ],
+    );
+    assert!(!out.status.success(), "wrote 32 MB into an 8 MB layer");
+    assert!(text(&out).contains("No space left"), "{}", text(&out));
+    assert_gc_leaves_nothing(&e, "capped layer");
+}
+
+#[test]
+fn test_fault_full_store_disk_fails_cleanly_and_leaves_nothing() {
+    let Some(e) = env() else { return };
+    let fs = match small_tmpfs::SmallTmpfs::mount("16m") {
+        Ok(fs) => fs,
+        Err(why) => panic!("cannot mount a small tmpfs: {why}"),
+    };
+    let root = fs.path().join("store");
+    let skiff = |args: &[&str]| {
+        Command::new(run_common::skiff_bin())
+            .env("SKIFF_ROOT", &root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("skiff")
+    };
+    let archive = run_common::vendor_archive("busybox");
+    let out = skiff(&["image", "import", archive.to_str().expect("utf8")]);
+    assert!(out.status.success(), "import: {}", text(&out));
+    // Fill the disk.
+    let filler = fs.path().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .output();
+    for scratch in ["disk", "tmpfs"] {
+        let out = skiff(&["run", "--scratch", scratch, BUSYBOX, "true"]);
+        if scratch == "disk" {
+            assert_eq!(out.status.code(), Some(125), "{scratch}: {}", text(&out));
+            assert!(
+                text(&out).contains("No space left"),
+                "{scratch}: the error names the cause: {}",
+                text(&out)
+            );
+        }
+        for dir in ["run", "leases"] {
+            let left: Vec<_> = std::fs::read_dir(root.join(dir))
+                .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            assert!(left.is_empty(), "{scratch}: {dir} left: {left:?}");
+        }
+    }
+    std::fs::remove_file(&filler).expect("rm filler");
+    let out = skiff(&["run", BUSYBOX, "true"]);
+    assert!(out.status.success(), "after space is freed: {}", text(&out));
+    let verify = skiff(&["image", "verify"]);
+    assert!(verify.status.success(), "verify: {}", text(&verify));
+    // Prunes this store's group cgroups (no launcher is alive).
+    let gc = skiff(&["gc"]);
+    assert!(gc.status.success(), "gc: {}", text(&gc));
+    drop(e);
 }

@@ -182,6 +182,29 @@ pub struct JobSpec {
     pub stop_timeout: Duration,
     /// Where the overlay scratch lives.
     pub scratch: ScratchMode,
+    /// `--scratch-size`: the size of the scratch tmpfs, which caps the
+    /// job's writable layer (default: the memory limit, else
+    /// [`DEFAULT_SCRATCH_BYTES`]).
+    #[serde(rename = "scratch_size_bytes", skip_serializing_if = "Option::is_none")]
+    pub scratch_size: Option<u64>,
+}
+
+/// The scratch tmpfs size when neither `--scratch-size` nor a memory limit
+/// is given: a job's writable layer never grows past it (ENOSPC), so one
+/// job cannot take the host's memory by writing files.
+pub const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
+
+/// The smallest scratch tmpfs (the bundle and state live there too).
+pub const MIN_SCRATCH_BYTES: u64 = 1 << 20;
+
+impl JobSpec {
+    /// The size of this job's scratch tmpfs, in bytes.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch_size
+            .or(self.limits.memory_bytes)
+            .unwrap_or(DEFAULT_SCRATCH_BYTES)
+            .max(MIN_SCRATCH_BYTES)
+    }
 }
 
 /// Docker's default grace between SIGTERM and SIGKILL.
@@ -209,6 +232,7 @@ impl Default for JobSpec {
             timeout: None,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             scratch: ScratchMode::default(),
+            scratch_size: None,
         }
     }
 }
@@ -295,6 +319,7 @@ const F_ENV: (&str, &str) = ("--env", "env");
 const F_HOSTNAME: (&str, &str) = ("--hostname", "hostname");
 const F_VOLUME: (&str, &str) = ("--volume", "volumes");
 const F_TMPFS: (&str, &str) = ("--tmpfs", "tmpfs");
+const F_SCRATCH_SIZE: (&str, &str) = ("--scratch-size", "scratch_size_bytes");
 const F_TIMEOUT: (&str, &str) = ("--timeout", "timeout_ms");
 const F_STOP: (&str, &str) = ("--stop-timeout", "stop_timeout_ms");
 const F_COMMAND: (&str, &str) = ("COMMAND", "command");
@@ -414,6 +439,15 @@ impl JobSpec {
                         format!("cannot reach the source path {}: {e}", v.host.display()),
                     ))
                 }
+            }
+        }
+        if let Some(n) = self.scratch_size {
+            if !(MIN_SCRATCH_BYTES..=MAX_BYTES).contains(&n) {
+                return Err(bad(
+                    F_SCRATCH_SIZE,
+                    n.to_string(),
+                    format!("accepted: {MIN_SCRATCH_BYTES} to {MAX_BYTES} bytes"),
+                ));
             }
         }
         for t in &self.tmpfs {

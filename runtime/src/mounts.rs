@@ -40,14 +40,15 @@ pub fn enter_private_mount_namespace() -> Result<()> {
     })
 }
 
-/// Mount a tmpfs for a job's scratch (overlay upper and work, bundle, etc).
-pub fn mount_scratch_tmpfs(target: &Path) -> Result<()> {
+/// Mount a tmpfs of `size` bytes for a job's scratch (overlay upper and
+/// work, bundle, etc): the size caps the job's writable layer.
+pub fn mount_scratch_tmpfs(target: &Path, size: u64) -> Result<()> {
     mount(
         Some("tmpfs"),
         target,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0700"),
+        Some(format!("mode=0700,size={size}").as_str()),
     )
     .map_err(|e| Error::Mount {
         what: "scratch tmpfs",

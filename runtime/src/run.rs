@@ -446,7 +446,7 @@ impl Runner {
     ) -> Result<JobResult> {
         fs::create_dir(scratch).ctx("create", scratch)?;
         if job.scratch == ScratchMode::Tmpfs {
-            mounts::mount_scratch_tmpfs(scratch)?;
+            mounts::mount_scratch_tmpfs(scratch, job.scratch_bytes())?;
             mounted.push(scratch.to_path_buf());
         }
         let sub = |n: &str| scratch.join(n);
