@@ -40,6 +40,47 @@ pub enum BenchCommand {
     /// Uses a private bench store under --workdir; the store named by --root
     /// is never touched.
     Launch(LaunchArgs),
+
+    /// A soak: many jobs (default 10,000) through `skiff launcher`
+    /// processes, printing each launcher's RSS, fds and mounts and the
+    /// store's leftover cgroups, run directories and leases every --every
+    /// jobs. Exits non-zero if a job failed or anything leaked.
+    ///
+    /// Uses a fresh store under --workdir; the store named by --root is
+    /// never touched.
+    Soak(SoakArgs),
+}
+
+/// `skiff bench soak` options.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// Jobs in all.
+    #[arg(long, value_name = "N", default_value_t = bench::soak::DEFAULT_JOBS)]
+    pub jobs: usize,
+
+    /// Launcher processes (jobs go round-robin through them, in parallel).
+    #[arg(long, value_name = "K", default_value_t = bench::soak::DEFAULT_LAUNCHERS)]
+    pub launchers: usize,
+
+    /// Take a sample every M jobs.
+    #[arg(long, value_name = "M", default_value_t = bench::soak::DEFAULT_EVERY)]
+    pub every: usize,
+
+    /// Also write the samples and the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// The image archive [default: vendor-images/busybox.tar].
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+
+    /// Work directory; the soak's store is WORKDIR/soak/store.
+    #[arg(long, value_name = "DIR", default_value = import::DEFAULT_WORKDIR)]
+    pub workdir: PathBuf,
+
+    /// No notes on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `skiff bench launch` options.
@@ -184,6 +225,7 @@ pub fn run(_root: &Path, args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BenchCommand::Import(a)) => run_import(a),
         Some(BenchCommand::Launch(a)) => run_launch(a),
+        Some(BenchCommand::Soak(a)) => run_soak(a),
         None => run_launch(args.launch),
     }
 }
@@ -234,6 +276,37 @@ fn run_launch(a: LaunchArgs) -> anyhow::Result<()> {
     ui.note(format!("results: {}", written.json.display()));
     for p in &written.plots {
         ui.note(format!("plot: {}", p.display()));
+    }
+    Ok(())
+}
+
+fn run_soak(a: SoakArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let cfg = bench::soak::SoakConfig {
+        skiff_exe: std::env::current_exe().context("finding the skiff binary")?,
+        image: a.image,
+        jobs: a.jobs,
+        launchers: a.launchers,
+        every: a.every,
+        workdir: a.workdir,
+    };
+    let ui = bench::Ui::new(a.quiet);
+    let results = bench::soak::run(&cfg, &ui, &mut |s| {
+        println!("{}", s.line());
+        let _ = std::io::stdout().flush();
+    })
+    .context("soak")?;
+    if let Some(path) = &a.json {
+        results.write_json(path).context("writing the results")?;
+        ui.note(format!("results: {}", path.display()));
+    }
+    print!("{}", results.summary_text());
+    if !results.ok() {
+        anyhow::bail!(
+            "soak failed: {} failed jobs, {} leaks",
+            results.summary.failures,
+            results.summary.leaks.len()
+        );
     }
     Ok(())
 }

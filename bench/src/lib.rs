@@ -6,6 +6,8 @@
 //!   realistic multi-layer `docker save` archive and cached.
 //! - [`launch`]: launch latency and throughput of `skiff run` and skiff's
 //!   launcher pool against runc, crun, podman, docker and the kernel's floor.
+//! - [`soak`]: many jobs through the launcher pool, sampling RSS, fds,
+//!   mounts, cgroups, run directories and leases for leaks.
 //! - [`plot`]: the launch benchmark's plots (SVG and PNG).
 //! - [`trash`]: run output is renamed aside and deleted only after the last
 //!   timed run (bulk deletes slow ext4 file creation for a while).
@@ -21,6 +23,7 @@ pub mod import;
 pub mod launch;
 pub mod plot;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod trash;
 pub mod ui;
