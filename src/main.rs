@@ -84,8 +84,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Launcher(_) | Command::Check(_) | Command::MatrixGuest(_)
+        Command::Run(_) | Command::Launcher(_) | Command::Check(_)
     ) {
+        // (`matrix-guest` does it itself, once it has mounted /proc.)
         // Jobs must never be able to write the binary they were cloned
         // from: re-execute from a read-only bind mount of it first.
         if let Err(e) = runtime::readonly_exe::reexec_read_only() {

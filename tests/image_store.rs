@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{is_root, prerequisite, vendor, Env};
@@ -298,29 +298,27 @@ fn test_store_rm_and_gc_keep_shared_and_leased_snapshots() {
         "image kept while another tag names it"
     );
 
-    // A live lease (held by another process with flock) keeps compat's snapshots.
+    // A live lease, held by a running job (its launcher's POSIX lock),
+    // keeps compat's snapshots.
     let inspect = env.json(&["image", "inspect", "skiff-vendor/compat"]);
-    let lease = env.root().join("leases/test-job.lease");
-    let body = serde_json::json!({
-        "image": inspect["id"],
-        "chain": inspect["layers"].as_array().expect("layers").iter().map(|l| l["chain_id"].clone()).collect::<Vec<_>>(),
-    });
-    fs::write(&lease, body.to_string()).expect("lease");
-    // The shell takes the lock on fd 9 and becomes `sleep`, which keeps it.
-    let mut holder = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 9<>'{}'; flock 9; exec sleep 600",
-            lease.display()
-        ))
+    let mut holder = env
+        .skiff()
+        .args([
+            "run",
+            "--name",
+            "test-job",
+            "--entrypoint",
+            "/bin/sleep",
+            "skiff-vendor/compat",
+            "600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("flock holder");
-    assert!(wait_for(|| Command::new("flock")
-        .args(["-n", "-x"])
-        .arg(&lease)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| !s.success())));
+        .expect("skiff run");
+    assert!(wait_for(
+        || env.count("leases") == 1 && env.count("run") >= 1
+    ));
 
     let r = env.json(&["image", "rm", "skiff-vendor/compat"]);
     assert_eq!(r["deleted"], inspect["id"]);
@@ -335,6 +333,8 @@ fn test_store_rm_and_gc_keep_shared_and_leased_snapshots() {
     let gc = env.json(&["image", "gc"]);
     assert_eq!(gc["stale_leases_removed"], 1);
     assert_eq!(gc["snapshots_removed"], 4);
+    // The killed job's run directory and cgroup.
+    assert!(env.run(&["gc"]).status.success());
     assert_eq!(env.count("snapshots"), 2);
     assert!(env.count("blobs/sha256") < blobs_before);
     // busybox still fully usable.

@@ -440,3 +440,79 @@ fn test_fault_full_store_disk_fails_cleanly_and_leaves_nothing() {
     assert!(gc.status.success(), "gc: {}", text(&gc));
     drop(e);
 }
+
+#[test]
+fn test_fault_concurrent_run_gc_image_rm_and_image_gc() {
+    let Some(e) = env() else { return };
+    let root = e.root.path().to_path_buf();
+    let compat = run_common::vendor_archive("compat");
+    let skiff = move |root: &Path, args: &[&str]| {
+        Command::new(run_common::skiff_bin())
+            .env("SKIFF_ROOT", root)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("skiff")
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    // Jobs on both images: a compat job either finds no image (a clean 125)
+    // or runs to the end with all its files.
+    for image in [BUSYBOX, run_common::COMPAT] {
+        let root = root.clone();
+        workers.push(std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            for i in 0..40 {
+                let out = skiff(
+                    &root,
+                    &[
+                        "run",
+                        "--entrypoint",
+                        "/bin/sh",
+                        image,
+                        "-c",
+                        "ls /bin | wc -l",
+                    ],
+                );
+                let t = text(&out);
+                let ok = out.status.success()
+                    && stdout(&out).trim().parse::<u32>().is_ok_and(|n| n > 10);
+                let clean_miss = out.status.code() == Some(125) && t.contains("no such image");
+                if !(ok || (image != BUSYBOX && clean_miss)) {
+                    bad.push(format!("{image} job {i}: {:?} {t}", out.status));
+                }
+            }
+            bad
+        }));
+    }
+    let churn = {
+        let (root, done, compat) = (root.clone(), done.clone(), compat.clone());
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for args in [
+                    vec!["image", "rm", run_common::COMPAT],
+                    vec!["image", "gc"],
+                    vec!["image", "import", compat.to_str().expect("utf8")],
+                    vec!["gc"],
+                ] {
+                    let out = skiff(&root, &args);
+                    let missing =
+                        args.get(1) == Some(&"rm") && text(&out).contains("no such image");
+                    if !out.status.success() && !missing {
+                        bad.push(format!("{args:?}: {}", text(&out)));
+                    }
+                }
+            }
+            bad
+        })
+    };
+    let mut bad: Vec<String> = Vec::new();
+    for w in workers {
+        bad.extend(w.join().expect("join"));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    bad.extend(churn.join().expect("join"));
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert_gc_leaves_nothing(&e, "concurrent run, gc, image rm, image gc");
+}

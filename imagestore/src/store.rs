@@ -169,9 +169,8 @@ impl Store {
                 Some(l) => l,
                 None => continue,
             };
-            let written = (&*lock.file())
-                .write_all(&body)
-                .and_then(|()| lock.file().sync_data());
+            let mut file: &fs::File = lock.file();
+            let written = file.write_all(&body).and_then(|()| file.sync_data());
             if let Err(e) = written {
                 // No empty or partial lease is left behind.
                 drop(lock);

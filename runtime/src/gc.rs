@@ -61,11 +61,10 @@ pub fn collect(run_root: &Path, cgroups: &dyn CgroupDriver) -> Result<GcReport> 
         }
         if name.starts_with(".new-") {
             // A job directory being made: nothing was launched from it yet.
-            let stale = match process_lock::holder(&dir.join("lock")) {
-                Ok(None) => true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => older_than_grace(&dir),
-                _ => false,
-            };
+            // Its lock file exists unlocked for a moment, so only an old one
+            // whose lock nobody holds is stale.
+            let stale = older_than_grace(&dir)
+                && !matches!(process_lock::holder(&dir.join("lock")), Ok(Some(_)));
             if stale {
                 let _ = fs::remove_dir_all(&dir);
             }

@@ -336,7 +336,16 @@ pub fn exit_vm(code: u32) -> ! {
 pub fn main() -> ! {
     let t = Instant::now();
     let mut report = GuestReport::default();
-    let proc = mount("proc", "/proc", "proc", None);
+    // Mounted already when this is the re-execution below.
+    let proc = if Path::new("/proc/self/exe").exists() {
+        Ok(())
+    } else {
+        mount("proc", "/proc", "proc", None)
+    };
+    // Jobs must never be able to write this binary (needs /proc): re-execute
+    // from a read-only bind mount of it, once.
+    let proc =
+        proc.and_then(|()| crate::readonly_exe::reexec_read_only().map_err(|e| format!("{e}")));
     let params = cmdline_params(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
     report.cgroup = params.get("cgroup").cloned().unwrap_or_else(|| "v2".into());
     report.kernel = nix::sys::utsname::uname()
