@@ -28,6 +28,12 @@ use crate::error::{Error, Result};
 /// the binary read-only cannot loop.
 const MARKER: &str = "_SKIFF_READONLY_EXE";
 
+/// Whether this process is the re-execution of [`reexec_read_only`]: it
+/// then runs in the private mount namespace that call made.
+pub fn in_private_namespace() -> bool {
+    std::env::var_os(MARKER).is_some() && exe_is_read_only()
+}
+
 /// Whether this process runs from a binary on a read-only mount.
 pub fn exe_is_read_only() -> bool {
     match nix::sys::statvfs::statvfs("/proc/self/exe") {

@@ -304,7 +304,9 @@ impl Runner {
             // Never a warning: a launcher's stderr may be a job's stderr.
             tracing::info!(jobs = ?report.jobs, cgroups = ?report.stray_cgroups, "cleaned up after killed jobs");
         }
-        mounts::enter_private_mount_namespace()?;
+        if !crate::readonly_exe::in_private_namespace() {
+            mounts::enter_private_mount_namespace()?;
+        }
         let seccomp = seccomp::Cache::new(store.root().join("cache").join("seccomp"));
         Ok(Runner {
             store,
