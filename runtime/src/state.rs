@@ -149,6 +149,11 @@ impl JobDir {
         fs::rename(&tmp, &p).ctx("rename", &p)
     }
 
+    /// Remove the directory; the lock goes when this value is dropped.
+    pub fn remove_in_place(&self) -> Result<()> {
+        fs::remove_dir_all(&self.path).ctx("remove", &self.path)
+    }
+
     /// Remove the directory (the lock goes with it).
     pub fn remove(self) -> Result<()> {
         fs::remove_dir_all(&self.path).ctx("remove", &self.path)

@@ -1,0 +1,45 @@
+//! Phase 1, lookup: the image, its config and mount description in the
+//! store; the job's name claimed (`ROOT/run/<job>/`, locked); the lease.
+
+use std::path::Path;
+
+use imagestore::{Lease, MountDescription, Store};
+
+use crate::error::Result;
+use crate::state::JobDir;
+
+/// What the lookup found and holds for the job.
+#[derive(Debug)]
+pub(super) struct Found {
+    /// The image's config.
+    pub(super) config: oci_spec::image::ImageConfiguration,
+    /// The image's layers, for the overlay.
+    pub(super) desc: MountDescription,
+    /// The job's state directory.
+    pub(super) dir: JobDir,
+    /// Keeps the image's snapshots from `image gc` while the job runs.
+    pub(super) lease: Lease,
+}
+
+/// The lookup phase.
+pub(super) fn lookup(store: &Store, run_root: &Path, image: &str, name: &str) -> Result<Found> {
+    let rec = store.resolve(image)?;
+    let config = store.image_config(&rec)?;
+    let desc = store.mount_description(&rec)?;
+    // The name is claimed first: a second job of the same name is refused
+    // here, before it could touch the first one's lease.
+    let dir = JobDir::create(run_root, name)?;
+    let lease = match store.lease(name, &rec) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = dir.remove();
+            return Err(e.into());
+        }
+    };
+    Ok(Found {
+        config,
+        desc,
+        dir,
+        lease,
+    })
+}

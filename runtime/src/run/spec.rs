@@ -1,0 +1,242 @@
+//! Phase 3, spec: Docker's rules for the job's process, read from the image
+//! through a safe root; the command looked up (127/126 without launching);
+//! the job's `/etc` files; `config.json`; the job record for `gc`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::cgroups;
+use crate::error::{Error, IoContext, Result};
+use crate::exec::{lookup_command, LookupError, SkiffExecutor};
+use crate::image_process::{merge_env, process_args};
+use crate::job::{JobSpec, NetworkMode, SeccompMode};
+use crate::oci::{self, ProcessPlan, SpecPaths};
+use crate::safe_root::SafeRoot;
+use crate::seccomp;
+use crate::state::JobRecord;
+use crate::user::resolve_user;
+
+use super::{JobCtx, Runner};
+
+/// What the launch phase needs.
+#[derive(Debug)]
+pub(super) struct Ready {
+    /// skiff's in-container executor (with the precompiled filter, if any).
+    pub(super) executor: SkiffExecutor,
+    /// The job record, completed with the init pid at create.
+    pub(super) record: JobRecord,
+    /// `scratch/bundle`, holding `config.json`.
+    pub(super) bundle: PathBuf,
+}
+
+/// The spec phase's outcome.
+#[derive(Debug)]
+pub(super) enum Prepared {
+    /// Ready to launch.
+    Ready(Ready),
+    /// The command cannot run (127 / 126), decided without launching.
+    NotRunnable(LookupError),
+}
+
+fn hosts_file(hostname: &str, network: NetworkMode) -> String {
+    if network == NetworkMode::Host {
+        if let Ok(h) = fs::read_to_string("/etc/hosts") {
+            return h;
+        }
+    }
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
+
+/// Docker's rules for a job's process, applied to its image's config: the
+/// user (resolved in the image's own `/etc/passwd` and `/etc/group`, read
+/// through `root`), hostname (default: the first 12 characters of
+/// `job.name`), environment, argv, working directory (created in the rootfs
+/// when missing) and capabilities (never beyond `bounding`). Every backend's
+/// `config.json` is built from this plan by [`oci::build_spec`].
+pub fn plan_process(
+    job: &JobSpec,
+    config: &oci_spec::image::ImageConfiguration,
+    root: &SafeRoot,
+    bounding: &[oci_spec::runtime::Capability],
+) -> Result<ProcessPlan> {
+    let cfg = config.config().clone().unwrap_or_default();
+    let read = |p: &str| -> Result<Option<String>> {
+        Ok(root
+            .read_small(p, 1 << 20)
+            .ctx("read image file", p)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    };
+    let user_spec = job
+        .user
+        .clone()
+        .or_else(|| cfg.user().clone())
+        .unwrap_or_default();
+    let user = resolve_user(
+        &user_spec,
+        read("/etc/passwd")?.as_deref(),
+        read("/etc/group")?.as_deref(),
+    )?;
+    let hostname = job
+        .hostname
+        .clone()
+        .unwrap_or_else(|| job.name.chars().take(12).collect());
+    let env = merge_env(
+        cfg.env().as_deref().unwrap_or(&[]),
+        &job.env,
+        &hostname,
+        &user.home,
+    );
+    let args = process_args(
+        cfg.entrypoint().as_deref(),
+        cfg.cmd().as_deref(),
+        job.entrypoint.as_deref(),
+        &job.command,
+    )?;
+    let cwd = job
+        .workdir
+        .clone()
+        .or_else(|| cfg.working_dir().clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    if !cwd.starts_with('/') {
+        return Err(Error::InvalidOption {
+            what: "working directory",
+            value: cwd,
+            detail: "must be an absolute path".into(),
+        });
+    }
+    root.mkdir_all(&cwd).ctx("create working directory", &cwd)?;
+    let resolved = root.resolve(&cwd).ctx("resolve working directory", &cwd)?;
+    if is_proc_magic_link(&resolved) {
+        // Such a path leads wherever a descriptor of the init points: the
+        // class of CVE-2024-21626. Docker refuses it too.
+        return Err(Error::InvalidOption {
+            what: "working directory",
+            value: cwd,
+            detail: format!("{resolved} is a magic link of /proc, not a directory of the image"),
+        });
+    }
+    let caps = oci::capabilities(&job.cap_add, &job.cap_drop, bounding)?;
+    Ok(ProcessPlan {
+        args,
+        env,
+        cwd,
+        user,
+        hostname,
+        caps,
+    })
+}
+
+/// Whether `path` (absolute, symlinks resolved) names or passes through a
+/// per-process magic link of `/proc`: `/proc/{self,thread-self,PID}/`
+/// followed by `fd`, `cwd`, `root`, `exe`, `map_files` or `task`.
+pub fn is_proc_magic_link(path: &str) -> bool {
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match comps.as_slice() {
+        ["proc", who, what, ..] => {
+            (*who == "self" || *who == "thread-self" || who.bytes().all(|b| b.is_ascii_digit()))
+                && matches!(*what, "fd" | "cwd" | "root" | "exe" | "map_files" | "task")
+        }
+        _ => false,
+    }
+}
+
+/// Write a job's `hostname`, `hosts` and `resolv.conf` (the host's) into
+/// `etc`, from where [`oci::build_spec`] bind-mounts them over the image's.
+pub fn write_etc_files(etc: &Path, hostname: &str, network: NetworkMode) -> Result<()> {
+    fs::write(etc.join("hostname"), format!("{hostname}\n")).ctx("write", etc.join("hostname"))?;
+    fs::write(etc.join("hosts"), hosts_file(hostname, network)).ctx("write", etc.join("hosts"))?;
+    let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+    fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))
+}
+
+/// The spec phase.
+pub(super) fn spec(
+    runner: &mut Runner,
+    ctx: &JobCtx<'_>,
+    config: &oci_spec::image::ImageConfiguration,
+    rootfs: &Path,
+) -> Result<Prepared> {
+    let job = ctx.job;
+    let root = SafeRoot::open(rootfs).ctx("open", rootfs)?;
+    let plan = plan_process(job, config, &root, &runner.bounding)?;
+    let in_volume = job
+        .volumes
+        .iter()
+        .any(|v| plan.args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/'))));
+    if !in_volume {
+        if let Err(e) = lookup_command(&root, &plan.args[0], &plan.env, &plan.cwd) {
+            return Ok(Prepared::NotRunnable(e));
+        }
+    }
+    let etc = ctx.sub("etc");
+    write_etc_files(&etc, &plan.hostname, job.network)?;
+    let placement = ctx.backend.seccomp_placement();
+    let executor = SkiffExecutor {
+        seccomp: match (job.seccomp, placement) {
+            (SeccompMode::Default, seccomp::Placement::Executor) => {
+                Some(runner.seccomp.default_filter(&plan.caps)?)
+            }
+            _ => None,
+        },
+    };
+    let cgroup_path = runner.cgroups.job_path(&job.name);
+    let spec = oci::build_spec(
+        job,
+        &plan,
+        &SpecPaths {
+            rootfs,
+            etc_dir: &etc,
+            cgroups_path: &cgroup_path,
+            seccomp: placement,
+        },
+        Some(cgroups::resources(&job.limits)?),
+    )?;
+    let bundle = ctx.sub("bundle");
+    spec.save(bundle.join("config.json"))
+        .map_err(|e| Error::BuildSpec(e.to_string()))?;
+    let record = JobRecord {
+        name: job.name.clone(),
+        launcher_pid: std::process::id() as i32,
+        init_pid: None,
+        init_start_time: None,
+        cgroup_path,
+    };
+    ctx.dir.write_record(&record)?;
+    Ok(Prepared::Ready(Ready {
+        executor,
+        record,
+        bundle,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_is_proc_magic_link() {
+        for p in [
+            "/proc/self/fd/5",
+            "/proc/1/cwd",
+            "/proc/thread-self/root/x",
+            "/proc//self/./fd",
+        ] {
+            assert!(is_proc_magic_link(p), "{p}");
+        }
+        for p in [
+            "/proc",
+            "/proc/self",
+            "/proc/sys/kernel",
+            "/data/proc/self/fd/5",
+            "/",
+        ] {
+            assert!(!is_proc_magic_link(p), "{p}");
+        }
+    }
+}
