@@ -1,12 +1,12 @@
 //! `skiff check`: what this host supports and what follows for skiff.
-//! Argument parsing and output only: the probes are `runtime::probe`.
+//! Argument parsing and output only: the probes are `compat::probe`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use compat::conformance::{self, InProcess, Launch};
+use compat::probe::{self, ImageCheck, Report};
 use imagestore::{ImportOptions, Input, Store};
-use runtime::conformance::{self, InProcess, Launch};
-use runtime::probe::{self, ImageCheck, Report};
 use runtime::{Backend, JobSpec};
 
 /// Arguments of `skiff check`.

@@ -1,12 +1,12 @@
 //! `skiff matrix`: the conformance suite across kernels × cgroup modes ×
-//! runtimes (`runtime::matrix`), and the hidden `skiff matrix-guest`, pid 1
+//! runtimes (`compat::matrix`), and the hidden `skiff matrix-guest`, pid 1
 //! of each matrix VM.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use runtime::matrix::{self, kernel, report, Options};
+use compat::matrix::{self, kernel, report, Options};
 
 /// Arguments of `skiff matrix`.
 #[derive(Debug, clap::Args)]

@@ -211,7 +211,7 @@ fn remove_store_cgroups(dir: &std::path::Path) {
         }
         if p.join("blobs").is_dir() {
             if let Ok(root) = std::fs::canonicalize(&p) {
-                runtime::matrix::remove_group_cgroups(&root);
+                compat::matrix::remove_group_cgroups(&root);
             }
         } else {
             remove_store_cgroups(&p);

@@ -257,5 +257,5 @@ fn test_check_image_launches_a_job() {
     assert!(img["launch_ms"].as_f64().expect("launch_ms") > 0.0);
     assert_eq!(check(&v, "image.launch")["status"], "ok");
     assert_ne!(code, 1);
-    runtime::matrix::remove_group_cgroups(&env.root());
+    compat::matrix::remove_group_cgroups(&env.root());
 }

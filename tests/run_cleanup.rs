@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use compat::conformance::Launch;
 use run_common::{env, job_stderr, stdout, BUSYBOX};
-use runtime::conformance::Launch;
 use runtime::JobSpec;
 
 /// Processes whose root directory is inside `dir` (i.e. jobs of this store).

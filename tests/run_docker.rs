@@ -1,5 +1,5 @@
 //! `skiff run` behaves like `docker run` (issue 3): the conformance suite
-//! (`runtime::conformance`) on the default libcontainer path, through
+//! (`compat::conformance`) on the default libcontainer path, through
 //! `skiff run` and through a pool launcher, plus the behaviours that need a
 //! live process (stdin, signals, streaming).
 

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use compat::conformance::Launch;
 use hostile_images::{derive, layer, Entry};
 use run_common::{env, stdout, vendor_archive, Env, BUSYBOX};
-use runtime::conformance::Launch;
 use runtime::JobSpec;
 
 fn backends() -> Vec<Option<&'static str>> {

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use compat::conformance::Launch;
 use run_common::{env, stdout, Env, BUSYBOX};
-use runtime::conformance::Launch;
 use runtime::JobSpec;
 
 fn backends() -> Vec<Option<&'static str>> {

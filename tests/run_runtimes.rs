@@ -1,6 +1,6 @@
 //! `--runtime runc` (and crun) give the same observable results as the
 //! default libcontainer path on the same conformance suite
-//! (`runtime::conformance`).
+//! (`compat::conformance`).
 
 mod run_common;
 
@@ -108,7 +108,7 @@ fn test_run_runtimes_oom_accounting_parity() {
 fn test_run_runtimes_pool_launcher_mixes_backends() {
     // One launcher serves libcontainer and runc jobs in turn (the matrix and
     // a scheduler do this): same results, nothing left behind.
-    use runtime::conformance::Launch;
+    use compat::conformance::Launch;
     let Some(e) = env() else { return };
     if !have("runc") {
         if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runtime::conformance::Launch as _;
+use compat::conformance::Launch as _;
 use runtime::pool::Launcher;
 use runtime::{JobSpec, Limits, NetworkMode};
 use serde::{Deserialize, Serialize};
@@ -537,7 +537,7 @@ fn fresh_store(dir: &Path) -> BenchResult<()> {
     if store.exists() {
         crate::trash::unmount_under(&store);
         if let Ok(root) = fs::canonicalize(&store) {
-            runtime::matrix::remove_group_cgroups(&root);
+            compat::matrix::remove_group_cgroups(&root);
         }
         fs::remove_dir_all(&store).ctx("remove the old soak store", &store)?;
     }
@@ -767,7 +767,7 @@ pub fn run(cfg: &SoakConfig, ui: &Ui, on_sample: &mut dyn FnMut(&Sample)) -> Res
         leaks,
     };
     // The launchers are gone: their group cgroups would otherwise stay.
-    runtime::matrix::remove_group_cgroups(&root);
+    compat::matrix::remove_group_cgroups(&root);
     let (true_job, _, _) = job(0);
     let (out_job, _, _) = job(OUTPUT_EVERY - 1);
     Ok(SoakResults {

@@ -109,3 +109,15 @@ impl<T> IoContext<T> for nix::Result<T> {
         self.map_err(|e| Error::io(op, path, io::Error::from(e)))
     }
 }
+
+/// Full message of an error with its causes.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
+    msg
+}

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 
 use crate::cgroups::CgroupDriver;
 use crate::error::{IoContext, Result};
-use crate::state::{process_start_time, read_record};
+use crate::state::{new_dir_maker_alive, process_start_time, read_record};
 
 /// What a collection found and removed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -61,10 +61,11 @@ pub fn collect(run_root: &Path, cgroups: &dyn CgroupDriver) -> Result<GcReport> 
         }
         if name.starts_with(".new-") {
             // A job directory being made: nothing was launched from it yet.
-            // Its lock file exists unlocked for a moment, so only an old one
-            // whose lock nobody holds is stale.
-            let stale = older_than_grace(&dir)
-                && !matches!(process_lock::holder(&dir.join("lock")), Ok(Some(_)));
+            // Its name says who makes it; an unparsable one goes after GRACE.
+            let stale = match new_dir_maker_alive(&name) {
+                Some(alive) => !alive,
+                None => older_than_grace(&dir),
+            };
             if stale {
                 let _ = fs::remove_dir_all(&dir);
             }

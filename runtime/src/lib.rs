@@ -18,27 +18,26 @@
 //!    the state. [`gc`] does the same for jobs whose launcher died.
 //!
 //! Callers with threads launch through [`pool`] launcher processes. The
-//! [`conformance`] suite is the fixed list of jobs, with Docker's results,
-//! that the tests, `skiff check` and `skiff matrix` run.
+//! launch path only lives here: the compatibility tooling (the suite,
+//! `skiff check`'s probes, `skiff matrix`) is the `skiff-compat` crate, which
+//! depends on this one.
 //!
 //! See `docs/runtime.md` and `docs/cgroups.md`.
 
 pub mod backend;
+pub mod capture;
 pub mod cgroups;
 pub mod confine;
-pub mod conformance;
 pub mod error;
 pub mod exec;
 pub mod fd_passing;
 pub mod gc;
 pub mod image_process;
 pub mod job;
-pub mod matrix;
 pub mod mounts;
 pub mod oci;
 pub mod output_dir;
 pub mod pool;
-pub mod probe;
 pub mod readonly_exe;
 pub mod run;
 pub mod safe_root;
@@ -48,7 +47,6 @@ pub mod supervise;
 pub mod user;
 
 pub use backend::Backend;
-pub use conformance::{Case, Launch, SuiteReport};
 pub use error::{Error, Result};
 pub use job::{JobSpec, Limits, NetworkMode, ScratchMode, SeccompMode, Volume};
 pub use run::{JobIo, JobResult, Phases, Runner};

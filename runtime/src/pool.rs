@@ -45,7 +45,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -53,7 +53,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::conformance::{self, Launch, Outcome};
 use crate::error::{Error, IoContext, Result};
 use crate::fd_passing::{self, MAX_FDS};
 use crate::job::{JobSpec, Via};
@@ -274,7 +273,7 @@ pub fn handle(
     };
     let (stdout, stderr) = match sinks() {
         Ok(s) => s,
-        Err(e) => return Reply::Error(conformance::error_chain(&e)),
+        Err(e) => return Reply::Error(crate::error::error_chain(&e)),
     };
     let run = || -> Result<JobResult> {
         let backend = Backend::parse(req.runtime.as_deref().unwrap_or(""))?;
@@ -287,7 +286,7 @@ pub fn handle(
     };
     match run() {
         Ok(r) => Reply::Ok(r),
-        Err(e) => Reply::Error(conformance::error_chain(&e)),
+        Err(e) => Reply::Error(crate::error::error_chain(&e)),
     }
 }
 
@@ -407,7 +406,7 @@ pub fn serve(runner: &mut Runner, sock: &UnixStream, dir: Option<&OutputDir>) ->
         let reply = match frame {
             Frame::Line(line, fds) => match parse_request(&line) {
                 Ok(req) => handle(runner, req, &fds, dir),
-                Err(e) => Reply::Error(conformance::error_chain(&e)),
+                Err(e) => Reply::Error(crate::error::error_chain(&e)),
             },
             Frame::TooLarge { size } => Reply::Error(RequestError::TooLarge { size }.to_string()),
             Frame::TooManyFds => Reply::Error(format!(
@@ -470,6 +469,11 @@ impl Launcher {
     /// the launcher's libcontainer).
     pub fn set_runtime(&mut self, runtime: Option<String>) {
         self.runtime = runtime;
+    }
+
+    /// The `runtime` set by [`Launcher::set_runtime`].
+    pub fn runtime(&self) -> Option<&str> {
+        self.runtime.as_deref()
     }
 
     /// The launcher's pid (for counting its fds and mounts).
@@ -575,34 +579,6 @@ impl Drop for Launcher {
     }
 }
 
-/// Runs each job in the launcher, capturing output in memory files whose
-/// descriptors go with the request.
-impl Launch for Launcher {
-    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, String> {
-        let mut out = conformance::capture_file("skiff-stdout").map_err(|e| e.to_string())?;
-        let mut err = conformance::capture_file("skiff-stderr").map_err(|e| e.to_string())?;
-        let req = Request {
-            image: image.to_string(),
-            job: job.clone(),
-            runtime: self.runtime.clone(),
-            stdout: Some(Sink::Fd(0)),
-            stderr: Some(Sink::Fd(1)),
-            output_cap: Some(conformance::OUTPUT_CAP),
-        };
-        let reply = self
-            .request_with_fds(&req, &[out.as_fd(), err.as_fd()])
-            .map_err(|e| e.to_string())?;
-        match reply {
-            Reply::Ok(result) => Ok(Outcome {
-                result,
-                stdout: conformance::read_capture(&mut out),
-                stderr: conformance::read_capture(&mut err),
-            }),
-            Reply::Error(e) => Ok(Outcome::failed(e)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,7 +668,7 @@ mod tests {
             (r#"{"command":["true"]}"#, "image"),
             (r#"[1]"#, "malformed"),
         ] {
-            let e = conformance::error_chain(&parse_request(body.as_bytes()).expect_err(body));
+            let e = crate::error::error_chain(&parse_request(body.as_bytes()).expect_err(body));
             assert!(e.contains(what), "{body}: {e}");
         }
     }

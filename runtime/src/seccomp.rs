@@ -761,7 +761,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Bpf> {
             }
         }
     }
-    let mut out = crate::conformance::capture_file("skiff-seccomp-bpf")?;
+    let mut out = crate::capture::capture_file("skiff-seccomp-bpf")?;
     ctx.export_bpf(&out).map_err(err)?;
     let mut buf = Vec::new();
     out.rewind()

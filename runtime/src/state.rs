@@ -62,6 +62,26 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// The private name a job directory is made under before it is renamed
+/// into place: `.new-PID-STARTTIME-NAME`, so `gc` can tell whether its maker
+/// is alive.
+fn new_dir_name(name: &str) -> String {
+    let pid = std::process::id() as i32;
+    let start = process_start_time(pid).unwrap_or(0);
+    format!(".new-{pid}-{start}-{name}")
+}
+
+/// Whether the maker of a `.new-*` job directory is alive (`None`: the name
+/// is not one [`JobDir::create`] makes).
+pub fn new_dir_maker_alive(dir_name: &str) -> Option<bool> {
+    let rest = dir_name.strip_prefix(".new-")?;
+    let mut it = rest.splitn(3, '-');
+    let pid: i32 = it.next()?.parse().ok()?;
+    let start: u64 = it.next()?.parse().ok()?;
+    it.next()?;
+    Some(process_start_time(pid) == Some(start))
+}
+
 /// A random 12-hex-digit job id.
 pub fn random_id() -> String {
     let mut buf = [0u8; 6];
@@ -89,7 +109,7 @@ impl JobDir {
         // renamed into place: `run/<name>` never exists without a held lock,
         // so `gc` cannot take a starting job for an orphan, however early
         // its launcher is killed.
-        let tmp = run_root.join(format!(".new-{name}-{}", random_id()));
+        let tmp = run_root.join(new_dir_name(name));
         fs::create_dir(&tmp).ctx("create", &tmp)?;
         let lock_path = tmp.join("lock");
         let locked = OpenOptions::new()
@@ -207,6 +227,14 @@ mod tests {
         );
         j.remove().expect("remove");
         assert!(!dir.path().join("a").exists());
+    }
+
+    #[test]
+    fn test_new_dir_maker_alive() {
+        assert_eq!(new_dir_maker_alive(&new_dir_name("a-b.c")), Some(true));
+        assert_eq!(new_dir_maker_alive(".new-999999999-1-x"), Some(false));
+        assert_eq!(new_dir_maker_alive(".new-junk"), None);
+        assert_eq!(new_dir_maker_alive("job"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use runtime::conformance::{self, Launch, Outcome};
+use compat::conformance::{self, Launch, Outcome};
 use runtime::pool::Launcher;
 use runtime::{JobResult, JobSpec};
 

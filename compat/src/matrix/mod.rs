@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::conformance;
-use crate::pool::Launcher;
-use crate::Backend;
 use guest::{CheckSummary, SuiteRun};
+use runtime::pool::Launcher;
+use runtime::Backend;
 
 /// Errors of the matrix runner (a cell's failure is a result, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -426,7 +426,7 @@ fn host_column(opts: &Options, log: &mut dyn Write) -> (KernelRow, Vec<Cell>) {
 /// Remove the (empty) `skiff/<key>` cgroups a throwaway store's jobs used,
 /// in every hierarchy.
 pub fn remove_group_cgroups(store_root: &Path) {
-    let Ok(driver) = crate::cgroups::detect(&crate::cgroups::group_key(store_root)) else {
+    let Ok(driver) = runtime::cgroups::detect(&runtime::cgroups::group_key(store_root)) else {
         return;
     };
     let job = driver.job_path("x");

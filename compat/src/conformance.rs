@@ -16,7 +16,7 @@
 //!
 //! - [`InProcess`]: a [`Runner`] in this process (which must be
 //!   single-threaded, and moves into a private mount namespace);
-//! - [`crate::pool::Launcher`]: a `skiff launcher` child process, for callers
+//! - [`runtime::pool::Launcher`]: a `skiff launcher` child process, for callers
 //!   that have threads (test harnesses, schedulers).
 //!
 //! The suite needs the images [`BUSYBOX`] and [`COMPAT`] in the store
@@ -24,18 +24,16 @@
 //! depends on timing: latency is measured and reported, never judged.
 
 use std::fs;
-use std::io::{Read, Seek};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use imagestore::Store;
 use serde::Serialize;
 
-use crate::backend::Backend;
-use crate::error::{Error, Result};
-use crate::job::{JobSpec, Volume};
-use crate::run::{JobIo, JobResult, Runner};
+use runtime::backend::Backend;
+use runtime::error::Result;
+use runtime::job::{JobSpec, Volume};
+use runtime::run::{JobIo, JobResult, Runner};
 
 /// The vendored busybox image.
 pub const BUSYBOX: &str = "skiff-vendor/busybox:latest";
@@ -237,7 +235,7 @@ fn with(mut c: Case, f: impl FnOnce(&mut JobSpec)) -> Case {
 /// case mounts `work_dir/volume` (written by [`run_case`] before the job).
 pub fn cases(work_dir: &Path) -> Vec<Case> {
     use Area::*;
-    let path = crate::image_process::DEFAULT_PATH;
+    let path = runtime::image_process::DEFAULT_PATH;
     let vol = work_dir.join("volume");
     let mut v = vec![
         simple(
@@ -515,7 +513,7 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
                     stdout_is("3000\n"),
                 ),
                 |j| {
-                    j.limits = crate::job::Limits {
+                    j.limits = runtime::job::Limits {
                         memory_bytes: Some(64 << 20),
                         cpus: Some(1.0),
                         cpu_shares: Some(512),
@@ -811,44 +809,8 @@ pub fn import_vendor_images(store: &Store, vendor_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An anonymous in-memory file for captured output.
-pub(crate) fn capture_file(name: &str) -> Result<fs::File> {
-    let c = std::ffi::CString::new(name).map_err(|_| Error::InvalidOption {
-        what: "capture file name",
-        value: name.to_string(),
-        detail: "contains a NUL byte".into(),
-    })?;
-    // SAFETY: a valid C string and flags; the result is checked.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(Error::io(
-            "memfd_create",
-            name,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// Read a capture file from its start.
-pub(crate) fn read_capture(f: &mut fs::File) -> String {
-    let mut buf = Vec::new();
-    let _ = f.rewind().and_then(|()| f.read_to_end(&mut buf));
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// Full message of an error with its causes.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg
-}
+pub use runtime::capture::{capture_file, read_capture};
+pub use runtime::error::error_chain;
 
 /// Jobs launched by a [`Runner`] in this process. The process must be
 /// single-threaded for the libcontainer backend, and [`Runner::new`] moves

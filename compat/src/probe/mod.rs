@@ -126,7 +126,7 @@ fn uname_release() -> String {
 /// namespace.
 pub fn probe(store_root: &Path) -> HostFacts {
     let release = uname_release();
-    let cgroups = cgroup::probe(&crate::cgroups::group_key(store_root));
+    let cgroups = cgroup::probe(&runtime::cgroups::group_key(store_root));
     let own_cgroup2 = cgroups.v2_mount.as_ref().map(|m| {
         let own = std::fs::read_to_string("/proc/self/cgroup")
             .unwrap_or_default()

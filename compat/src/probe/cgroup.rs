@@ -222,8 +222,8 @@ fn probe_with(hs: &[Hierarchy], self_cgroup: &str, group: &str) -> CgroupFacts {
                 .unwrap_or("/")
                 .to_string();
             let mount = facts.v2_mount.clone().unwrap_or_default();
-            let driver = crate::cgroups::CgroupV2::new(&mount, &own, group);
-            use crate::cgroups::CgroupDriver;
+            let driver = runtime::cgroups::CgroupV2::new(&mount, &own, group);
+            use runtime::cgroups::CgroupDriver;
             facts.skiff_base = driver
                 .job_path(&check_job)
                 .parent()
@@ -238,8 +238,8 @@ fn probe_with(hs: &[Hierarchy], self_cgroup: &str, group: &str) -> CgroupFacts {
         CgroupMode::V1 | CgroupMode::Hybrid => {
             facts.driver = "v1".into();
             let driver =
-                crate::cgroups::CgroupV1::new(Path::new("/sys/fs/cgroup"), self_cgroup, group);
-            use crate::cgroups::CgroupDriver;
+                runtime::cgroups::CgroupV1::new(Path::new("/sys/fs/cgroup"), self_cgroup, group);
+            use runtime::cgroups::CgroupDriver;
             let job = driver.job_path(&check_job);
             facts.skiff_base = job.parent().map(Path::to_path_buf).unwrap_or_default();
             let mut notes = Vec::new();

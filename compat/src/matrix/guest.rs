@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::conformance::{self, InProcess};
-use crate::Backend;
+use runtime::Backend;
 
 /// Marks the start of the result on the console.
 pub const BEGIN: &str = "SKIFF-MATRIX-RESULT-BEGIN";
@@ -345,7 +345,7 @@ pub fn main() -> ! {
     // Jobs must never be able to write this binary (needs /proc): re-execute
     // from a read-only bind mount of it, once.
     let proc =
-        proc.and_then(|()| crate::readonly_exe::reexec_read_only().map_err(|e| format!("{e}")));
+        proc.and_then(|()| runtime::readonly_exe::reexec_read_only().map_err(|e| format!("{e}")));
     let params = cmdline_params(&fs::read_to_string("/proc/cmdline").unwrap_or_default());
     report.cgroup = params.get("cgroup").cloned().unwrap_or_else(|| "v2".into());
     report.kernel = nix::sys::utsname::uname()
