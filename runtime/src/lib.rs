@@ -34,6 +34,7 @@ pub mod fd_passing;
 pub mod gc;
 pub mod image_process;
 pub mod job;
+pub mod mountinfo;
 pub mod mounts;
 pub mod oci;
 pub mod output_dir;

@@ -98,7 +98,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Hierarchy> {
             Vec::new()
         };
         out.push(Hierarchy {
-            mount_point: PathBuf::from(unescape(mount_point)),
+            mount_point: PathBuf::from(runtime::mountinfo::unescape(mount_point)),
             version,
             controllers,
             options: opts,
@@ -125,24 +125,6 @@ fn is_v1_controller(opt: &str) -> bool {
             | "rdma"
             | "misc"
     )
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let d = |k: usize| u32::from(b[i + k] - b'0');
-            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The mode from the mounted hierarchies. `/sys/fs/cgroup` itself being
@@ -397,7 +379,7 @@ mod tests {
 
     #[test]
     fn test_unescape_mount_point() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(runtime::mountinfo::unescape("/a\\040b"), "/a b");
+        assert_eq!(runtime::mountinfo::unescape("/plain"), "/plain");
     }
 }
