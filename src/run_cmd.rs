@@ -9,7 +9,7 @@ use runtime::job::{parse_cpus, parse_duration_for, parse_size, Via};
 use runtime::{Backend, JobIo, JobSpec, Limits, Runner, ScratchMode, SeccompMode};
 
 /// Exit status when skiff itself fails.
-pub const EXIT_SKIFF_FAILED: u8 = 125;
+pub const EXIT_SKIFF_FAILED: u8 = runtime::exit_code::SKIFF_FAILED as u8;
 
 /// Arguments of `skiff run`.
 #[derive(Debug, clap::Args)]
@@ -313,7 +313,7 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
         }
         return Ok(EXIT_SKIFF_FAILED);
     }
-    Ok(result.exit_code.clamp(0, 255) as u8)
+    Ok(runtime::exit_code::as_process_status(result.exit_code))
 }
 
 /// Clean up after killed jobs.

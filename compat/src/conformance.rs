@@ -44,7 +44,7 @@ pub const COMPAT: &str = "skiff-vendor/compat:latest";
 pub const IMAGES: &[(&str, &str)] = &[(BUSYBOX, "busybox"), (COMPAT, "compat")];
 
 /// Exit status of a job that skiff itself could not run (Docker's 125).
-pub const EXIT_SKIFF_FAILED: i32 = 125;
+pub const EXIT_SKIFF_FAILED: i32 = runtime::exit_code::SKIFF_FAILED;
 
 /// Output kept per stream when a [`Launch`] captures it.
 pub const OUTPUT_CAP: u64 = 1 << 20;

@@ -174,7 +174,7 @@ fn runtime_command(
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
-                libc::_exit(137);
+                libc::_exit(crate::exit_code::KILLED);
             }
             Ok(())
         });

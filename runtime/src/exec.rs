@@ -17,9 +17,9 @@ use oci_spec::runtime::Spec;
 use crate::safe_root::SafeRoot;
 
 /// Exit status when the command is not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_NOT_FOUND: i32 = crate::exit_code::NOT_FOUND;
 /// Exit status when the command cannot be invoked.
-pub const EXIT_CANNOT_INVOKE: i32 = 126;
+pub const EXIT_CANNOT_INVOKE: i32 = crate::exit_code::CANNOT_INVOKE;
 
 /// Why a command cannot be run.
 #[derive(Debug, Clone, PartialEq, Eq)]

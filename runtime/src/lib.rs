@@ -30,6 +30,7 @@ pub mod cgroups;
 pub mod confine;
 pub mod error;
 pub mod exec;
+pub mod exit_code;
 pub mod fd_passing;
 pub mod gc;
 pub mod image_process;

@@ -59,7 +59,7 @@ pub(super) fn apply_stats(res: &mut JobResult, stats: &CgroupStats) {
     if stats.oom_kills > 0 {
         res.oom_killed = true;
         if res.signal == Some(libc::SIGKILL) {
-            res.exit_code = 137;
+            res.exit_code = crate::exit_code::KILLED;
         }
     }
 }
