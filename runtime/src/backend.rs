@@ -136,7 +136,7 @@ pub fn launch_libcontainer(
         .map_err(Error::ContainerCreate)?;
     let pid = container
         .pid()
-        .ok_or_else(|| Error::BuildSpec("created container has no pid".into()))?
+        .ok_or_else(|| Error::ContainerHasNoPid(id.to_string()))?
         .as_raw();
     on_created(pid)?;
     // Like the runtime binaries' create_ms, this includes `on_created`.

@@ -43,9 +43,22 @@ pub enum Error {
     /// libseccomp could not compile the job's filter.
     #[error("compile the seccomp filter")]
     SeccompCompile(#[source] libseccomp::error::SeccompError),
-    /// Building the OCI runtime spec failed.
-    #[error("build OCI spec: {0}")]
-    BuildSpec(String),
+    /// Building a part of the OCI runtime spec failed.
+    #[error("build the OCI spec")]
+    BuildSpec(#[source] oci_spec::OciSpecError),
+    /// Writing the bundle's `config.json` failed.
+    #[error("save the OCI spec to {path}")]
+    SaveSpec {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    /// Encoding a seccomp profile for its cache key failed.
+    #[error("encode the seccomp profile")]
+    EncodeSeccompProfile(#[source] serde_json::Error),
+    /// libcontainer created a container but reported no init pid.
+    #[error("the created container {0} has no init pid")]
+    ContainerHasNoPid(String),
     /// Mounting something failed.
     #[error("mount {what} on {target}")]
     Mount {

@@ -207,14 +207,14 @@ fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Result<Mount> {
         .source(PathBuf::from(source))
         .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .build()
-        .map_err(|e| Error::BuildSpec(e.to_string()))
+        .map_err(Error::BuildSpec)
 }
 
 fn namespace(t: LinuxNamespaceType) -> Result<LinuxNamespace> {
     LinuxNamespaceBuilder::default()
         .typ(t)
         .build()
-        .map_err(|e| Error::BuildSpec(e.to_string()))
+        .map_err(Error::BuildSpec)
 }
 
 /// Docker's standard mounts.
@@ -268,7 +268,7 @@ pub fn build_spec(
     paths: &SpecPaths<'_>,
     resources: Option<LinuxResources>,
 ) -> Result<Spec> {
-    let bad = |e: oci_spec::OciSpecError| Error::BuildSpec(e.to_string());
+    let bad = Error::BuildSpec;
     let caps: std::collections::HashSet<Capability> = plan.caps.iter().copied().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())

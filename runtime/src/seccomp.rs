@@ -533,7 +533,7 @@ pub enum Placement {
 }
 
 fn bad(e: oci_spec::OciSpecError) -> Error {
-    Error::BuildSpec(e.to_string())
+    Error::BuildSpec(e)
 }
 
 fn rule(names: Vec<String>, action: LinuxSeccompAction) -> Result<LinuxSyscall> {
@@ -845,8 +845,7 @@ impl Cache {
 
     /// The compiled form of any profile (OCI order).
     pub fn filter(&self, profile: &LinuxSeccomp) -> Result<Bpf> {
-        let json =
-            serde_json::to_vec(profile).map_err(|e| Error::BuildSpec(format!("seccomp: {e}")))?;
+        let json = serde_json::to_vec(profile).map_err(Error::EncodeSeccompProfile)?;
         let version = libseccomp::ScmpVersion::current()
             .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
             .unwrap_or_default();

@@ -230,7 +230,7 @@ fn dev_rule(
     if let Some(m) = minor {
         b = b.minor(m);
     }
-    b.build().map_err(|e| Error::BuildSpec(e.to_string()))
+    b.build().map_err(Error::BuildSpec)
 }
 
 /// Docker's default device rules: deny everything, then allow `mknod` of
@@ -262,7 +262,7 @@ pub fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>> {
 
 /// The OCI `linux.resources` for a job's limits (always with the device rules).
 pub fn resources(limits: &Limits) -> Result<LinuxResources> {
-    let bad = |e: oci_spec::OciSpecError| Error::BuildSpec(e.to_string());
+    let bad = Error::BuildSpec;
     let mut b = LinuxResourcesBuilder::default().devices(default_device_rules()?);
     if let Some(m) = limits.memory_bytes {
         // Docker sets swap = 2 × memory by default when only -m is given; skiff

@@ -198,8 +198,11 @@ pub(super) fn spec(
         Some(cgroups::resources(&job.limits)?),
     )?;
     let bundle = ctx.sub("bundle");
-    spec.save(bundle.join("config.json"))
-        .map_err(|e| Error::BuildSpec(e.to_string()))?;
+    let config_json = bundle.join("config.json");
+    spec.save(&config_json).map_err(|source| Error::SaveSpec {
+        path: config_json.clone(),
+        source,
+    })?;
     let record = JobRecord {
         name: job.name.clone(),
         launcher_pid: std::process::id() as i32,
