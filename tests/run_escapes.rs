@@ -12,22 +12,8 @@ use std::time::{Duration, Instant};
 
 use compat::conformance::Launch;
 use hostile_images::{derive, layer, Entry};
-use run_common::{env, stdout, vendor_archive, Env, BUSYBOX};
+use run_common::{backends, env, stdout, vendor_archive, Env, BUSYBOX};
 use runtime::JobSpec;
-
-fn backends() -> Vec<Option<&'static str>> {
-    let mut v = vec![None];
-    for r in ["runc", "crun"] {
-        if std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file()))
-        {
-            v.push(Some(r));
-        } else if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{r} is not installed");
-        }
-    }
-    v
-}
 
 /// Host files a job must never reach: a marker with a secret, and a canary
 /// directory that must stay empty.
@@ -424,18 +410,37 @@ fn assert_binary_kept_and_job_gone(copy: &Path, original: &[u8], what: &str) {
     );
 }
 
+/// Wait for the probe, kill its launcher with `kill`, then check the binary
+/// and that the job died too; `skiff gc` cleans up after the killed launcher.
+fn kill_mid_job_and_check(e: &Env, copy: &Path, what: &str, kill: impl FnOnce()) {
+    let original = std::fs::read(copy).expect("read copy");
+    wait_for("the probe to start", Duration::from_secs(20), || {
+        !probe_pids().is_empty()
+    });
+    kill();
+    assert_binary_kept_and_job_gone(copy, &original, what);
+    let gc = Command::new(copy)
+        .env("SKIFF_ROOT", e.root.path())
+        .arg("gc")
+        .output()
+        .expect("gc");
+    assert!(gc.status.success(), "gc: {}", text(&gc));
+}
+
+/// Both ways a launcher dies mid-job, one after the other (the probe is
+/// found by its command line, so two at once would see each other's).
 #[test]
-fn test_escape_proc_self_exe_after_skiff_run_is_killed() {
+fn test_escape_proc_self_exe_after_the_launcher_is_killed() {
     let Some(e) = env() else { return };
     if exe_image(&e).is_none() {
         return;
     }
     let copy = skiff_copy(&e);
-    let original = std::fs::read(&copy).expect("read copy");
     assert!(
         probe_pids().is_empty(),
         "a probe from an earlier run is still alive"
     );
+
     let mut child = Command::new(&copy)
         .env("SKIFF_ROOT", e.root.path())
         .args(["run", "hostile/self-exe:1"])
@@ -444,49 +449,23 @@ fn test_escape_proc_self_exe_after_skiff_run_is_killed() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start skiff run");
-    wait_for("the probe to start", Duration::from_secs(20), || {
-        !probe_pids().is_empty()
+    kill_mid_job_and_check(&e, &copy, "skiff run", || {
+        child.kill().expect("SIGKILL skiff run");
+        let _ = child.wait();
     });
-    child.kill().expect("SIGKILL skiff run");
-    let _ = child.wait();
-    assert_binary_kept_and_job_gone(&copy, &original, "skiff run");
-    let gc = Command::new(&copy)
-        .env("SKIFF_ROOT", e.root.path())
-        .arg("gc")
-        .output()
-        .expect("gc");
-    assert!(gc.status.success(), "gc: {}", text(&gc));
-}
 
-#[test]
-fn test_escape_proc_self_exe_after_launcher_is_killed() {
-    let Some(e) = env() else { return };
-    if exe_image(&e).is_none() {
-        return;
-    }
-    let copy = skiff_copy(&e);
-    let original = std::fs::read(&copy).expect("read copy");
     let mut cmd = Command::new(&copy);
     cmd.env("SKIFF_ROOT", e.root.path())
         .arg("launcher")
         .stderr(Stdio::null());
     let mut launcher = runtime::pool::Launcher::spawn(cmd).expect("launcher");
     let pid = launcher.pid() as i32;
-    let job = JobSpec::default();
     let t = std::thread::spawn(move || {
-        let _ = launcher.launch("hostile/self-exe:1", &job);
+        let _ = launcher.launch("hostile/self-exe:1", &JobSpec::default());
     });
-    wait_for("the probe to start", Duration::from_secs(20), || {
-        !probe_pids().is_empty()
+    kill_mid_job_and_check(&e, &copy, "launcher", || {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+            .expect("SIGKILL launcher");
+        let _ = t.join();
     });
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
-        .expect("SIGKILL launcher");
-    let _ = t.join();
-    assert_binary_kept_and_job_gone(&copy, &original, "launcher");
-    let gc = Command::new(&copy)
-        .env("SKIFF_ROOT", e.root.path())
-        .arg("gc")
-        .output()
-        .expect("gc");
-    assert!(gc.status.success(), "gc: {}", text(&gc));
 }

@@ -12,22 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compat::conformance::Launch;
-use run_common::{env, stdout, Env, BUSYBOX};
+use run_common::{backends, env, stdout, Env, BUSYBOX};
 use runtime::JobSpec;
-
-fn backends() -> Vec<Option<&'static str>> {
-    let mut v = vec![None];
-    for r in ["runc", "crun"] {
-        if std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file()))
-        {
-            v.push(Some(r));
-        } else if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{r} is not installed");
-        }
-    }
-    v
-}
 
 fn text(out: &std::process::Output) -> String {
     format!("{}{}", stdout(out), String::from_utf8_lossy(&out.stderr))

@@ -481,3 +481,19 @@ pub fn probe_syscalls(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+/// libcontainer (`None`), then runc and crun where installed; with
+/// `SKIFF_REQUIRE_PRIVILEGED=1` a missing one is a failure.
+pub fn backends() -> Vec<Option<&'static str>> {
+    let mut v = vec![None];
+    for r in ["runc", "crun"] {
+        if std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file()))
+        {
+            v.push(Some(r));
+        } else if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{r} is not installed");
+        }
+    }
+    v
+}
