@@ -434,11 +434,9 @@ pub fn remove_group_cgroups(store_root: &Path) {
     let rel = base.strip_prefix("/").unwrap_or(base);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for h in crate::probe::cgroup::parse_mountinfo(&mountinfo) {
+        // Not the `skiff` parent, which every store shares: removing it
+        // races with other stores' launches creating their groups under it.
         let _ = std::fs::remove_dir(h.mount_point.join(rel));
-        // The `skiff` parent too, once no other store's group is in it.
-        if let Some(parent) = rel.parent() {
-            let _ = std::fs::remove_dir(h.mount_point.join(parent));
-        }
     }
 }
 

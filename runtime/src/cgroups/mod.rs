@@ -64,20 +64,15 @@ pub trait CgroupDriver: std::fmt::Debug {
     fn list_jobs(&self) -> Result<Vec<String>>;
     /// The store's group cgroup (the parent of its jobs') in each hierarchy.
     fn group_dirs(&self) -> Vec<PathBuf>;
-    /// Remove the store's group cgroups, and their `skiff` parents, where
-    /// empty: a launcher recreates them with its next job. `rmdir` never
-    /// removes a cgroup that has a job in it.
+    /// Remove the store's group cgroups where empty: a launcher recreates
+    /// them with its next job. `rmdir` never removes a cgroup that has a job
+    /// in it. Their `skiff` parent is shared by every store on the host and
+    /// stays: removing it could race with another store's launch.
     fn prune_groups(&self) -> usize {
-        let mut removed = 0;
-        for dir in self.group_dirs() {
-            if fs::remove_dir(&dir).is_ok() {
-                removed += 1;
-            }
-            if let Some(parent) = dir.parent() {
-                let _ = fs::remove_dir(parent);
-            }
-        }
-        removed
+        self.group_dirs()
+            .iter()
+            .filter(|dir| fs::remove_dir(dir).is_ok())
+            .count()
     }
 }
 
