@@ -364,7 +364,9 @@ fn test_faults_concurrent_import_rm_gc_keep_the_store_consistent() {
                     .expect("spawn");
                 let err = String::from_utf8_lossy(&out.stderr);
                 if must_succeed {
-                    assert!(out.status.success(), "skiff {args:?}: {err}");
+                    // verify reports on stdout: show it too.
+                    let report = String::from_utf8_lossy(&out.stdout);
+                    assert!(out.status.success(), "skiff {args:?}: {err}{report}");
                 } else {
                     // rm may find the image already gone; nothing else may fail.
                     assert!(
