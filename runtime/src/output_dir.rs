@@ -100,36 +100,23 @@ impl OutputDir {
         };
         let c = CString::new(rel.as_os_str().as_bytes())
             .map_err(|_| OutputDirError::NotRelative(rel.to_path_buf()))?;
-        // SAFETY: open_how is a plain C struct; zero is valid for every field.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         // O_NONBLOCK: opening a FIFO must not block the launcher; it is
         // refused just below anyway.
-        how.flags = (libc::O_WRONLY
-            | libc::O_CREAT
-            | libc::O_APPEND
-            | libc::O_CLOEXEC
-            | libc::O_NOFOLLOW
-            | libc::O_NOCTTY
-            | libc::O_NONBLOCK) as u64;
-        how.mode = 0o644;
-        how.resolve =
-            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and an
-        // open_how of the size passed; the result is checked.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(fail(io::Error::last_os_error()));
-        }
-        // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        let fd = crate::safe_root::openat2(
+            self.fd.as_raw_fd(),
+            &c,
+            libc::O_WRONLY
+                | libc::O_CREAT
+                | libc::O_APPEND
+                | libc::O_CLOEXEC
+                | libc::O_NOFOLLOW
+                | libc::O_NOCTTY
+                | libc::O_NONBLOCK,
+            0o644,
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+        )
+        .map_err(fail)?;
+        let file = File::from(fd);
         let meta = file.metadata().map_err(fail)?;
         if !meta.file_type().is_file() {
             return Err(OutputDirError::NotRegular(rel.to_path_buf()));
