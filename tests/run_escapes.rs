@@ -469,3 +469,39 @@ fn test_escape_proc_self_exe_after_the_launcher_is_killed() {
         let _ = t.join();
     });
 }
+
+/// A caller that leaks a descriptor of a host directory into `skiff run`
+/// (fd 9 here, not close-on-exec): the job's init inherits it too, so a
+/// working directory through it must still be refused.
+#[test]
+fn test_escape_workdir_through_a_descriptor_the_caller_leaked() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let Some(e) = env() else { return };
+    let plant = Plant::new();
+    let script = plant.probe_script();
+    let leaked = std::fs::File::open(plant.dir.path().join("canary")).expect("open host dir");
+    let raw = leaked.as_raw_fd();
+    for rt in backends() {
+        let mut c = e.cmd();
+        c.arg("run");
+        if let Some(r) = rt {
+            c.args(["--runtime", r]);
+        }
+        c.args(["-w", "/proc/self/fd/9", BUSYBOX, "sh", "-c", &script]);
+        // SAFETY: dup2 in the forked child before exec; async-signal-safe.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(raw, 9) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = c.output().expect("run skiff");
+        if let Some(why) = plant.escaped(&e, &text(&out)) {
+            panic!("{rt:?} -w /proc/self/fd/9 (leaked by the caller): {why}");
+        }
+        assert!(!out.status.success(), "{rt:?} ran: {}", text(&out));
+    }
+}

@@ -43,6 +43,26 @@ pub fn close_inherited_fds() -> io::Result<()> {
     Ok(())
 }
 
+/// Mark every descriptor above 2 close-on-exec (in the launcher, so that
+/// no exec'd child, such as a runtime binary, inherits one by accident).
+pub fn mark_inherited_fds_cloexec() {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        for fd in 3..fd_limit() {
+            // SAFETY: F_SETFD on an fd number; EBADF for unused ones is harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
+
 fn fd_limit() -> RawFd {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };

@@ -190,6 +190,10 @@ impl Runner {
                 detail: "call readonly_exe::reexec_read_only() before Runner::new".into(),
             });
         }
+        // Descriptors leaked to us by our caller must reach no job: a
+        // runtime binary (crun 1.8 was seen doing so) would `chdir` through
+        // one. skiff's own children get what they need explicitly.
+        crate::confine::mark_inherited_fds_cloexec();
         let launcher_file = open_launchers_lock(store.root())?;
         let lp = launchers_lock_path(store.root());
         let launcher = imagestore::process_lock::ProcessLock::acquire_shared(launcher_file)
