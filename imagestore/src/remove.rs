@@ -20,7 +20,9 @@ impl Store {
     /// Remove a reference. Given a tag of an image that has other tags, only
     /// that tag goes; given the last tag or an id, the image record goes too.
     pub fn remove_image(&self, reference: &str) -> Result<RemoveReport> {
-        let _shared = self.lock_shared()?;
+        // Exclusive: an import (shared lock) writes an image's record and
+        // then its tags; a removal between the two left a tag naming no image.
+        let _lock = self.lock_exclusive()?;
         let rec = self.resolve(reference)?;
         let tags = self.images().tags_of(&rec.id)?;
         let as_tag = normalize_reference(reference)
