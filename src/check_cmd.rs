@@ -64,14 +64,6 @@ fn image_reference(store: &Store, image: &str) -> anyhow::Result<String> {
     }
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
-
 fn image_check(launch: &mut dyn Launch, image: &str, command: &str, runs: u32) -> ImageCheck {
     let job = JobSpec {
         command: vec![command.to_string()],
@@ -106,8 +98,8 @@ fn image_check(launch: &mut dyn Launch, image: &str, command: &str, runs: u32) -
             }
         }
     }
-    check.launch_ms = median(launch_ms);
-    check.wall_ms = median(wall_ms);
+    check.launch_ms = runtime::timing::median(&launch_ms);
+    check.wall_ms = runtime::timing::median(&wall_ms);
     check
 }
 

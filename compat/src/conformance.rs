@@ -647,14 +647,6 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
     v
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
-
 /// Compare one outcome with what the case expects; `Err` says every mismatch.
 pub fn check(case: &Case, out: &Outcome) -> std::result::Result<(), String> {
     let e = &case.expect;
@@ -763,8 +755,8 @@ pub fn run_case(launch: &mut dyn Launch, case: &Case) -> CaseReport {
         }
     }
     report.passed = report.reason.is_none();
-    report.launch_ms = median(launch_ms);
-    report.wall_ms = median(wall_ms);
+    report.launch_ms = runtime::timing::median(&launch_ms);
+    report.wall_ms = runtime::timing::median(&wall_ms);
     report
 }
 

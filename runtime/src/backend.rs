@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use libcontainer::container::builder::ContainerBuilder;
+
+use crate::timing::ms_since;
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::error::{Error, Result};
@@ -37,12 +39,8 @@ impl Backend {
         if s.contains('/') {
             return Ok(Backend::Binary(PathBuf::from(s)));
         }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(s);
-            if p.is_file() {
-                return Ok(Backend::Binary(p));
-            }
+        if let Some(p) = crate::path_lookup::find_on_host(s) {
+            return Ok(Backend::Binary(p));
         }
         Err(Error::InvalidOption {
             what: "runtime",
@@ -101,10 +99,6 @@ pub struct Started {
     pub create_ms: f64,
     /// Milliseconds spent starting it.
     pub start_ms: f64,
-}
-
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Create and start through libcontainer. Must be called from a
@@ -321,8 +315,8 @@ pub fn reap_orphans() {
 /// empty file bound over it is seen by crun only (HOST-FACTS.md). Done once
 /// per launcher: the mount stays for its later jobs.
 fn hide_unified_controllers() -> Result<()> {
-    let target = Path::new("/sys/fs/cgroup/unified/cgroup.controllers");
-    if std::fs::read(target).map(|c| c.is_empty()).unwrap_or(true) {
+    let target = Path::new(crate::cgroups::CRUN_HYBRID_CONTROLLERS);
+    if !crate::cgroups::crun_needs_hybrid_workaround() {
         return Ok(()); // absent, empty, or already hidden
     }
     // /dev/null reads as an empty file.

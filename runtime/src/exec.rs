@@ -54,12 +54,6 @@ impl std::fmt::Display for LookupError {
     }
 }
 
-fn path_of(env: &[String]) -> &str {
-    env.iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::image_process::DEFAULT_PATH)
-}
-
 /// Look the command up inside the root filesystem, as `execvp` will.
 /// `cwd` resolves relative commands containing a slash.
 pub fn lookup_command(
@@ -87,8 +81,7 @@ pub fn lookup_command(
         };
     }
     let mut found_non_exec = false;
-    for dir in path_of(env).split(':').filter(|d| !d.is_empty()) {
-        let full = format!("{}/{}", dir.trim_end_matches('/'), cmd);
+    for full in crate::path_lookup::candidates(env, cmd) {
         match check(&full) {
             Some(true) => return Ok(full),
             Some(false) => found_non_exec = true,
@@ -179,11 +172,7 @@ impl Executor for SkiffExecutor {
         let candidates: Vec<String> = if cmd.contains('/') {
             vec![cmd.clone()]
         } else {
-            path_of(&env)
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| format!("{}/{}", d.trim_end_matches('/'), cmd))
-                .collect()
+            crate::path_lookup::candidates(&env, cmd).collect()
         };
         let c_candidates: Vec<CString> = candidates
             .iter()

@@ -39,6 +39,7 @@ pub mod mountinfo;
 pub mod mounts;
 pub mod oci;
 pub mod output_dir;
+pub mod path_lookup;
 pub mod pool;
 pub mod readonly_exe;
 pub mod run;
@@ -46,6 +47,7 @@ pub mod safe_root;
 pub mod seccomp;
 pub mod state;
 pub mod supervise;
+pub mod timing;
 pub mod user;
 
 pub use backend::Backend;

@@ -27,6 +27,17 @@ use crate::job::Limits;
 pub use v1::CgroupV1;
 pub use v2::CgroupV2;
 
+/// The file crun 1.8 trips over on hybrid hosts: it refuses to run while
+/// this lists any controller. Its workaround binds `/dev/null` over it in a
+/// private mount namespace (HOST-FACTS.md); the host is unchanged.
+pub const CRUN_HYBRID_CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
+
+/// Whether crun needs that workaround here: the file exists and lists
+/// controllers.
+pub fn crun_needs_hybrid_workaround() -> bool {
+    std::fs::read(CRUN_HYBRID_CONTROLLERS).is_ok_and(|c| !c.trim_ascii().is_empty())
+}
+
 /// Accounting read from a job's cgroup after it ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CgroupStats {

@@ -12,7 +12,8 @@ use crate::cgroups::CgroupStats;
 use crate::error::Error;
 use crate::mounts;
 
-use super::{ms, JobCtx, JobResult, Runner};
+use super::{JobCtx, JobResult, Runner};
+use crate::timing::ms_since;
 
 /// The cleanup phase: the job's accounting and the first error, if any.
 pub(super) fn cleanup(
@@ -48,7 +49,7 @@ pub(super) fn cleanup(
         first_err.get_or_insert(e);
     }
     drop(lease);
-    ctx.phases.cleanup_ms = ms(t);
+    ctx.phases.cleanup_ms = ms_since(t);
     (stats, first_err)
 }
 

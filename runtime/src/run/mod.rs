@@ -35,6 +35,7 @@ use crate::oci;
 use crate::seccomp;
 use crate::state::{random_id, JobDir};
 use crate::supervise;
+use crate::timing::ms_since;
 
 pub use spec::{is_proc_magic_link, plan_process, write_etc_files};
 
@@ -176,10 +177,6 @@ impl JobCtx<'_> {
     }
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
-
 impl Runner {
     /// Prepare to run jobs from `store`: detect cgroups, collect orphans of
     /// dead launchers, enter a private mount namespace.
@@ -267,7 +264,7 @@ impl Runner {
             dir: found.dir,
             mounted: Vec::new(),
             phases: Phases {
-                lookup_ms: ms(t),
+                lookup_ms: ms_since(t),
                 ..Phases::default()
             },
             t0,
@@ -281,7 +278,7 @@ impl Runner {
         }
         cleanup::apply_stats(&mut res, &stats);
         res.phases = ctx.phases;
-        res.wall_ms = ms(t0);
+        res.wall_ms = ms_since(t0);
         res.runtime = backend.name();
         res.name = job.name.clone();
         Ok(res)
@@ -297,7 +294,7 @@ impl Runner {
     ) -> Result<JobResult> {
         let t = Instant::now();
         let rootfs = rootfs::rootfs(ctx, desc)?;
-        ctx.phases.rootfs_ms = ms(t);
+        ctx.phases.rootfs_ms = ms_since(t);
 
         let t = Instant::now();
         let prepared = match spec::spec(self, ctx, config, &rootfs)? {
@@ -306,21 +303,21 @@ impl Runner {
                 eprintln!("skiff: {e}");
                 return Ok(JobResult {
                     exit_code: e.exit_code(),
-                    launch_ms: ms(ctx.t0),
+                    launch_ms: ms_since(ctx.t0),
                     ..Default::default()
                 });
             }
         };
-        ctx.phases.spec_ms = ms(t);
+        ctx.phases.spec_ms = ms_since(t);
 
         let launched = launch::launch(self, ctx, prepared, matches!(io, JobIo::Inherit))?;
         ctx.phases.create_ms = launched.started.create_ms;
         ctx.phases.start_ms = launched.started.start_ms;
-        let launch_ms = ms(ctx.t0);
+        let launch_ms = ms_since(ctx.t0);
 
         let t = Instant::now();
         let mut res = wait::wait(ctx, launched, io)?;
-        ctx.phases.wait_ms = ms(t);
+        ctx.phases.wait_ms = ms_since(t);
         res.launch_ms = launch_ms;
         Ok(res)
     }
