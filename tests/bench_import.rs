@@ -2,23 +2,20 @@
 //! round, skiff and tar only. Checks that the results file exists and has
 //! the expected shape; never checks timings.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-
-fn num(v: &Value, key: &str) -> f64 {
-    v.get(key)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"))
-}
+use support::env::{num, skiff_bin};
 
 #[test]
 fn bench_import_smallest_run_writes_parsable_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("work");
     let out = tmp.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let output = Command::new(skiff_bin())
         .arg("--root")
         .arg(tmp.path().join("store"))
         .args(["bench", "import", "--size-mb", "5", "--rounds", "1"])

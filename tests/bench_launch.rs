@@ -5,68 +5,33 @@
 //! Needs root, overlayfs, cgroups and the vendored busybox image; without
 //! them it prints why and skips, unless `SKIFF_REQUIRE_PRIVILEGED=1`.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
+use support::env::{num, skiff_bin, vendor_archive};
+use support::privilege::gate;
+use support::run::missing_prerequisite;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn busybox() -> Option<PathBuf> {
-    ["busybox.tar", "busybox.tar.gz"]
-        .iter()
-        .map(|n| repo().join("vendor-images").join(n))
-        .find(|p| p.is_file())
-}
-
-fn missing_prerequisite() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root".into());
-    }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.contains("overlay") {
-        return Some("overlayfs is not available".into());
-    }
-    if !Path::new("/sys/fs/cgroup").exists() {
-        return Some("no cgroup filesystem".into());
-    }
-    if busybox().is_none() {
-        return Some("vendor-images/busybox archive is missing".into());
-    }
-    if !Path::new("/usr/bin/unshare").exists() && !Path::new("/bin/unshare").exists() {
-        return Some("unshare (util-linux) is not installed".into());
-    }
-    None
-}
-
-fn skip_or_fail() -> bool {
-    if let Some(why) = missing_prerequisite() {
-        if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("privileged prerequisite missing: {why}");
-        }
-        eprintln!("SKIPPED: {why} (set SKIFF_REQUIRE_PRIVILEGED=1 to make this a failure)");
-        return true;
-    }
-    false
-}
-
-fn num(v: &Value, key: &str) -> f64 {
-    v.get(key)
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"))
+/// What a bench needs: a `skiff run` host (root, overlayfs, cgroups, the
+/// vendored busybox) and util-linux's `unshare`, or skip or fail.
+fn prerequisites() -> bool {
+    gate(missing_prerequisite().or_else(|| {
+        (!Path::new("/usr/bin/unshare").exists() && !Path::new("/bin/unshare").exists())
+            .then(|| "unshare (util-linux) is not installed".to_string())
+    }))
 }
 
 #[test]
 fn bench_launch_smallest_run_writes_table_json_and_plots() {
-    if skip_or_fail() {
+    if !prerequisites() {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
-    let output = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let output = Command::new(skiff_bin())
         .arg("--root")
         .arg(tmp.path().join("unused-store"))
         .args([
@@ -79,7 +44,7 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
         ])
         .args(["--no-throughput", "--warmup", "1", "--quiet"])
         .arg("--image")
-        .arg(busybox().expect("busybox"))
+        .arg(vendor_archive("busybox"))
         .arg("--workdir")
         .arg(tmp.path().join("work"))
         .arg("--out")

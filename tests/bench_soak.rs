@@ -5,64 +5,28 @@
 //! Needs root, overlayfs, cgroups and the vendored busybox image; without
 //! them it prints why and skips, unless `SKIFF_REQUIRE_PRIVILEGED=1`.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::Command;
 
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn busybox() -> Option<PathBuf> {
-    ["busybox.tar", "busybox.tar.gz"]
-        .iter()
-        .map(|n| repo().join("vendor-images").join(n))
-        .find(|p| p.is_file())
-}
-
-fn missing_prerequisite() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root".into());
-    }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.contains("overlay") {
-        return Some("overlayfs is not available".into());
-    }
-    if !Path::new("/sys/fs/cgroup").exists() {
-        return Some("no cgroup filesystem".into());
-    }
-    if busybox().is_none() {
-        return Some("vendor-images/busybox archive is missing".into());
-    }
-    None
-}
-
-fn skip_or_fail() -> bool {
-    if let Some(why) = missing_prerequisite() {
-        if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("privileged prerequisite missing: {why}");
-        }
-        eprintln!("SKIPPED: {why} (set SKIFF_REQUIRE_PRIVILEGED=1 to make this a failure)");
-        return true;
-    }
-    false
-}
+use support::env::{skiff_bin, vendor_archive};
+use support::privilege::gate;
+use support::run::missing_prerequisite;
 
 #[test]
 fn bench_soak_smallest_run_samples_and_finds_no_leak() {
-    if skip_or_fail() {
+    if !gate(missing_prerequisite()) {
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let json = tmp.path().join("out").join("soak.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_skiff"))
+    let output = Command::new(skiff_bin())
         .arg("--root")
         .arg(tmp.path().join("unused-store"))
         .args(["bench", "soak", "--jobs", "20", "--every", "10", "--quiet"])
         .arg("--image")
-        .arg(busybox().expect("busybox"))
+        .arg(vendor_archive("busybox"))
         .arg("--workdir")
         .arg(tmp.path().join("work"))
         .arg("--json")

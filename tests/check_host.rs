@@ -3,14 +3,15 @@
 //! an overlay mount with `volatile` made with util-linux's `unshare` and
 //! `mount`.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::{is_root, prerequisite, Env};
 use serde_json::Value;
+use support::env::{vendor, Env};
+use support::privilege::{is_root, prerequisite};
 
 fn check_json(env: &Env, extra: &[&str]) -> (Value, i32) {
     let out = env.run(&[&["check", "--json"], extra].concat());
@@ -246,7 +247,7 @@ fn test_check_image_launches_a_job() {
         return;
     }
     let env = Env::new();
-    let archive = common::vendor("busybox.tar");
+    let archive = vendor("busybox.tar");
     let (v, code) = check_json(
         &env,
         &["--image", archive.to_str().expect("utf-8"), "--runs", "3"],

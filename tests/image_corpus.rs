@@ -9,6 +9,8 @@
 //! and a message naming the problem. All cases run; failures are reported
 //! together at the end.
 
+mod support;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
@@ -17,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use support::env::Env;
+use support::privilege::{is_root, prerequisite};
 
 type Check = Result<(), String>;
 
@@ -49,24 +53,19 @@ fn host_arch() -> &'static str {
 
 /// A fresh store root and the `skiff` binary pointed at it.
 struct Skiff {
-    _tmp: tempfile::TempDir,
+    env: Env,
     root: PathBuf,
 }
 
 impl Skiff {
     fn new() -> Skiff {
-        let base = std::env::var("SKIFF_TEST_TMP").unwrap_or_else(|_| "/var/tmp".into());
-        let tmp = tempfile::Builder::new()
-            .prefix("skiff-corpus-")
-            .tempdir_in(base)
-            .expect("create test dir");
-        let root = tmp.path().join("store");
-        Skiff { _tmp: tmp, root }
+        let env = Env::with_prefix("skiff-corpus-");
+        let root = env.root();
+        Skiff { env, root }
     }
 
     fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        c.arg("--root").arg(&self.root);
+        let mut c = self.env.skiff();
         c.env_remove("SKIFF_ROOT");
         c
     }
@@ -872,12 +871,10 @@ fn test_image_corpus() {
         "SKIFF_IMAGE_CORPUS={} holds no README.md: not the image corpus",
         c.display()
     );
-    if !nix::unistd::geteuid().is_root() {
-        let why = "test_image_corpus needs root (imports keep owners and create whiteout devices)";
-        if std::env::var("SKIFF_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-            panic!("prerequisite missing: {why} (SKIFF_REQUIRE_PRIVILEGED=1)");
-        }
-        say(&format!("SKIPPED: {why}"));
+    if !prerequisite(
+        is_root(),
+        "root for test_image_corpus (imports keep owners and create whiteout devices)",
+    ) {
         return;
     }
     let cases: &[Case] = &[

@@ -3,98 +3,17 @@
 //! `image gc`. After every case the store holds no temporary file and no
 //! import session, and `skiff image verify` finds it consistent.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{is_root, prerequisite, vendor, Env, MountGuard};
-use sha2::Digest as _;
-
-/// A legacy `docker save` archive of `layers` layers of `files` files of
-/// `size` bytes each, optionally gzip-wrapped (then it is streamed and
-/// spooled rather than indexed).
-fn archive(path: &Path, layers: usize, files: usize, size: usize, gzip: bool) {
-    let mut out = tar::Builder::new(Vec::new());
-    let mut diff_ids = Vec::new();
-    let mut names = Vec::new();
-    for l in 0..layers {
-        let mut layer = tar::Builder::new(Vec::new());
-        for f in 0..files {
-            let data: Vec<u8> = (0..size)
-                .map(|i| ((i * 31 + f * 7 + l * 13) % 251) as u8)
-                .collect();
-            let mut h = tar::Header::new_gnu();
-            h.set_size(size as u64);
-            h.set_mode(0o644);
-            h.set_mtime(1_600_000_000);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            layer
-                .append_data(&mut h, format!("l{l}/d{}/f{f}", f % 16), &data[..])
-                .expect("append");
-        }
-        let bytes = layer.into_inner().expect("layer");
-        diff_ids.push(format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(&bytes))
-        ));
-        let name = format!("l{l}/layer.tar");
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        out.append_data(&mut h, &name, &bytes[..]).expect("append");
-        names.push(name);
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    })
-    .to_string();
-    let cfg_name = format!(
-        "{}.json",
-        hex::encode(sha2::Sha256::digest(config.as_bytes()))
-    );
-    let manifest =
-        serde_json::json!([{ "Config": cfg_name, "RepoTags": ["fault:1"], "Layers": names }])
-            .to_string();
-    for (name, data) in [
-        (cfg_name.as_str(), config.as_bytes()),
-        ("manifest.json", manifest.as_bytes()),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        out.append_data(&mut h, name, data).expect("append");
-    }
-    let tar = out.into_inner().expect("finish");
-    let bytes = if gzip {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&tar).expect("gzip");
-        enc.finish().expect("gzip")
-    } else {
-        tar
-    };
-    fs::write(path, bytes).expect("write archive");
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::env::{names, vendor, Env};
+use support::mounts::mount_tmpfs;
+use support::privilege::{is_root, prerequisite};
+use support::tar::generated_image;
 
 /// Bytes the import has written so far: files directly in its session
 /// directories, plus committed blobs. Grows monotonically through an import.
@@ -182,7 +101,7 @@ fn import_killed_at(env: &Env, archive: &Path, at: u64) -> bool {
 fn sigkill_round(gzip: bool) {
     let env = Env::new();
     let archive_path = env.path(if gzip { "a.tar.gz" } else { "a.tar" });
-    archive(&archive_path, 3, 600, 8 * 1024, gzip);
+    generated_image(&archive_path, "fault:1", 3, 600, 8 * 1024, gzip);
     // The bytes a whole import writes, measured once.
     env.ok(&["image", "import", archive_path.to_str().expect("utf8")]);
     let total = progress(&env.root());
@@ -272,25 +191,6 @@ fn test_faults_gc_and_import_remove_stale_temp_files_and_dead_sessions() {
     assert_consistent(&env, "after import start-up cleaning");
 }
 
-/// Unmounts the tmpfs even when the test fails (via `MountGuard`).
-fn mount_tmpfs(target: &Path, size: &str) -> Option<MountGuard> {
-    fs::create_dir_all(target).expect("mkdir");
-    let data = format!("size={size},mode=0755");
-    match nix::mount::mount(
-        Some("tmpfs"),
-        target,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some(data.as_str()),
-    ) {
-        Ok(()) => Some(MountGuard(target.to_path_buf())),
-        Err(e) => {
-            prerequisite(false, &format!("mounting a tmpfs: {e}"));
-            None
-        }
-    }
-}
-
 #[test]
 fn test_faults_enospc_import_reports_the_write_and_leaves_a_consistent_store() {
     if !prerequisite(is_root(), "root") {
@@ -300,8 +200,8 @@ fn test_faults_enospc_import_reports_the_write_and_leaves_a_consistent_store() {
     let plain = env.path("a.tar");
     let gz = env.path("a.tar.gz");
     // 3 layers of ~4.7 MB: the store needs ~2× that (blob + snapshot).
-    archive(&plain, 3, 600, 8 * 1024, false);
-    archive(&gz, 3, 600, 8 * 1024, true);
+    generated_image(&plain, "fault:1", 3, 600, 8 * 1024, false);
+    generated_image(&gz, "fault:1", 3, 600, 8 * 1024, true);
     let mut failed = 0;
     // Every megabyte: where the disk fills decides which write fails (the
     // blob copy, a snapshot file, a spool file, metadata).
@@ -349,7 +249,7 @@ fn test_faults_concurrent_import_rm_gc_keep_the_store_consistent() {
     let busybox = vendor("busybox.tar");
     let compat = vendor("compat.tar");
     let own = env.path("own.tar.gz");
-    archive(&own, 2, 200, 4 * 1024, true);
+    generated_image(&own, "fault:1", 2, 200, 4 * 1024, true);
     let skiff = env!("CARGO_BIN_EXE_skiff");
     let root = env.root();
     let worker = |args: Vec<String>, rounds: usize, must_succeed: bool| {

@@ -1,7 +1,7 @@
 //! Store-level behaviour of `skiff image`: crash safety under SIGKILL,
 //! concurrent imports, rm and gc with leases.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::io::Write;
@@ -9,80 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{is_root, prerequisite, vendor, Env};
-use sha2::Digest as _;
-
-/// Write a legacy `docker save` archive with `layers` layers of `files`
-/// files of `size` bytes each; returns nothing, the archive is at `path`.
-fn big_archive(path: &Path, layers: usize, files: usize, size: usize) {
-    let mut out = tar::Builder::new(fs::File::create(path).expect("create"));
-    let mut diff_ids = Vec::new();
-    let mut names = Vec::new();
-    for l in 0..layers {
-        let mut layer = tar::Builder::new(Vec::new());
-        for f in 0..files {
-            let mut data = vec![0u8; size];
-            for (i, b) in data.iter_mut().enumerate() {
-                *b = ((i * 31 + f * 7 + l * 13) % 251) as u8;
-            }
-            let mut h = tar::Header::new_gnu();
-            h.set_size(size as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1_600_000_000);
-            h.set_entry_type(tar::EntryType::Regular);
-            layer
-                .append_data(&mut h, format!("layer{l}/dir{}/file{f}", f % 16), &data[..])
-                .expect("append");
-        }
-        let bytes = layer.into_inner().expect("layer");
-        diff_ids.push(format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(&bytes))
-        ));
-        let name = format!("l{l}/layer.tar");
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        out.append_data(&mut h, &name, &bytes[..]).expect("append");
-        names.push(name);
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    })
-    .to_string();
-    let cfg_name = format!(
-        "{}.json",
-        hex::encode(sha2::Sha256::digest(config.as_bytes()))
-    );
-    let manifest =
-        serde_json::json!([{ "Config": cfg_name, "RepoTags": ["big:latest"], "Layers": names }])
-            .to_string();
-    for (name, data) in [
-        (cfg_name.as_str(), config.as_bytes()),
-        ("manifest.json", manifest.as_bytes()),
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        out.append_data(&mut h, name, data).expect("append");
-    }
-    out.finish().expect("finish");
-}
-
-fn list_names(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use support::env::{names, vendor, Env};
+use support::privilege::{is_root, prerequisite};
+use support::tar::generated_image;
 
 /// Poll until `cond` holds or time runs out (a liveness bound, not a timing check).
 fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
@@ -106,7 +35,7 @@ fn check_recovers(env: &Env, archive: &Path) {
         "no half-visible image after SIGKILL"
     );
     assert!(
-        list_names(&env.root().join("tmp")).is_empty(),
+        names(&env.root().join("tmp")).is_empty(),
         "stale temp data cleaned by the next command"
     );
     let r = env.json(&["image", "import", archive.to_str().expect("utf8")]);
@@ -130,7 +59,7 @@ fn test_store_sigkill_during_stdin_spool_leaves_a_usable_store() {
     }
     let env = Env::new();
     let archive = env.path("big.tar");
-    big_archive(&archive, 3, 400, 16 * 1024);
+    generated_image(&archive, "big:latest", 3, 400, 16 * 1024, false);
     let data = fs::read(&archive).expect("read");
     let mut child = env
         .skiff()
@@ -147,7 +76,7 @@ fn test_store_sigkill_during_stdin_spool_leaves_a_usable_store() {
     stdin.flush().expect("flush");
     let tmp = env.root().join("tmp");
     assert!(
-        wait_for(|| list_names(&tmp).iter().any(|n| !n.ends_with(".lock"))),
+        wait_for(|| names(&tmp).iter().any(|n| !n.ends_with(".lock"))),
         "import session started"
     );
     child.kill().expect("SIGKILL");
@@ -163,7 +92,7 @@ fn test_store_sigkill_during_unpack_leaves_a_usable_store() {
     }
     let env = Env::new();
     let archive = env.path("big.tar");
-    big_archive(&archive, 3, 1500, 8 * 1024);
+    generated_image(&archive, "big:latest", 3, 1500, 8 * 1024, false);
     // Kill at several points: as soon as unpacking starts, and once a
     // snapshot has been committed.
     for stage in ["unpacking", "committed"] {
@@ -177,13 +106,10 @@ fn test_store_sigkill_during_unpack_leaves_a_usable_store() {
         let tmp = env.root().join("tmp");
         let snaps = env.root().join("snapshots");
         let reached = wait_for(|| match stage {
-            "unpacking" => list_names(&tmp).iter().any(|n| {
-                !n.ends_with(".lock")
-                    && list_names(&tmp.join(n))
-                        .iter()
-                        .any(|e| e.starts_with("snap"))
+            "unpacking" => names(&tmp).iter().any(|n| {
+                !n.ends_with(".lock") && names(&tmp.join(n)).iter().any(|e| e.starts_with("snap"))
             }),
-            _ => !list_names(&snaps).is_empty() || child.try_wait().ok().flatten().is_some(),
+            _ => !names(&snaps).is_empty() || child.try_wait().ok().flatten().is_some(),
         });
         assert!(reached, "stage {stage} reached");
         let _ = child.kill();
@@ -191,10 +117,7 @@ fn test_store_sigkill_during_unpack_leaves_a_usable_store() {
         let ls = env.json(&["image", "ls"]);
         let finished = ls.as_array().is_some_and(|a| !a.is_empty());
         if !finished {
-            assert!(
-                list_names(&tmp).is_empty(),
-                "{stage}: stale temp data cleaned"
-            );
+            assert!(names(&tmp).is_empty(), "{stage}: stale temp data cleaned");
         }
         // Reset for the next stage.
         fs::remove_dir_all(env.root()).expect("reset");
@@ -208,11 +131,9 @@ fn test_store_sigkill_during_unpack_leaves_a_usable_store() {
         .spawn()
         .expect("spawn");
     let tmp = env.root().join("tmp");
-    assert!(wait_for(|| list_names(&tmp).iter().any(|n| !n
+    assert!(wait_for(|| names(&tmp).iter().any(|n| !n
         .ends_with(".lock")
-        && list_names(&tmp.join(n))
-            .iter()
-            .any(|e| e.starts_with("snap")))));
+        && names(&tmp.join(n)).iter().any(|e| e.starts_with("snap")))));
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     check_recovers(&env, &archive);

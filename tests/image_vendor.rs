@@ -2,41 +2,22 @@
 //! disk exactly as their layer tars say: files, modes, owners, links,
 //! whiteouts and mtimes. Checked against the archives themselves.
 
-mod common;
+mod support;
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{have, is_root, mount_overlay, prerequisite, vendor, Env};
 use sha2::Digest as _;
+use support::env::{have, vendor, Env};
+use support::mounts::mount_overlay;
+use support::privilege::{is_root, prerequisite};
+use support::tar::{gzip, layer_tars};
 
 fn sha(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
-}
-
-/// The layer tars of a `docker save` archive, bottom first.
-fn layer_tars(archive: &Path) -> Vec<Vec<u8>> {
-    let mut members: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut ar = tar::Archive::new(fs::File::open(archive).expect("open"));
-    for e in ar.entries().expect("entries") {
-        let mut e = e.expect("entry");
-        let name = e.path().expect("path").to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).expect("read");
-        members.insert(name, data);
-    }
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&members["manifest.json"]).expect("manifest");
-    manifest[0]["Layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| members[l.as_str().expect("str")].clone())
-        .collect()
 }
 
 /// Import and return (image id, lowerdirs top first).
@@ -229,16 +210,6 @@ fn test_vendor_compat_overlay_shows_whiteouts_links_and_modes() {
     assert!(passwd.contains("app:x:1000:1000:"));
 }
 
-fn gzip(src: &Path, dst: &Path) {
-    let data = fs::read(src).expect("read");
-    let mut enc = flate2::write::GzEncoder::new(
-        fs::File::create(dst).expect("create"),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(&data).expect("gzip");
-    enc.finish().expect("finish");
-}
-
 fn import_stdin(env: &Env, data: &[u8]) -> serde_json::Value {
     let mut child = env
         .skiff()
@@ -275,7 +246,7 @@ fn test_vendor_busybox_every_wrapper_gives_the_same_image() {
 
     // gzip-wrapped file, detected from content even under a misleading name.
     let gz = env.path("busybox.oci");
-    gzip(&plain, &gz);
+    fs::write(&gz, gzip(&fs::read(&plain).expect("read"))).expect("write gz");
     let r = env.json(&["image", "import", gz.to_str().expect("utf8")]);
     assert_eq!(r["images"][0]["id"], id.as_str());
     assert_eq!(r["layers_unpacked"], 0, "re-import writes no layer data");

@@ -8,12 +8,13 @@
 //! kernel into the cache once). Without them the test is skipped, unless
 //! `SKIFF_REQUIRE_PRIVILEGED=1`.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::{have, is_root, prerequisite, Env};
 use serde_json::Value;
+use support::env::{have, Env};
+use support::privilege::{is_root, prerequisite};
 
 fn cell<'a>(m: &'a Value, kernel: &str, runtime: &str) -> &'a Value {
     m["cells"]

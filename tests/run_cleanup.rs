@@ -2,15 +2,16 @@
 //! fds (counted in a pool launcher over 500 jobs). And a SIGKILLed `skiff`
 //! is cleaned up by the next command.
 
-mod run_common;
+mod support;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use compat::conformance::Launch;
-use run_common::{env, job_stderr, stdout, BUSYBOX};
 use runtime::JobSpec;
+use support::run;
+use support::run::{env, job_stderr, stdout, BUSYBOX};
 
 /// Processes whose root directory is inside `dir` (i.e. jobs of this store).
 fn processes_rooted_in(dir: &Path) -> usize {
@@ -112,7 +113,7 @@ fn test_cleanup_leak_count_over_many_jobs() {
         .unwrap_or(500);
     let root = std::fs::canonicalize(e.root.path()).expect("canon");
     let root_s = root.to_string_lossy().into_owned();
-    let host_mounts_before = run_common::mounts_containing(&root_s);
+    let host_mounts_before = run::mounts_containing(&root_s);
     let mut launcher = e.launcher();
     let pid = launcher.pid();
     let mut limited = job(&["sh", "-c", "sleep 0 & echo out; echo err >&2; wait"]);
@@ -156,20 +157,11 @@ fn test_cleanup_leak_count_over_many_jobs() {
     assert_eq!(after, before, "the launcher leaked over {n} jobs");
     assert!(launcher.finish().expect("exit").success());
     assert_eq!(
-        run_common::mounts_containing(&root_s),
+        run::mounts_containing(&root_s),
         host_mounts_before,
         "host mounts leaked"
     );
-    assert!(
-        e.state_dirs().is_empty(),
-        "state dirs leaked: {:?}",
-        e.state_dirs()
-    );
-    assert!(
-        e.job_cgroups().is_empty(),
-        "cgroups leaked: {:?}",
-        e.job_cgroups()
-    );
+    e.assert_clean("state dirs leaked: ", "cgroups leaked: ");
     assert_eq!(processes_rooted_in(&root), 0, "processes leaked");
 }
 
@@ -205,8 +197,7 @@ fn test_cleanup_leak_count_skiff_run_processes() {
             job_stderr(&out)
         );
     }
-    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
-    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+    e.assert_clean("", "");
     assert_eq!(processes_rooted_in(&root), 0, "processes leaked");
 }
 
@@ -270,10 +261,9 @@ fn test_cleanup_gc_after_sigkilled_skiff() {
         assert!(Instant::now() < deadline, "orphan still running");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
-    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+    e.assert_clean("", "");
     let root = std::fs::canonicalize(e.root.path()).expect("canon");
-    assert_eq!(run_common::mounts_containing(&root.to_string_lossy()), 0);
+    assert_eq!(run::mounts_containing(&root.to_string_lossy()), 0);
 }
 
 #[test]
@@ -296,6 +286,5 @@ fn test_cleanup_next_run_collects_orphans() {
     child.wait().expect("reap");
     let out = e.run(None, &[BUSYBOX, "true"]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
-    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+    e.assert_clean("", "");
 }

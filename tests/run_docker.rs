@@ -3,39 +3,31 @@
 //! `skiff run` and through a pool launcher, plus the behaviours that need a
 //! live process (stdin, signals, streaming).
 
-mod run_common;
+mod support;
 
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use run_common::{env, job_stderr, stdout, BUSYBOX, COMPAT};
+use support::run;
+use support::run::{env, job_stderr, stdout, BUSYBOX, COMPAT};
 
 #[test]
 fn test_run_conformance_libcontainer() {
     // Each case as its own `skiff run` process: the whole command line path.
     let Some(e) = env() else { return };
-    let mut cli = run_common::Cli {
+    let mut cli = run::Cli {
         env: &e,
         runtime: None,
     };
-    let failures = run_common::run_suite(&mut cli, &e.work_dir(), "skiff run");
+    let failures = run::run_suite(&mut cli, &e.work_dir(), "skiff run");
     assert!(
         failures.is_empty(),
         "{} case(s) failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
-    assert!(
-        e.state_dirs().is_empty(),
-        "state left: {:?}",
-        e.state_dirs()
-    );
-    assert!(
-        e.job_cgroups().is_empty(),
-        "cgroups left: {:?}",
-        e.job_cgroups()
-    );
+    e.assert_clean("state left: ", "cgroups left: ");
 }
 
 #[test]
@@ -43,7 +35,7 @@ fn test_run_conformance_pool_launcher() {
     // The same cases through one `skiff launcher` process.
     let Some(e) = env() else { return };
     let mut launcher = e.launcher();
-    let failures = run_common::run_suite(&mut launcher, &e.work_dir(), "launcher");
+    let failures = run::run_suite(&mut launcher, &e.work_dir(), "launcher");
     assert!(launcher.finish().expect("launcher exit").success());
     assert!(
         failures.is_empty(),
@@ -51,8 +43,7 @@ fn test_run_conformance_pool_launcher() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
-    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+    e.assert_clean("", "");
 }
 
 #[test]
@@ -178,7 +169,7 @@ fn test_run_json_fields() {
 #[test]
 fn test_run_archive_path_is_imported() {
     let Some(e) = env() else { return };
-    let a = run_common::vendor_archive("busybox");
+    let a = run::vendor_archive("busybox");
     let out = e.run(None, &[a.to_str().expect("utf8"), "echo", "hello"]);
     assert_eq!(stdout(&out), "hello\n", "{}", job_stderr(&out));
 }

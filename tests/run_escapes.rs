@@ -3,17 +3,18 @@
 //! planted on the host, write a canary on the host, see its cwd outside its
 //! root, change a host directory, or write the skiff binary.
 
-mod hostile_images;
-mod run_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use compat::conformance::Launch;
-use hostile_images::{derive, layer, Entry};
-use run_common::{backends, env, stdout, vendor_archive, Env, BUSYBOX};
 use runtime::JobSpec;
+use support::env::build_c;
+use support::run;
+use support::run::{backends, env, stdout, vendor_archive, Env, BUSYBOX};
+use support::tar::{derive, layer, Entry};
 
 /// Host files a job must never reach: a marker with a secret, and a canary
 /// directory that must stay empty.
@@ -318,33 +319,20 @@ fn exe_writer() -> Option<PathBuf> {
 }
 
 fn build_exe_writer() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("exe-writer");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let bin = dir.join("exe_writer");
-    let out = Command::new("cc")
-        .args([
+    build_c(
+        "exe-writer",
+        "exe_writer.c",
+        "exe_writer",
+        &[
             "-static",
             "-nostdlib",
             "-fno-pie",
             "-no-pie",
             "-fno-stack-protector",
             "-O",
-            "-o",
-        ])
-        .arg(&bin)
-        .arg(run_common::repo().join("tests/hostile_images/exe_writer.c"))
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(bin),
-        other => {
-            let why = format!("cannot build exe_writer.c with cc: {other:?}");
-            if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("{why}");
-            }
-            eprintln!("SKIPPED: {why}");
-            None
-        }
-    }
+        ],
+        "exe_writer.c",
+    )
 }
 
 /// Pids of the probe's shell (its script names GAVE-UP).
@@ -374,7 +362,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 /// the binary the other tests use).
 fn skiff_copy(e: &Env) -> PathBuf {
     let copy = e.root.path().join("skiff-copy");
-    std::fs::copy(run_common::skiff_bin(), &copy).expect("copy skiff");
+    std::fs::copy(run::skiff_bin(), &copy).expect("copy skiff");
     copy
 }
 

@@ -4,16 +4,16 @@
 //! process, mount, cgroup, lease, run directory or temporary file, and
 //! `skiff image verify` must find the store consistent.
 
-mod run_common;
-mod small_tmpfs;
+mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compat::conformance::Launch;
-use run_common::{backends, env, stdout, Env, BUSYBOX};
 use runtime::JobSpec;
+use support::run;
+use support::run::{backends, env, stdout, Env, BUSYBOX};
 
 fn text(out: &std::process::Output) -> String {
     format!("{}{}", stdout(out), String::from_utf8_lossy(&out.stderr))
@@ -90,15 +90,9 @@ fn assert_gc_leaves_nothing(e: &Env, case: &str) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(strays.is_empty(), "{case}: processes left: {strays:?}");
-    assert!(
-        e.state_dirs().is_empty(),
-        "{case}: run dirs left: {:?}",
-        e.state_dirs()
-    );
-    assert!(
-        e.job_cgroups().is_empty(),
-        "{case}: cgroups left: {:?}",
-        e.job_cgroups()
+    e.assert_clean(
+        &format!("{case}: run dirs left: "),
+        &format!("{case}: cgroups left: "),
     );
     assert!(leases(e).is_empty(), "{case}: leases left: {:?}", leases(e));
     assert!(
@@ -107,11 +101,7 @@ fn assert_gc_leaves_nothing(e: &Env, case: &str) {
         temp_files(e)
     );
     let root = e.root.path().display().to_string();
-    assert_eq!(
-        run_common::mounts_containing(&root),
-        0,
-        "{case}: mounts left"
-    );
+    assert_eq!(run::mounts_containing(&root), 0, "{case}: mounts left");
     let verify = e.skiff(&["image", "verify"]);
     assert!(verify.status.success(), "{case}: verify: {}", text(&verify));
 }
@@ -259,7 +249,7 @@ fn test_fault_startup_gc_never_fails_or_warns_ending_jobs() {
             std::thread::spawn(move || {
                 let mut bad = Vec::new();
                 for j in 0..jobs_per_loop() {
-                    let out = Command::new(run_common::skiff_bin())
+                    let out = Command::new(run::skiff_bin())
                         .env("SKIFF_ROOT", &root)
                         .args(["run", BUSYBOX, "true"])
                         .stdin(Stdio::null())
@@ -314,7 +304,7 @@ fn test_fault_gc_removes_stale_leases_and_empty_group_cgroups() {
     child.kill().expect("kill");
     let _ = child.wait();
     assert_gc_leaves_nothing(&e, "killed mid-run");
-    let key = run_common::store_key(&std::fs::canonicalize(e.root.path()).expect("canon"));
+    let key = run::store_key(&std::fs::canonicalize(e.root.path()).expect("canon"));
     let groups: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
         .lines()
@@ -386,20 +376,20 @@ fn test_fault_writable_layer_is_capped() {
 #[test]
 fn test_fault_full_store_disk_fails_cleanly_and_leaves_nothing() {
     let Some(e) = env() else { return };
-    let fs = match small_tmpfs::SmallTmpfs::mount("16m") {
+    let fs = match support::mounts::SmallTmpfs::mount("16m") {
         Ok(fs) => fs,
         Err(why) => panic!("cannot mount a small tmpfs: {why}"),
     };
     let root = fs.path().join("store");
     let skiff = |args: &[&str]| {
-        Command::new(run_common::skiff_bin())
+        Command::new(run::skiff_bin())
             .env("SKIFF_ROOT", &root)
             .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("skiff")
     };
-    let archive = run_common::vendor_archive("busybox");
+    let archive = run::vendor_archive("busybox");
     let out = skiff(&["image", "import", archive.to_str().expect("utf8")]);
     assert!(out.status.success(), "import: {}", text(&out));
     // Fill the disk.
@@ -440,9 +430,9 @@ fn test_fault_full_store_disk_fails_cleanly_and_leaves_nothing() {
 fn test_fault_concurrent_run_gc_image_rm_and_image_gc() {
     let Some(e) = env() else { return };
     let root = e.root.path().to_path_buf();
-    let compat = run_common::vendor_archive("compat");
+    let compat = run::vendor_archive("compat");
     let skiff = move |root: &Path, args: &[&str]| {
-        Command::new(run_common::skiff_bin())
+        Command::new(run::skiff_bin())
             .env("SKIFF_ROOT", root)
             .args(args)
             .stdin(Stdio::null())
@@ -453,7 +443,7 @@ fn test_fault_concurrent_run_gc_image_rm_and_image_gc() {
     let mut workers = Vec::new();
     // Jobs on both images: a compat job either finds no image (a clean 125)
     // or runs to the end with all its files.
-    for image in [BUSYBOX, run_common::COMPAT] {
+    for image in [BUSYBOX, run::COMPAT] {
         let root = root.clone();
         workers.push(std::thread::spawn(move || {
             let mut bad = Vec::new();
@@ -486,7 +476,7 @@ fn test_fault_concurrent_run_gc_image_rm_and_image_gc() {
             let mut bad = Vec::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 for args in [
-                    vec!["image", "rm", run_common::COMPAT],
+                    vec!["image", "rm", run::COMPAT],
                     vec!["image", "gc"],
                     vec!["image", "import", compat.to_str().expect("utf8")],
                     vec!["gc"],

@@ -3,15 +3,15 @@
 //! descriptors, or as paths confined beneath `--output-dir`) and answers
 //! with one JSON line on the same socket.
 
-mod run_common;
-mod small_tmpfs;
+mod support;
 
 use std::os::fd::AsFd;
 
 use runtime::pool::{Reply, Request, Sink, MAX_REQUEST_BYTES};
 use runtime::JobSpec;
 
-use run_common::{env, BUSYBOX};
+use support::privilege::skip_or_fail;
+use support::run::{env, BUSYBOX};
 
 fn job(script: &str) -> JobSpec {
     JobSpec {
@@ -279,16 +279,9 @@ fn test_launcher_unknown_and_invalid_fields_refused() {
 fn test_launcher_output_write_error_reported() {
     // Before: the reply said ok with 0 bytes dropped and the output was lost.
     let Some(e) = env() else { return };
-    let small = match small_tmpfs::SmallTmpfs::mount("64k") {
+    let small = match support::mounts::SmallTmpfs::mount("64k") {
         Ok(t) => t,
-        Err(why) => {
-            assert!(
-                std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-                "{why}"
-            );
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
+        Err(why) => return skip_or_fail(&why),
     };
     let out = std::fs::File::create(small.path().join("out")).expect("out");
     let mut launcher = e.launcher();

@@ -1,8 +1,9 @@
 //! Security properties of `skiff run` (issue 3, "Security tests").
 
-mod run_common;
+mod support;
 
-use run_common::{env, job_stderr, stdout, BUSYBOX};
+use support::run;
+use support::run::{env, job_stderr, stdout, BUSYBOX};
 
 // Working directories through leaked descriptors (CVE-2024-21626), /dev
 // symlinks and /proc/self/exe after the launcher dies: tests/run_escapes.rs.
@@ -12,7 +13,7 @@ fn test_security_cannot_overwrite_launcher_via_proc_self_exe() {
     // CVE-2019-5736: a job that execs /proc/self/exe (or a #!/proc/self/exe
     // script) and writes through it must not change the skiff binary.
     let Some(e) = env() else { return };
-    let bin = run_common::skiff_bin();
+    let bin = run::skiff_bin();
     let before = std::fs::read(bin).expect("read skiff");
     for args in [
         vec![BUSYBOX, "sh", "-c", "echo pwned > /proc/self/exe; echo pwned > /proc/1/exe; true"],
@@ -228,22 +229,22 @@ const BLOCKED: &[(&str, &str)] = &[
 /// Syscalls a job needs, which the profile allows.
 const ALLOWED: &[&str] = &["getpid", "fork", "socket_unix", "personality_query"];
 
+/// libcontainer, then runc and crun where installed (none is required).
 fn runtimes() -> Vec<Option<&'static str>> {
     let mut v = vec![None];
-    for r in ["runc", "crun"] {
-        if std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file()))
-        {
-            v.push(Some(r));
-        }
-    }
+    v.extend(
+        ["runc", "crun"]
+            .into_iter()
+            .filter(|r| run::have(r))
+            .map(Some),
+    );
     v
 }
 
 #[test]
 fn test_security_seccomp_blocks_what_docker_blocks() {
     let Some(e) = env() else { return };
-    if run_common::syscall_probe_dir().is_none() {
+    if run::syscall_probe_dir().is_none() {
         return;
     }
     let names: Vec<&str> = BLOCKED
@@ -252,7 +253,7 @@ fn test_security_seccomp_blocks_what_docker_blocks() {
         .chain(ALLOWED.iter().copied())
         .collect();
     for rt in runtimes() {
-        let got = run_common::probe_syscalls(&e, rt, &[], &names);
+        let got = run::probe_syscalls(&e, rt, &[], &names);
         for (n, want) in BLOCKED {
             assert_eq!(
                 got.get(*n).map(String::as_str),
@@ -270,7 +271,7 @@ fn test_security_seccomp_blocks_what_docker_blocks() {
     }
     // Unconfined, the kernel decides: the keyring calls work, so it was the
     // profile that refused them.
-    let got = run_common::probe_syscalls(
+    let got = run::probe_syscalls(
         &e,
         None,
         &["--security-opt", "seccomp=unconfined"],
@@ -285,11 +286,11 @@ fn test_security_seccomp_blocks_what_docker_blocks() {
 #[test]
 fn test_security_seccomp_cap_add_allows_its_syscalls() {
     let Some(e) = env() else { return };
-    if run_common::syscall_probe_dir().is_none() {
+    if run::syscall_probe_dir().is_none() {
         return;
     }
     for rt in runtimes() {
-        let got = run_common::probe_syscalls(
+        let got = run::probe_syscalls(
             &e,
             rt,
             &["--cap-add", "SYS_ADMIN"],

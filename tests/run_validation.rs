@@ -3,12 +3,13 @@
 //! 125, and nothing launched. Plus the mount order of the job's /etc files,
 //! `--tmpfs PATH:OPTIONS`, archive arguments, and output write errors.
 
-mod run_common;
-mod small_tmpfs;
+mod support;
 
 use std::process::{Command, Output};
 
-use run_common::{env, stdout, Env, BUSYBOX};
+use support::privilege::skip_or_fail;
+use support::run;
+use support::run::{env, stdout, Env, BUSYBOX};
 
 fn text(out: &Output) -> String {
     format!(
@@ -144,7 +145,7 @@ fn docker_with_busybox() -> Result<(), String> {
     }
     let load = Command::new("docker")
         .args(["load", "-q", "-i"])
-        .arg(run_common::vendor_archive("busybox"))
+        .arg(run::vendor_archive("busybox"))
         .output()
         .map_err(|e| format!("docker load: {e}"))?;
     if !load.status.success() {
@@ -162,13 +163,6 @@ fn docker_run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("docker run")
-}
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("prerequisite missing: {why}");
-    }
-    eprintln!("SKIPPED: {why} (set SKIFF_REQUIRE_PRIVILEGED=1 to make this a failure)");
 }
 
 #[test]
@@ -280,7 +274,7 @@ fn test_validation_directory_is_not_an_archive() {
         assert!(!err.contains("importing"), "{t}");
     }
     // A real archive path still imports and runs.
-    let archive = run_common::vendor_archive("busybox");
+    let archive = run::vendor_archive("busybox");
     let out = e.run(None, &[archive.to_str().expect("utf8"), "echo", "ok"]);
     assert_eq!(stdout(&out), "ok\n", "{}", text(&out));
 }
@@ -289,7 +283,7 @@ fn test_validation_directory_is_not_an_archive() {
 fn test_validation_full_output_filesystem_fails_the_run() {
     // Before: skiff exited 0 and the output was silently lost.
     let Some(e) = env() else { return };
-    let small = match small_tmpfs::SmallTmpfs::mount("64k") {
+    let small = match support::mounts::SmallTmpfs::mount("64k") {
         Ok(t) => t,
         Err(why) => return skip_or_fail(&why),
     };

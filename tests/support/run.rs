@@ -1,12 +1,9 @@
-//! Shared helpers for the `skiff run` integration tests: a fresh store root
-//! per test with the vendored images imported, a ready `skiff` command, and
-//! cleanup (and a leak check) even when the test fails.
+//! The `skiff run` tests' environment: a fresh store root per test with the
+//! vendored images imported, a ready `skiff` command, and cleanup (and a
+//! leak check) even when the test fails; the conformance suite through
+//! `skiff run`, the syscall probe, the backends to run on.
 //!
-//! These tests need root, overlayfs and cgroups. When a prerequisite is
-//! missing they print why and skip, unless `SKIFF_REQUIRE_PRIVILEGED=1`, in
-//! which case they fail.
-
-#![allow(dead_code)]
+//! These tests need root, overlayfs and cgroups (see [`super::privilege`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,45 +13,21 @@ use compat::conformance::{self, Launch, Outcome};
 use runtime::pool::Launcher;
 use runtime::{JobResult, JobSpec};
 
-/// The skiff binary under test.
-pub fn skiff_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_skiff")
-}
+pub use super::env::{have, skiff_bin, vendor_archive};
 
-/// The repository root.
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A vendored archive (plain `.tar`, or `.tar.gz`).
-pub fn vendor_archive(name: &str) -> PathBuf {
-    let plain = repo().join(format!("vendor-images/{name}.tar"));
-    if plain.exists() {
-        plain
-    } else {
-        repo().join(format!("vendor-images/{name}.tar.gz"))
-    }
-}
+use super::env::build_c;
+use super::privilege::{gate, missing_for_jobs, skip_or_fail};
 
 pub const BUSYBOX: &str = conformance::BUSYBOX;
 pub const COMPAT: &str = conformance::COMPAT;
 
-fn missing_prerequisite() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root".into());
-    }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.contains("overlay") {
-        return Some("overlayfs is not available".into());
-    }
-    if !Path::new("/sys/fs/cgroup").exists() {
-        return Some("no cgroup filesystem".into());
-    }
-    if !vendor_archive("busybox").exists() {
-        return Some("vendor-images/busybox archive is missing".into());
-    }
-    None
+/// What `skiff run` tests need: [`missing_for_jobs`] and the vendored
+/// busybox image.
+pub fn missing_prerequisite() -> Option<String> {
+    missing_for_jobs().or_else(|| {
+        (!vendor_archive("busybox").exists())
+            .then(|| "vendor-images/busybox archive is missing".to_string())
+    })
 }
 
 /// A test environment: a temporary store root with the vendored images.
@@ -65,11 +38,7 @@ pub struct Env {
 
 /// Set up, or skip (returning `None`) when privileges are missing.
 pub fn env() -> Option<Env> {
-    if let Some(why) = missing_prerequisite() {
-        if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("privileged prerequisite missing: {why}");
-        }
-        eprintln!("SKIPPED: {why} (set SKIFF_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    if !gate(missing_prerequisite()) {
         return None;
     }
     let root = tempfile::Builder::new()
@@ -151,6 +120,21 @@ impl Env {
             }
         }
         out
+    }
+
+    /// No `ROOT/run` entry and no job cgroup is left; each message is
+    /// followed by what is.
+    pub fn assert_clean(&self, state_msg: &str, cgroups_msg: &str) {
+        assert!(
+            self.state_dirs().is_empty(),
+            "{state_msg}{:?}",
+            self.state_dirs()
+        );
+        assert!(
+            self.job_cgroups().is_empty(),
+            "{cgroups_msg}{:?}",
+            self.job_cgroups()
+        );
     }
 }
 
@@ -436,25 +420,14 @@ pub fn run_suite(launch: &mut dyn Launch, work_dir: &Path, label: &str) -> Vec<S
 pub fn syscall_probe_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("syscall-probe");
-        std::fs::create_dir_all(&dir).expect("probe dir");
-        let src = repo().join("tests/run_common/syscall_probe.c");
-        let out = Command::new("cc")
-            .args(["-static", "-O", "-o"])
-            .arg(dir.join("probe"))
-            .arg(&src)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(dir),
-            other => {
-                let why = format!("cannot build the syscall probe with cc: {other:?}");
-                if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                    panic!("{why}");
-                }
-                eprintln!("SKIPPED: {why}");
-                None
-            }
-        }
+        let probe = build_c(
+            "syscall-probe",
+            "syscall_probe.c",
+            "probe",
+            &["-static", "-O"],
+            "the syscall probe",
+        )?;
+        probe.parent().map(Path::to_path_buf)
     })
     .clone()
 }
@@ -486,12 +459,10 @@ pub fn probe_syscalls(
 pub fn backends() -> Vec<Option<&'static str>> {
     let mut v = vec![None];
     for r in ["runc", "crun"] {
-        if std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(r).is_file()))
-        {
+        if have(r) {
             v.push(Some(r));
-        } else if std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{r} is not installed");
+        } else {
+            skip_or_fail(&format!("{r} is not installed"));
         }
     }
     v

@@ -1,0 +1,161 @@
+//! Where things are (the repository, the vendored images, the `skiff`
+//! binary), a fresh store per test, programs on `PATH`, and static C probes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::privilege::skip_or_fail;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// This support module's directory (the C probes' sources live here).
+pub fn support_dir() -> PathBuf {
+    repo().join("tests/support")
+}
+
+/// A vendored image archive by file name (`busybox.tar`).
+pub fn vendor(name: &str) -> PathBuf {
+    repo().join("vendor-images").join(name)
+}
+
+/// A vendored archive by image name: plain `.tar`, or else `.tar.gz`.
+pub fn vendor_archive(name: &str) -> PathBuf {
+    let plain = vendor(&format!("{name}.tar"));
+    if plain.exists() {
+        plain
+    } else {
+        vendor(&format!("{name}.tar.gz"))
+    }
+}
+
+/// The skiff binary under test.
+pub fn skiff_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_skiff")
+}
+
+/// Whether an executable named `program` is in a `PATH` directory.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// A fresh directory for one test under `SKIFF_TEST_TMP` (default
+/// `/var/tmp`), removed on drop.
+pub fn test_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(std::env::var("SKIFF_TEST_TMP").unwrap_or_else(|_| "/var/tmp".into()))
+        .expect("tempdir")
+}
+
+/// `cc FLAGS -o TARGET_TMPDIR/DIR/BIN tests/support/SOURCE`; the binary, or
+/// `None` after [`skip_or_fail`] when it cannot be built (no C compiler).
+pub fn build_c(dir: &str, source: &str, bin: &str, flags: &[&str], what: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&dir).expect("probe dir");
+    let bin = dir.join(bin);
+    let out = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&bin)
+        .arg(support_dir().join(source))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(bin),
+        other => {
+            skip_or_fail(&format!("cannot build {what} with cc: {other:?}"));
+            None
+        }
+    }
+}
+
+/// A test's private store and scratch space, removed on drop; `skiff`
+/// commands take the store with `--root`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env::with_prefix("skiff-test-")
+    }
+
+    /// With the test directory's name starting with `prefix`.
+    pub fn with_prefix(prefix: &str) -> Env {
+        Env {
+            dir: test_dir(prefix),
+        }
+    }
+
+    /// The store root.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// A scratch path.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `skiff --root ROOT ARGS…`
+    pub fn skiff(&self) -> Command {
+        let mut c = Command::new(skiff_bin());
+        c.arg("--root").arg(self.root());
+        c
+    }
+
+    /// Run skiff and return its output, whatever the status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.skiff().args(args).output().expect("spawn skiff")
+    }
+
+    /// Run skiff, asserting success; return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run skiff with `--json`, asserting success; parse stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("skiff {args:?} printed bad JSON ({e}): {out}"))
+    }
+
+    /// Count entries in a store subdirectory.
+    pub fn count(&self, sub: &str) -> usize {
+        std::fs::read_dir(self.root().join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+/// The names in a directory (none when it cannot be read).
+pub fn names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A number in skiff's JSON output, which must be there.
+pub fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("{key} is missing or not a number in {v}"))
+}
