@@ -5,19 +5,16 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
-use support::env::{num, skiff_bin};
+use support::env::{num, skiff_on};
 
 #[test]
 fn bench_import_smallest_run_writes_parsable_json() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let work = tmp.path().join("work");
     let out = tmp.path().join("out");
-    let output = Command::new(skiff_bin())
-        .arg("--root")
-        .arg(tmp.path().join("store"))
+    let output = skiff_on(&tmp.path().join("store"))
         .args(["bench", "import", "--size-mb", "5", "--rounds", "1"])
         .args([
             "--warmup",

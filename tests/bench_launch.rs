@@ -8,10 +8,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
-use support::env::{num, skiff_bin, vendor_archive};
+use support::env::{num, skiff_on, vendor_archive};
 use support::privilege::gate;
 use support::run::missing_prerequisite;
 
@@ -31,9 +30,7 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = tmp.path().join("out");
-    let output = Command::new(skiff_bin())
-        .arg("--root")
-        .arg(tmp.path().join("unused-store"))
+    let output = skiff_on(&tmp.path().join("unused-store"))
         .args([
             "bench",
             "launch",

@@ -7,10 +7,8 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
-use support::env::{skiff_bin, vendor_archive};
+use support::env::{skiff_on, vendor_archive};
 use support::privilege::gate;
 use support::run::missing_prerequisite;
 
@@ -21,9 +19,7 @@ fn bench_soak_smallest_run_samples_and_finds_no_leak() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let json = tmp.path().join("out").join("soak.json");
-    let output = Command::new(skiff_bin())
-        .arg("--root")
-        .arg(tmp.path().join("unused-store"))
+    let output = skiff_on(&tmp.path().join("unused-store"))
         .args(["bench", "soak", "--jobs", "20", "--every", "10", "--quiet"])
         .arg("--image")
         .arg(vendor_archive("busybox"))

@@ -7,10 +7,9 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::env::{names, vendor, Env};
+use support::env::{names, skiff_on, vendor, Env};
 use support::mounts::mount_tmpfs;
 use support::privilege::{is_root, prerequisite};
 use support::tar::generated_image;
@@ -56,14 +55,7 @@ fn temp_leftovers(root: &Path) -> Vec<PathBuf> {
 
 /// `skiff image verify --json`: must exit 0 with no problems and no leftovers.
 fn assert_consistent(env: &Env, case: &str) {
-    let out = env.run(&["image", "verify", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{case}: verify printed bad JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (out, report) = env.verify(&[], &format!("{case}: "));
     assert!(
         out.status.success(),
         "{case}: verify says the store is damaged: {report:#}"
@@ -76,10 +68,8 @@ fn assert_consistent(env: &Env, case: &str) {
 /// Returns whether it was killed before finishing.
 fn import_killed_at(env: &Env, archive: &Path, at: u64) -> bool {
     let mut child = env
-        .skiff()
+        .quiet()
         .args(["image", "import", archive.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let root = env.root();
@@ -250,18 +240,12 @@ fn test_faults_concurrent_import_rm_gc_keep_the_store_consistent() {
     let compat = vendor("compat.tar");
     let own = env.path("own.tar.gz");
     generated_image(&own, "fault:1", 2, 200, 4 * 1024, true);
-    let skiff = env!("CARGO_BIN_EXE_skiff");
     let root = env.root();
     let worker = |args: Vec<String>, rounds: usize, must_succeed: bool| {
         let root = root.clone();
         std::thread::spawn(move || {
             for _ in 0..rounds {
-                let out = Command::new(skiff)
-                    .arg("--root")
-                    .arg(&root)
-                    .args(&args)
-                    .output()
-                    .expect("spawn");
+                let out = skiff_on(&root).args(&args).output().expect("spawn");
                 let err = String::from_utf8_lossy(&out.stderr);
                 if must_succeed {
                     // verify reports on stdout: show it too.

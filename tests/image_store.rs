@@ -62,11 +62,9 @@ fn test_store_sigkill_during_stdin_spool_leaves_a_usable_store() {
     generated_image(&archive, "big:latest", 3, 400, 16 * 1024, false);
     let data = fs::read(&archive).expect("read");
     let mut child = env
-        .skiff()
+        .quiet()
         .args(["image", "import", "-"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
@@ -97,10 +95,8 @@ fn test_store_sigkill_during_unpack_leaves_a_usable_store() {
     // snapshot has been committed.
     for stage in ["unpacking", "committed"] {
         let mut child = env
-            .skiff()
+            .quiet()
             .args(["image", "import", archive.to_str().expect("utf8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawn");
         let tmp = env.root().join("tmp");
@@ -124,10 +120,8 @@ fn test_store_sigkill_during_unpack_leaves_a_usable_store() {
     }
     // And a final kill-then-recover round with full checks.
     let mut child = env
-        .skiff()
+        .quiet()
         .args(["image", "import", archive.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     let tmp = env.root().join("tmp");
@@ -273,18 +267,8 @@ fn test_store_rm_and_gc_keep_shared_and_leased_snapshots() {
 
 /// `skiff image verify --json [--repair]`: exit code and report.
 fn verify(env: &Env, repair: bool) -> (Option<i32>, serde_json::Value) {
-    let mut args = vec!["image", "verify", "--json"];
-    if repair {
-        args.push("--repair");
-    }
-    let out = env.run(&args);
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify printed bad JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let extra: &[&str] = if repair { &["--repair"] } else { &[] };
+    let (out, report) = env.verify(extra, "");
     (out.status.code(), report)
 }
 

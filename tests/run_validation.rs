@@ -165,6 +165,22 @@ fn docker_run(args: &[&str]) -> Output {
         .expect("docker run")
 }
 
+/// Docker (when it runs here) prints what skiff printed for `args`.
+fn assert_docker_agrees(args: &[&str], ours: &Output) {
+    match docker_with_busybox() {
+        Ok(()) => {
+            let theirs = docker_run(args);
+            assert_eq!(
+                String::from_utf8_lossy(&theirs.stdout),
+                stdout(ours),
+                "docker: {}",
+                text(&theirs)
+            );
+        }
+        Err(why) => skip_or_fail(&why),
+    }
+}
+
 #[test]
 fn test_validation_etc_volume_keeps_job_etc_files_like_docker() {
     // Before: `-v /etc:/etc` hid the job's hostname, hosts and resolv.conf
@@ -198,18 +214,7 @@ fn test_validation_etc_volume_keeps_job_etc_files_like_docker() {
     assert!(ours.status.success(), "{}", text(&ours));
     let want = "myjobhost\nown-hosts\nown-resolv\nlocalhost\n";
     assert_eq!(stdout(&ours), want, "{}", text(&ours));
-    match docker_with_busybox() {
-        Ok(()) => {
-            let theirs = docker_run(&args);
-            assert_eq!(
-                String::from_utf8_lossy(&theirs.stdout),
-                stdout(&ours),
-                "docker: {}",
-                text(&theirs)
-            );
-        }
-        Err(why) => skip_or_fail(&why),
-    }
+    assert_docker_agrees(&args, &ours);
 }
 
 #[test]
@@ -234,18 +239,7 @@ fn test_validation_tmpfs_options_like_docker() {
         "{}",
         text(&ours)
     );
-    match docker_with_busybox() {
-        Ok(()) => {
-            let theirs = docker_run(&args);
-            assert_eq!(
-                String::from_utf8_lossy(&theirs.stdout),
-                stdout(&ours),
-                "docker: {}",
-                text(&theirs)
-            );
-        }
-        Err(why) => skip_or_fail(&why),
-    }
+    assert_docker_agrees(&args, &ours);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! binary), a fresh store per test, programs on `PATH`, and static C probes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use super::privilege::skip_or_fail;
 
@@ -72,6 +72,13 @@ pub fn build_c(dir: &str, source: &str, bin: &str, flags: &[&str], what: &str) -
     }
 }
 
+/// `skiff --root ROOT`.
+pub fn skiff_on(root: &Path) -> Command {
+    let mut c = Command::new(skiff_bin());
+    c.arg("--root").arg(root);
+    c
+}
+
 /// A test's private store and scratch space, removed on drop; `skiff`
 /// commands take the store with `--root`.
 pub struct Env {
@@ -102,9 +109,28 @@ impl Env {
 
     /// `skiff --root ROOT ARGS…`
     pub fn skiff(&self) -> Command {
-        let mut c = Command::new(skiff_bin());
-        c.arg("--root").arg(self.root());
+        skiff_on(&self.root())
+    }
+
+    /// [`Env::skiff`] with stdout and stderr discarded (to spawn and kill).
+    pub fn quiet(&self) -> Command {
+        let mut c = self.skiff();
+        c.stdout(Stdio::null()).stderr(Stdio::null());
         c
+    }
+
+    /// `skiff image verify --json EXTRA…`: its output and report (stdout
+    /// must be JSON; `label` starts the message when it is not).
+    pub fn verify(&self, extra: &[&str], label: &str) -> (Output, serde_json::Value) {
+        let out = self.run(&[&["image", "verify", "--json"], extra].concat());
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{label}verify printed bad JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out, report)
     }
 
     /// Run skiff and return its output, whatever the status.
