@@ -25,8 +25,8 @@ use imagestore::MountDescription;
 use runtime::cgroups::{self, CgroupDriver, CgroupVersion};
 use runtime::oci::{self, SpecPaths};
 use runtime::safe_root::SafeRoot;
-use runtime::seccomp::{MaskedEqOrder, Placement};
-use runtime::{JobSpec, Limits, NetworkMode};
+use runtime::seccomp::{self, SeccompPlan};
+use runtime::{Backend, JobSpec, Limits, NetworkMode};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -86,15 +86,16 @@ fn bench_spec(c: &mut Criterion) {
     let job = job();
     let bounding = oci::caller_bounding_set();
     let cgroup = PathBuf::from("/process_api/x/skiff/0000/bench-job-0001");
+    let mut cache = seccomp::Cache::new(tmp.path().join("seccomp"));
     let mut g = c.benchmark_group("spec");
-    for (name, placement) in [
+    for (name, backend) in [
         (
             "libcontainer (seccomp installed by the executor)",
-            Placement::Executor,
+            Backend::Libcontainer,
         ),
         (
             "runtime binary (seccomp profile in the spec)",
-            Placement::Spec(MaskedEqOrder::ValueIsMask),
+            Backend::Binary(PathBuf::from("runc")),
         ),
     ] {
         g.bench_function(name, |b| {
@@ -103,6 +104,8 @@ fn bench_spec(c: &mut Criterion) {
                 let plan =
                     runtime::run::plan_process(&job, &config, &root, &bounding).expect("plan");
                 let resources = cgroups::resources(&job.limits).expect("resources");
+                let seccomp = seccomp::plan(job.seccomp, &backend, &plan.caps, &mut cache)
+                    .expect("seccomp plan");
                 oci::build_spec(
                     &job,
                     &plan,
@@ -110,7 +113,7 @@ fn bench_spec(c: &mut Criterion) {
                         rootfs: &rootfs,
                         etc_dir: &etc,
                         cgroups_path: &cgroup,
-                        seccomp: placement,
+                        seccomp: &seccomp,
                     },
                     Some(resources),
                 )
@@ -127,7 +130,7 @@ fn bench_spec(c: &mut Criterion) {
             rootfs: &rootfs,
             etc_dir: &etc,
             cgroups_path: &cgroup,
-            seccomp: Placement::Executor,
+            seccomp: &SeccompPlan::None,
         },
         Some(cgroups::resources(&job.limits).expect("resources")),
     )

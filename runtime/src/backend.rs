@@ -16,7 +16,6 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use crate::error::{Error, Result};
 use crate::exec::SkiffExecutor;
-use crate::seccomp::{MaskedEqOrder, Placement};
 
 /// Which runtime launches the job.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,22 +46,6 @@ impl Backend {
             value: s.to_string(),
             detail: "not found in PATH".into(),
         })
-    }
-
-    /// Where this backend's default seccomp filter goes (see [`crate::seccomp`]).
-    pub fn seccomp_placement(&self) -> Placement {
-        match self {
-            // skiff compiles it once and its executor installs it.
-            Backend::Libcontainer => Placement::Executor,
-            // youki's CLI is libcontainer, which reads masked comparisons reversed.
-            Backend::Binary(p)
-                if p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().contains("youki")) =>
-            {
-                Placement::Spec(MaskedEqOrder::ValueTwoIsMask)
-            }
-            Backend::Binary(_) => Placement::Spec(MaskedEqOrder::ValueIsMask),
-        }
     }
 
     /// Short name for reports.
@@ -106,7 +89,7 @@ pub struct Started {
 ///
 /// `on_created` runs between create and start with the init pid (to record
 /// it for `gc` and to bring `lo` up). `executor` runs in the init at the end
-/// (it installs the seccomp filter and execs the command).
+/// (it installs the plan's seccomp filter, if any, and execs the command).
 pub fn launch_libcontainer(
     id: &str,
     bundle: &Path,

@@ -1,5 +1,6 @@
 //! Output captured in memory files (memfds): a job's stdout and stderr
-//! when a caller wants them back, and data handed to a child by descriptor.
+//! when a caller wants them back, data handed to a child by descriptor, and
+//! the BPF libseccomp exports ([`crate::seccomp::compile`]).
 
 use std::fs;
 use std::io::{Read, Seek};

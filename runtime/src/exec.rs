@@ -15,6 +15,7 @@ use libcontainer::workload::{
 use oci_spec::runtime::Spec;
 
 use crate::safe_root::SafeRoot;
+use crate::seccomp::SeccompPlan;
 
 /// Exit status when the command is not found.
 pub const EXIT_NOT_FOUND: i32 = crate::exit_code::NOT_FOUND;
@@ -101,6 +102,16 @@ pub fn lookup_command(
 pub struct SkiffExecutor {
     /// The filter to install just before `execve`.
     pub seccomp: Option<crate::seccomp::Bpf>,
+}
+
+impl SkiffExecutor {
+    /// The executor of a job with this seccomp plan: it installs the
+    /// plan's filter when the plan is [`SeccompPlan::Executor`].
+    pub fn new(seccomp: &SeccompPlan) -> SkiffExecutor {
+        SkiffExecutor {
+            seccomp: seccomp.executor_filter().cloned(),
+        }
+    }
 }
 
 fn die(msg: &str, code: i32) -> ! {

@@ -12,8 +12,8 @@ use oci_spec::runtime::{
 };
 
 use crate::error::{Error, Result};
-use crate::job::{JobSpec, NetworkMode, SeccompMode, TmpfsMount};
-use crate::seccomp;
+use crate::job::{JobSpec, NetworkMode, TmpfsMount};
+use crate::seccomp::SeccompPlan;
 use crate::user::ExecUser;
 
 /// Docker's default capability set.
@@ -196,8 +196,9 @@ pub struct SpecPaths<'a> {
     pub etc_dir: &'a Path,
     /// `linux.cgroupsPath`.
     pub cgroups_path: &'a Path,
-    /// Where the default seccomp filter goes.
-    pub seccomp: seccomp::Placement,
+    /// The job's seccomp plan ([`crate::seccomp::plan`]): only
+    /// [`SeccompPlan::InSpec`] puts a profile in the spec.
+    pub seccomp: &'a SeccompPlan,
 }
 
 fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Result<Mount> {
@@ -356,10 +357,8 @@ pub fn build_spec(
     if let Some(r) = resources {
         linux = linux.resources(r);
     }
-    if job.seccomp == SeccompMode::Default {
-        if let seccomp::Placement::Spec(order) = paths.seccomp {
-            linux = linux.seccomp(seccomp::default_profile(&plan.caps, order)?);
-        }
+    if let Some(profile) = paths.seccomp.spec_profile() {
+        linux = linux.seccomp(profile.clone());
     }
     let root = RootBuilder::default()
         .path(paths.rootfs.to_path_buf())
@@ -423,7 +422,13 @@ mod tests {
             rootfs: Path::new("/r"),
             etc_dir: Path::new("/e"),
             cgroups_path: Path::new("/a/skiff/j"),
-            seccomp: seccomp::Placement::Spec(seccomp::MaskedEqOrder::default()),
+            seccomp: &SeccompPlan::InSpec(
+                crate::seccomp::default_profile(
+                    &plan.caps,
+                    crate::seccomp::MaskedEqOrder::default(),
+                )
+                .expect("profile"),
+            ),
         };
         let spec = build_spec(&job, &plan, &paths, None).expect("spec");
         let p = spec.process().as_ref().expect("process");
@@ -445,6 +450,10 @@ mod tests {
     }
 
     fn spec_for(job: &JobSpec) -> Spec {
+        spec_with(job, &SeccompPlan::None)
+    }
+
+    fn spec_with(job: &JobSpec, seccomp: &SeccompPlan) -> Spec {
         let plan = ProcessPlan {
             args: vec!["true".into()],
             env: vec![],
@@ -462,9 +471,27 @@ mod tests {
             rootfs: Path::new("/r"),
             etc_dir: Path::new("/e"),
             cgroups_path: Path::new("/a/skiff/j"),
-            seccomp: seccomp::Placement::Executor,
+            seccomp,
         };
         build_spec(job, &plan, &paths, None).expect("spec")
+    }
+
+    #[test]
+    fn test_build_spec_follows_the_seccomp_plan() {
+        let seccomp_of = |plan: &SeccompPlan| {
+            let spec = spec_with(&JobSpec::default(), plan);
+            spec.linux().as_ref().expect("linux").seccomp().clone()
+        };
+        let profile =
+            crate::seccomp::default_profile(DEFAULT_CAPS, crate::seccomp::MaskedEqOrder::default())
+                .expect("profile");
+        assert_eq!(
+            seccomp_of(&SeccompPlan::InSpec(profile.clone())),
+            Some(profile)
+        );
+        assert_eq!(seccomp_of(&SeccompPlan::None), None);
+        let bpf = crate::seccomp::Bpf::from_bytes(&[0; 8]).expect("one instruction");
+        assert_eq!(seccomp_of(&SeccompPlan::Executor(bpf)), None);
     }
 
     #[test]

@@ -538,6 +538,10 @@ fn runtime_bundles(
             runtime::run::plan_process(&job, &image.config, &root, &bounding).map_err(|e| s(&e))?;
         let resources = runtime::cgroups::resources(&job.limits).map_err(|e| s(&e))?;
         let cgroup = driver.job_path(&id);
+        // A runtime binary's plan compiles nothing: the cache stays unwritten.
+        let mut cache = runtime::seccomp::Cache::new(oci.join("seccomp"));
+        let seccomp = runtime::seccomp::plan(job.seccomp, &backend, &plan.caps, &mut cache)
+            .map_err(|e| s(&e))?;
         let spec = runtime::oci::build_spec(
             &job,
             &plan,
@@ -545,7 +549,7 @@ fn runtime_bundles(
                 rootfs: &rootfs,
                 etc_dir: &etc,
                 cgroups_path: &cgroup,
-                seccomp: backend.seccomp_placement(),
+                seccomp: &seccomp,
             },
             Some(resources),
         )

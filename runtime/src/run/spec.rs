@@ -9,7 +9,7 @@ use crate::cgroups;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{lookup_command, LookupError, SkiffExecutor};
 use crate::image_process::{merge_env, process_args};
-use crate::job::{JobSpec, NetworkMode, SeccompMode};
+use crate::job::{JobSpec, NetworkMode};
 use crate::oci::{self, ProcessPlan, SpecPaths};
 use crate::safe_root::SafeRoot;
 use crate::seccomp;
@@ -21,7 +21,8 @@ use super::{JobCtx, Runner};
 /// What the launch phase needs.
 #[derive(Debug)]
 pub(super) struct Ready {
-    /// skiff's in-container executor (with the precompiled filter, if any).
+    /// skiff's in-container executor (with the plan's precompiled filter,
+    /// if any; libcontainer only).
     pub(super) executor: SkiffExecutor,
     /// The job record, completed with the init pid at create.
     pub(super) record: JobRecord,
@@ -176,15 +177,7 @@ pub(super) fn spec(
     }
     let etc = ctx.sub("etc");
     write_etc_files(&etc, &plan.hostname, job.network)?;
-    let placement = ctx.backend.seccomp_placement();
-    let executor = SkiffExecutor {
-        seccomp: match (job.seccomp, placement) {
-            (SeccompMode::Default, seccomp::Placement::Executor) => {
-                Some(runner.seccomp.default_filter(&plan.caps)?)
-            }
-            _ => None,
-        },
-    };
+    let seccomp = seccomp::plan(job.seccomp, ctx.backend, &plan.caps, &mut runner.seccomp)?;
     let cgroup_path = runner.cgroups.job_path(&job.name);
     let spec = oci::build_spec(
         job,
@@ -193,7 +186,7 @@ pub(super) fn spec(
             rootfs,
             etc_dir: &etc,
             cgroups_path: &cgroup_path,
-            seccomp: placement,
+            seccomp: &seccomp,
         },
         Some(cgroups::resources(&job.limits)?),
     )?;
@@ -212,7 +205,7 @@ pub(super) fn spec(
     };
     ctx.dir.write_record(&record)?;
     Ok(Prepared::Ready(Ready {
-        executor,
+        executor: SkiffExecutor::new(&seccomp),
         record,
         bundle,
     }))
