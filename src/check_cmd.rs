@@ -94,7 +94,7 @@ fn image_check(launch: &mut dyn Launch, image: &str, command: &str, runs: u32) -
                 ));
             }
             Err(e) => {
-                check.error.get_or_insert(e);
+                check.error.get_or_insert(conformance::error_chain(&e));
             }
         }
     }

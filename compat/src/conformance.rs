@@ -139,7 +139,39 @@ impl Outcome {
 /// the job, and not skiff refusing it, which is an [`Outcome::failed`]).
 pub trait Launch {
     /// Run `job` from `image` and wait for it.
-    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, String>;
+    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, LaunchError>;
+}
+
+/// Why a [`Launch`] could not run a job at all: the harness broke.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A memory file to capture one of the job's streams could not be
+    /// created.
+    #[error("cannot create the capture file for {stream}")]
+    CreateCapture {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// Why.
+        #[source]
+        source: Box<runtime::Error>,
+    },
+    /// A capture file's descriptor could not be duplicated for the job.
+    #[error("cannot duplicate the capture file for {stream}")]
+    CloneCapture {
+        /// `stdout` or `stderr`.
+        stream: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request could not be sent to the pool launcher, or its reply
+    /// read.
+    #[error("cannot send the request to the launcher")]
+    Request(#[source] Box<runtime::Error>),
+    /// Another implementation of [`Launch`] (a test harness driving
+    /// `skiff run`, say) failed; its own error.
+    #[error("the launch harness failed")]
+    Harness(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The result of one case.
@@ -741,7 +773,7 @@ pub fn run_case(launch: &mut dyn Launch, case: &Case) -> CaseReport {
         let out = match launch.launch(case.image, &case.job) {
             Ok(o) => o,
             Err(e) => {
-                report.reason = Some(format!("launch failed: {e}"));
+                report.reason = Some(format!("launch failed: {}", error_chain(&e)));
                 return report;
             }
         };
@@ -824,12 +856,30 @@ impl InProcess {
 }
 
 impl Launch for InProcess {
-    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, String> {
-        let mut out = capture_file("skiff-stdout").map_err(|e| e.to_string())?;
-        let mut err = capture_file("skiff-stderr").map_err(|e| e.to_string())?;
+    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, LaunchError> {
+        let mut out =
+            capture_file("skiff-stdout").map_err(|source| LaunchError::CreateCapture {
+                stream: "stdout",
+                source: Box::new(source),
+            })?;
+        let mut err =
+            capture_file("skiff-stderr").map_err(|source| LaunchError::CreateCapture {
+                stream: "stderr",
+                source: Box::new(source),
+            })?;
         let io = JobIo::Capture {
-            stdout: out.try_clone().map_err(|e| e.to_string())?,
-            stderr: err.try_clone().map_err(|e| e.to_string())?,
+            stdout: out
+                .try_clone()
+                .map_err(|source| LaunchError::CloneCapture {
+                    stream: "stdout",
+                    source,
+                })?,
+            stderr: err
+                .try_clone()
+                .map_err(|source| LaunchError::CloneCapture {
+                    stream: "stderr",
+                    source,
+                })?,
             cap: OUTPUT_CAP,
         };
         match self.runner.run(image, job.clone(), &self.backend, io) {
@@ -905,7 +955,7 @@ mod tests {
     struct Fake(u32, fn(&JobSpec) -> Outcome);
 
     impl Launch for Fake {
-        fn launch(&mut self, _: &str, job: &JobSpec) -> std::result::Result<Outcome, String> {
+        fn launch(&mut self, _: &str, job: &JobSpec) -> std::result::Result<Outcome, LaunchError> {
             self.0 += 1;
             Ok((self.1)(job))
         }

@@ -6,14 +6,22 @@ use std::os::fd::AsFd;
 use runtime::job::JobSpec;
 use runtime::pool::{Launcher, Reply, Request, Sink};
 
-use crate::conformance::{self, Launch, Outcome};
+use crate::conformance::{self, Launch, LaunchError, Outcome};
 
 /// Runs each job in the launcher, capturing output in memory files whose
 /// descriptors go with the request.
 impl Launch for Launcher {
-    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, String> {
-        let mut out = conformance::capture_file("skiff-stdout").map_err(|e| e.to_string())?;
-        let mut err = conformance::capture_file("skiff-stderr").map_err(|e| e.to_string())?;
+    fn launch(&mut self, image: &str, job: &JobSpec) -> std::result::Result<Outcome, LaunchError> {
+        let capture = |stream: &'static str| {
+            conformance::capture_file(&format!("skiff-{stream}")).map_err(|e| {
+                LaunchError::CreateCapture {
+                    stream,
+                    source: Box::new(e),
+                }
+            })
+        };
+        let mut out = capture("stdout")?;
+        let mut err = capture("stderr")?;
         let req = Request {
             image: image.to_string(),
             job: job.clone(),
@@ -24,7 +32,7 @@ impl Launch for Launcher {
         };
         let reply = self
             .request_with_fds(&req, &[out.as_fd(), err.as_fd()])
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LaunchError::Request(Box::new(e)))?;
         match reply {
             Reply::Ok(result) => Ok(Outcome {
                 result,

@@ -11,4 +11,4 @@ mod launcher;
 pub mod matrix;
 pub mod probe;
 
-pub use conformance::{Case, Launch, SuiteReport};
+pub use conformance::{Case, Launch, LaunchError, SuiteReport};
