@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use compat::conformance::{self, Launch, Outcome};
+use compat::conformance::{self, Launch, LaunchError, Outcome};
 use runtime::pool::Launcher;
 use runtime::{JobResult, JobSpec};
 
@@ -329,11 +329,15 @@ pub struct Cli<'a> {
 }
 
 impl Launch for Cli<'_> {
-    fn launch(&mut self, image: &str, job: &JobSpec) -> Result<Outcome, String> {
+    fn launch(&mut self, image: &str, job: &JobSpec) -> Result<Outcome, LaunchError> {
+        let harness = |why: String| LaunchError::Harness(why.into());
         let args = run_args(image, job);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.env.run(self.runtime.as_deref(), &args);
-        let code = out.status.code().ok_or("skiff was killed by a signal")?;
+        let code = out
+            .status
+            .code()
+            .ok_or_else(|| harness("skiff was killed by a signal".into()))?;
         let text = stdout(&out);
         let body = text.strip_suffix('\n').unwrap_or(&text);
         let (job_out, json) = match body.rfind('\n') {
@@ -346,13 +350,13 @@ impl Launch for Cli<'_> {
                 exit_code: code,
                 ..Default::default()
             },
-            Err(e) => return Err(format!("no JSON result ({e}) in {text:?}")),
+            Err(e) => return Err(harness(format!("no JSON result ({e}) in {text:?}"))),
         };
         if result.exit_code.clamp(0, 255) != code {
-            return Err(format!(
+            return Err(harness(format!(
                 "exit status {code} but JSON exit_code {}",
                 result.exit_code
-            ));
+            )));
         }
         result.exit_code = code;
         Ok(Outcome {
