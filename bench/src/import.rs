@@ -35,14 +35,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use runtime::error::error_chain;
+use runtime::path_lookup::find_on_host;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, RunError};
 use crate::host::HostInfo;
 use crate::image::{self, GenSpec, ImageInfo, LayerSource};
 use crate::stats::Summary;
+use crate::tools::{run_checked, tail, tool_version};
 use crate::trash;
 use crate::ui::Ui;
+
+pub use crate::results::import::{ContenderResult, ImportResults, SCHEMA};
+pub use crate::results::Skipped;
 
 /// Default size of the generated image, in MB.
 pub const DEFAULT_SIZE_MB: u64 = 450;
@@ -62,8 +68,6 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_secs(360);
 pub const SETTLE_MIN_ENTRIES: u64 = 10_000;
 /// Empty files created by the per-round inode-allocator probe.
 const PROBE_FILES: usize = 1000;
-/// Schema version of `import.json`.
-pub const SCHEMA: u32 = 1;
 
 /// The contenders, in the order they run within a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,104 +174,6 @@ impl Default for ImportConfig {
     }
 }
 
-/// One contender's results.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ContenderResult {
-    /// Contender name.
-    pub name: String,
-    /// What was timed, as a shell-like command.
-    pub command: String,
-    /// Tool versions, when external.
-    pub version: Option<String>,
-    /// Wall-clock seconds of each timed round.
-    pub samples_s: Vec<f64>,
-    /// Median seconds.
-    pub median_s: f64,
-    /// Fastest round.
-    pub min_s: f64,
-    /// Slowest round.
-    pub max_s: f64,
-    /// Mean seconds.
-    pub mean_s: f64,
-    /// Uncompressed layer MB (10^6 bytes) per second at the median.
-    pub mb_per_s: Option<f64>,
-    /// This contender's median over skiff's median (> 1: skiff is faster).
-    pub ratio_vs_skiff: Option<f64>,
-    /// CPU seconds (user + system, children included) of each timed round.
-    pub cpu_samples_s: Vec<f64>,
-    /// Median CPU seconds.
-    pub cpu_median_s: f64,
-    /// This contender's median CPU time over skiff's.
-    pub cpu_ratio_vs_skiff: Option<f64>,
-    /// Median seconds of each phase, for multi-step contenders.
-    pub phases_median_s: BTreeMap<String, f64>,
-}
-
-/// A contender that did not run, or stopped.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Skipped {
-    /// Contender name.
-    pub name: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// The whole result, written as `import.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImportResults {
-    /// Always `import`.
-    pub benchmark: String,
-    /// [`SCHEMA`].
-    pub schema: u32,
-    /// When the run finished (UTC, RFC 3339).
-    pub date: String,
-    /// Where.
-    pub host: HostInfo,
-    /// On what.
-    pub image: ImageInfo,
-    /// Timed rounds.
-    pub rounds: usize,
-    /// Warm-up rounds.
-    pub warmup: usize,
-    /// Contenders in their order within a round.
-    pub order: Vec<String>,
-    /// Results, in order.
-    pub contenders: Vec<ContenderResult>,
-    /// Contenders left out, and why.
-    pub skipped: Vec<Skipped>,
-    /// Milliseconds to create 1000 empty files, before each timed round:
-    /// high values flag rounds slowed by the disk (see [`trash`]).
-    pub fs_probe_ms: Vec<f64>,
-    /// Anything else worth knowing about the run.
-    pub notes: Vec<String>,
-}
-
-impl ImportResults {
-    /// A contender's results by name.
-    pub fn get(&self, name: &str) -> Option<&ContenderResult> {
-        self.contenders.iter().find(|c| c.name == name)
-    }
-
-    /// Write `import.json` into `dir` (created if needed); returns its path.
-    pub fn write_json(&self, dir: &Path) -> Result<PathBuf> {
-        fs::create_dir_all(dir).ctx("create", dir)?;
-        let path = dir.join("import.json");
-        let data = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
-            what: path.display().to_string(),
-            source,
-        })?;
-        let tmp = dir.join(".import.json.tmp");
-        fs::write(&tmp, data).ctx("write", &tmp)?;
-        fs::rename(&tmp, &path).ctx("rename into place", &path)?;
-        Ok(path)
-    }
-
-    /// The terminal table.
-    pub fn table(&self) -> String {
-        crate::report::import_table(self)
-    }
-}
-
 /// A contender ready to run: its tool paths and versions resolved.
 #[derive(Debug)]
 struct Ready {
@@ -278,35 +184,6 @@ struct Ready {
     cpu: Vec<f64>,
     phases: BTreeMap<String, Vec<f64>>,
     failed: Option<String>,
-}
-
-/// Find an executable on `PATH`.
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
-/// First line of `tool ARGS`'s output.
-pub(crate) fn tool_version(tool: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = if out.stdout.is_empty() {
-        out.stderr
-    } else {
-        out.stdout
-    };
-    String::from_utf8_lossy(&text)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_string())
 }
 
 /// Exclusive use of a work directory for the length of a run.
@@ -459,7 +336,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
                         flag(false)
                     ),
                 };
-                let missing = find_in_path("tar")
+                let missing = find_on_host("tar")
                     .is_none()
                     .then_some("tar is not installed");
                 (cmd, tool_version("tar", &["--version"]), missing)
@@ -470,14 +347,14 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
                      --cgroup-manager=cgroupfs --events-backend=file load -q -i {archive}"
                 ),
                 tool_version("podman", &["--version"]),
-                find_in_path("podman")
+                find_on_host("podman")
                     .is_none()
                     .then_some("podman is not installed"),
             ),
             Contender::SkopeoUmoci => {
-                let missing = if find_in_path("skopeo").is_none() {
+                let missing = if find_on_host("skopeo").is_none() {
                     Some("skopeo is not installed")
-                } else if find_in_path("umoci").is_none() {
+                } else if find_on_host("umoci").is_none() {
                     Some("umoci is not installed")
                 } else {
                     None
@@ -578,7 +455,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
         let probe = trash::probe_creates(&probe_dir, PROBE_FILES)?;
         trash::set_aside(&probe_dir, &trash_dir)?;
         if !warm {
-            fs_probe_ms.push(probe.as_secs_f64() * 1e3);
+            fs_probe_ms.push(runtime::timing::ms(probe));
         }
         for r in ready.iter_mut() {
             if r.failed.is_some() {
@@ -613,14 +490,23 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
                 Err(e) => {
                     if r.which == Contender::Skiff {
                         ui.clear();
-                        return Err(Error::SkiffFailed { round, detail: e });
+                        return Err(Error::SkiffFailed {
+                            what: "skiff import",
+                            round,
+                            source: Box::new(e),
+                        });
                     }
                     ui.note(format!(
-                        "{} failed in round {}; dropping it: {e}",
+                        "{} failed in round {}; dropping it: {}",
                         r.which.name(),
-                        round + 1
+                        round + 1,
+                        error_chain(&e)
                     ));
-                    r.failed = Some(format!("failed in round {}: {e}", round + 1));
+                    r.failed = Some(format!(
+                        "failed in round {}: {}",
+                        round + 1,
+                        error_chain(&e)
+                    ));
                 }
             }
             ui.inc();
@@ -819,7 +705,7 @@ impl Timer {
 }
 
 /// Run one contender once into the fresh directory `dir`, timing it.
-fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<Sample, String> {
+fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<Sample, RunError> {
     let stored = |l: &image::LayerInfo| l.stored_path.clone().unwrap_or(l.tar_path.clone());
     let tar_flags = |l: &image::LayerInfo, raw: bool| -> Vec<&'static str> {
         match (raw, l.compression.as_str()) {
@@ -834,14 +720,22 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
             let input = imagestore::Input::Path(image.archive.clone());
             let opts = imagestore::ImportOptions::default();
             let timer = Timer::start();
-            let store = imagestore::Store::open(&root).map_err(|e| e.to_string())?;
-            store.import(&input, &opts).map_err(|e| e.to_string())?;
+            let store = imagestore::Store::open(&root).map_err(|source| RunError::OpenStore {
+                path: root.clone(),
+                source: Box::new(source),
+            })?;
+            store
+                .import(&input, &opts)
+                .map_err(|source| RunError::Import {
+                    path: image.archive.clone(),
+                    source: Box::new(source),
+                })?;
             Ok(timer.stop(Vec::new()))
         }
         Contender::Tar | Contender::TarRaw => {
             let raw = c == Contender::TarRaw;
             let out = dir.join("rootfs");
-            fs::create_dir(&out).map_err(|e| e.to_string())?;
+            fs::create_dir(&out).map_err(|source| create_error(&out, source))?;
             let cmds: Vec<Command> = image
                 .layers
                 .iter()
@@ -864,7 +758,7 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
             let mut cmds = Vec::new();
             for (i, l) in image.layers.iter().enumerate() {
                 let out = dir.join(i.to_string());
-                fs::create_dir(&out).map_err(|e| e.to_string())?;
+                fs::create_dir(&out).map_err(|source| create_error(&out, source))?;
                 let mut cmd = Command::new("tar");
                 cmd.args(tar_flags(l, false))
                     .arg(stored(l))
@@ -878,26 +772,38 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
             let timer = Timer::start();
             let children: Vec<_> = cmds
                 .iter_mut()
-                .map(|c| c.spawn().map_err(|e| format!("cannot run tar: {e}")))
+                .map(|c| {
+                    c.spawn().map_err(|source| RunError::Spawn {
+                        program: "tar".into(),
+                        source,
+                    })
+                })
                 .collect::<std::result::Result<_, _>>()?;
             let mut errors = Vec::new();
             for child in children {
                 match child.wait_with_output() {
                     Ok(o) if o.status.success() => {}
-                    Ok(o) => errors.push(format!("tar: {}: {}", o.status, tail(&o.stderr))),
-                    Err(e) => errors.push(format!("tar: {e}")),
+                    Ok(o) => errors.push(RunError::Exit {
+                        program: "tar".into(),
+                        status: o.status,
+                        stderr: tail(&o.stderr),
+                    }),
+                    Err(source) => errors.push(RunError::Wait {
+                        program: "tar".into(),
+                        source,
+                    }),
                 }
             }
             let sample = timer.stop(Vec::new());
             if errors.is_empty() {
                 Ok(sample)
             } else {
-                Err(errors.join("; "))
+                Err(RunError::Several(errors))
             }
         }
         Contender::Podman => {
             let tmp = dir.join("tmp");
-            fs::create_dir(&tmp).map_err(|e| e.to_string())?;
+            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
             let mut cmd = Command::new("podman");
             cmd.arg("--root")
                 .arg(dir.join("root"))
@@ -926,7 +832,7 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
         }
         Contender::SkopeoUmoci => {
             let tmp = dir.join("tmp");
-            fs::create_dir(&tmp).map_err(|e| e.to_string())?;
+            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
             let layout = dir.join("oci");
             let bundle = dir.join("bundle");
             let mut copy = Command::new("skopeo");
@@ -953,22 +859,10 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
     }
 }
 
-pub(crate) fn tail(stderr: &[u8]) -> String {
-    let s = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
-}
-
-/// Run a command to completion; an error carries its status and stderr.
-pub(crate) fn run_checked(cmd: &mut Command) -> std::result::Result<(), String> {
-    let prog = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{prog}: {}: {}", out.status, tail(&out.stderr)))
+fn create_error(path: &Path, source: std::io::Error) -> RunError {
+    RunError::Io {
+        op: "create",
+        path: path.to_path_buf(),
+        source,
     }
 }

@@ -8,11 +8,15 @@
 //!   launcher pool against runc, crun, podman, docker and the kernel's floor.
 //! - [`soak`]: many jobs through the launcher pool, sampling RSS, fds,
 //!   mounts, cgroups, run directories and leases for leaks.
-//! - [`plot`]: the launch benchmark's plots (SVG and PNG).
+//! - [`results`]: what each of them produces: plain serializable data,
+//!   written as JSON. The modules above produce it; [`report`] (tables,
+//!   result files) and [`plot`] (the launch benchmark's SVG and PNG plots)
+//!   consume it; neither side imports the other.
 //! - [`trash`]: run output is renamed aside and deleted only after the last
 //!   timed run (bulk deletes slow ext4 file creation for a while).
-//! - [`stats`], [`host`], [`report`], [`ui`]: medians, host facts, tables,
-//!   progress.
+//! - [`error`]: why a benchmark, a run or a contender failed.
+//! - [`stats`], [`host`], `tools`, [`ui`]: medians and percentiles, host
+//!   facts, other programs, progress.
 //!
 //! See `docs/bench.md` for how to run it and the latest figures.
 
@@ -23,12 +27,15 @@ pub mod import;
 pub mod launch;
 pub mod plot;
 pub mod report;
+pub mod results;
 pub mod soak;
 pub mod stats;
+mod tools;
 pub mod trash;
 pub mod ui;
+mod units;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, RunError, Unavailable};
 pub use import::{Contender, ImportConfig, ImportResults};
 pub use launch::{LaunchConfig, LaunchResults};
 pub use ui::Ui;

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::launch::LaunchResults;
+use crate::results::launch::LaunchResults;
 
 const W: u32 = 960;
 const H: u32 = 600;

@@ -22,14 +22,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compat::conformance::Launch as _;
+use compat::conformance::{Launch as _, LaunchError};
+use runtime::error::error_chain;
 use runtime::pool::Launcher;
+use runtime::timing::ms_since;
 use runtime::{JobSpec, Limits, NetworkMode};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result as BenchResult};
 use crate::host::HostInfo;
 use crate::Ui;
+
+pub use crate::results::soak::{
+    LauncherSample, Leftovers, Sample, SoakHost, SoakResults, Summary, SCHEMA,
+};
 
 /// Jobs of a default soak.
 pub const DEFAULT_JOBS: usize = 10_000;
@@ -43,8 +48,6 @@ pub const OUTPUT_EVERY: usize = 10;
 pub const OUTPUT_JOB_MEMORY: u64 = 64 << 20;
 /// The output job's pids limit.
 pub const OUTPUT_JOB_PIDS: i64 = 64;
-/// Version of the JSON document.
-pub const SCHEMA: u32 = 1;
 /// A job that takes longer than this is killed (and counts as failed).
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// Failed jobs whose error is kept, in full.
@@ -69,16 +72,63 @@ pub enum SoakError {
     #[error("cannot detect the store's cgroups")]
     Cgroups(#[source] runtime::Error),
     /// A launcher's untimed warm-up jobs failed: nothing would work.
-    #[error("warm-up job on launcher {index} failed: {detail}")]
+    #[error("warm-up job on launcher {index} failed")]
     WarmUp {
         /// Which launcher (0-based).
         index: usize,
-        /// The job's error.
-        detail: String,
+        /// Why.
+        #[source]
+        source: JobFailed,
     },
     /// A launcher thread panicked.
     #[error("the thread driving launcher {0} panicked")]
     Thread(usize),
+}
+
+/// Why one soak job failed (a result, counted and kept in the summary).
+#[derive(Debug, thiserror::Error)]
+pub enum JobFailed {
+    /// The launcher could not run it.
+    #[error("job {job}")]
+    Launch {
+        /// The job's number.
+        job: usize,
+        /// Why.
+        #[source]
+        source: LaunchError,
+    },
+    /// It exited non-zero.
+    #[error(
+        "job {job}: exit code {exit_code}{}{}: stderr {stderr:?}",
+        if *oom_killed { " (OOM-killed)" } else { "" },
+        if *timed_out { " (timed out)" } else { "" }
+    )]
+    Exit {
+        /// The job's number.
+        job: usize,
+        /// Its exit code.
+        exit_code: i32,
+        /// Whether it was OOM-killed.
+        oom_killed: bool,
+        /// Whether its timeout fired.
+        timed_out: bool,
+        /// Its stderr.
+        stderr: String,
+    },
+    /// It wrote something other than expected.
+    #[error("job {job}: output {stdout:?} / {stderr:?}, expected {want_out:?} / {want_err:?}")]
+    Output {
+        /// The job's number.
+        job: usize,
+        /// Its stdout.
+        stdout: String,
+        /// Its stderr.
+        stderr: String,
+        /// The stdout expected.
+        want_out: String,
+        /// The stderr expected.
+        want_err: String,
+    },
 }
 
 /// The result type of a soak.
@@ -111,271 +161,6 @@ impl Default for SoakConfig {
             every: DEFAULT_EVERY,
             workdir: PathBuf::from(crate::import::DEFAULT_WORKDIR),
         }
-    }
-}
-
-/// One launcher at one sample.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LauncherSample {
-    /// Its pid.
-    pub pid: u32,
-    /// `VmRSS`, in KiB (`None`: unreadable).
-    pub rss_kib: Option<u64>,
-    /// Entries of `/proc/PID/fd`.
-    pub fds: Option<usize>,
-    /// Lines of `/proc/PID/mountinfo` (its private mount namespace).
-    pub mounts: Option<usize>,
-}
-
-/// The state of the pool and the store after some jobs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Jobs finished so far.
-    pub jobs_done: usize,
-    /// Seconds since the first job.
-    pub elapsed_s: f64,
-    /// Jobs per second since the previous sample.
-    pub jobs_per_s: f64,
-    /// Each launcher.
-    pub launchers: Vec<LauncherSample>,
-    /// Job cgroup directories under the store's group, summed over every
-    /// hierarchy.
-    pub job_cgroups: usize,
-    /// Entries of `ROOT/run`.
-    pub run_entries: usize,
-    /// Entries of `ROOT/leases`.
-    pub leases: usize,
-    /// Lines of this process's `/proc/self/mountinfo` (host-wide; other
-    /// work on the host moves it too).
-    pub host_mounts: usize,
-    /// Host mounts at or beneath the store root.
-    pub store_mounts: usize,
-    /// Failed jobs so far.
-    pub failures: usize,
-}
-
-impl Sample {
-    /// The one-line form printed during the soak.
-    pub fn line(&self) -> String {
-        let per = |f: &dyn Fn(&LauncherSample) -> String| {
-            self.launchers.iter().map(f).collect::<Vec<_>>().join("/")
-        };
-        let opt = |v: Option<usize>| v.map_or("?".to_string(), |v| v.to_string());
-        format!(
-            "jobs {:>6}  {:>6.1} jobs/s  rss {} KiB  fds {}  mounts {}  cgroups {}  run {}  \
-             leases {}  host mounts {} (store {})  failed {}",
-            self.jobs_done,
-            self.jobs_per_s,
-            per(&|l| l.rss_kib.map_or("?".into(), |v| v.to_string())),
-            per(&|l| opt(l.fds)),
-            per(&|l| opt(l.mounts)),
-            self.job_cgroups,
-            self.run_entries,
-            self.leases,
-            self.host_mounts,
-            self.store_mounts,
-            self.failures,
-        )
-    }
-}
-
-/// First against last sample, latencies, and what leaked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    /// Jobs run.
-    pub jobs: usize,
-    /// Jobs that failed (skiff error, exit code, or wrong output).
-    pub failures: usize,
-    /// The first failures' errors.
-    pub errors: Vec<String>,
-    /// Seconds from the first job to the last.
-    pub wall_s: f64,
-    /// Jobs per second over the whole soak.
-    pub jobs_per_s: f64,
-    /// Median request → reply time, ms.
-    pub latency_median_ms: Option<f64>,
-    /// 99th percentile of it, ms.
-    pub latency_p99_ms: Option<f64>,
-    /// Each launcher's RSS at the first sample, KiB.
-    pub rss_first_kib: Vec<Option<u64>>,
-    /// … and at the last.
-    pub rss_last_kib: Vec<Option<u64>>,
-    /// Each launcher's open descriptors at the first sample.
-    pub fds_first: Vec<Option<usize>>,
-    /// … and at the last.
-    pub fds_last: Vec<Option<usize>>,
-    /// Each launcher's mounts at the first sample.
-    pub mounts_first: Vec<Option<usize>>,
-    /// … and at the last.
-    pub mounts_last: Vec<Option<usize>>,
-    /// Host-wide mounts at the first sample.
-    pub host_mounts_first: usize,
-    /// … and at the last.
-    pub host_mounts_last: usize,
-    /// Job cgroups left after the last job.
-    pub job_cgroups_left: usize,
-    /// `ROOT/run` entries left after the last job.
-    pub run_entries_left: usize,
-    /// Leases left after the last job.
-    pub leases_left: usize,
-    /// Mounts beneath the store left after the last job.
-    pub store_mounts_left: usize,
-    /// The same four counts once the launchers have exited.
-    pub after_exit: Leftovers,
-    /// How each launcher exited (`exit status: 0` is clean).
-    pub launcher_exits: Vec<String>,
-    /// Every leak found, in words; empty when none.
-    pub leaks: Vec<String>,
-}
-
-/// What is left of the jobs in the store.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Leftovers {
-    /// Job cgroup directories, summed over every hierarchy.
-    pub job_cgroups: usize,
-    /// `ROOT/run` entries.
-    pub run_entries: usize,
-    /// `ROOT/leases` entries.
-    pub leases: usize,
-    /// Host mounts beneath the store.
-    pub store_mounts: usize,
-}
-
-/// Facts about the host that bear on the figures.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SoakHost {
-    /// OS, kernel, CPUs, memory, the work directory's filesystem.
-    #[serde(flatten)]
-    pub info: HostInfo,
-    /// `v1` or `v2`: the layout skiff's cgroup driver uses.
-    pub cgroup_driver: String,
-    /// Whether a cgroup2 hierarchy is mounted beside v1 ones (hybrid).
-    pub hybrid: bool,
-    /// Whether a cgroup mount lists `favordynmods`.
-    pub favordynmods_in_mounts: bool,
-    /// Load average before the first job.
-    pub load_before: String,
-    /// Load average after the last.
-    pub load_after: String,
-}
-
-/// A whole soak.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SoakResults {
-    /// `"soak"`.
-    pub benchmark: String,
-    /// [`SCHEMA`].
-    pub schema: u32,
-    /// When it started (UTC).
-    pub date: String,
-    /// The host.
-    pub host: SoakHost,
-    /// The image archive.
-    pub image: PathBuf,
-    /// Jobs asked for.
-    pub jobs: usize,
-    /// Launchers.
-    pub launchers: usize,
-    /// Jobs between samples.
-    pub every: usize,
-    /// The jobs: what most run, and what every [`OUTPUT_EVERY`]-th runs.
-    pub job_mix: Vec<String>,
-    /// Before the first job, after each launcher's two untimed warm-up jobs
-    /// (one of each kind).
-    pub baseline: Sample,
-    /// After every `every` jobs, and after the last.
-    pub samples: Vec<Sample>,
-    /// The verdict.
-    pub summary: Summary,
-}
-
-impl SoakResults {
-    /// No job failed and nothing leaked.
-    pub fn ok(&self) -> bool {
-        self.summary.failures == 0 && self.summary.leaks.is_empty()
-    }
-
-    /// Write the results as JSON to `path`.
-    pub fn write_json(&self, path: &Path) -> BenchResult<()> {
-        let text = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
-            what: "soak results".into(),
-            source,
-        })?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).ctx("create", dir)?;
-        }
-        fs::write(path, text).ctx("write", path)
-    }
-
-    /// The closing summary, several lines.
-    pub fn summary_text(&self) -> String {
-        let s = &self.summary;
-        let list = |v: &[Option<u64>]| {
-            v.iter()
-                .map(|x| x.map_or("?".into(), |x| x.to_string()))
-                .collect::<Vec<_>>()
-                .join("/")
-        };
-        let listu = |v: &[Option<usize>]| {
-            v.iter()
-                .map(|x| x.map_or("?".into(), |x| x.to_string()))
-                .collect::<Vec<_>>()
-                .join("/")
-        };
-        let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
-        let mut out = String::new();
-        out.push_str(&format!(
-            "soak: {} jobs through {} launchers in {:.1} s: {:.1} jobs/s; latency median {}, p99 {}\n",
-            s.jobs,
-            self.launchers,
-            s.wall_s,
-            s.jobs_per_s,
-            ms(s.latency_median_ms),
-            ms(s.latency_p99_ms)
-        ));
-        let first = self.samples.first().map_or(0, |x| x.jobs_done);
-        let last = self.samples.last().map_or(0, |x| x.jobs_done);
-        out.push_str(&format!(
-            "launchers, first sample ({first} jobs) → last ({last} jobs): RSS {} → {} KiB, \
-             fds {} → {}, mounts {} → {}\n",
-            list(&s.rss_first_kib),
-            list(&s.rss_last_kib),
-            listu(&s.fds_first),
-            listu(&s.fds_last),
-            listu(&s.mounts_first),
-            listu(&s.mounts_last),
-        ));
-        out.push_str(&format!(
-            "host mounts {} → {}; left after the last job: {} job cgroups, {} run entries, \
-             {} leases, {} store mounts; after the launchers exited: {}, {}, {}, {}\n",
-            s.host_mounts_first,
-            s.host_mounts_last,
-            s.job_cgroups_left,
-            s.run_entries_left,
-            s.leases_left,
-            s.store_mounts_left,
-            s.after_exit.job_cgroups,
-            s.after_exit.run_entries,
-            s.after_exit.leases,
-            s.after_exit.store_mounts,
-        ));
-        out.push_str(&format!("failed jobs: {}\n", s.failures));
-        for e in &s.errors {
-            out.push_str(&format!("  {e}\n"));
-        }
-        if s.leaks.is_empty() {
-            out.push_str("leaks: none\n");
-        } else {
-            for l in &s.leaks {
-                out.push_str(&format!("leak: {l}\n"));
-            }
-        }
-        out.push_str(if self.ok() {
-            "soak: OK\n"
-        } else {
-            "soak: FAILED\n"
-        });
-        out
     }
 }
 
@@ -418,28 +203,31 @@ struct BatchPart {
 }
 
 /// Run one job on `l`; its latency in ms, or why it failed.
-fn one_job(l: &mut Launcher, image: &str, i: usize) -> std::result::Result<f64, String> {
+fn one_job(l: &mut Launcher, image: &str, i: usize) -> std::result::Result<f64, JobFailed> {
     let (spec, want_out, want_err) = job(i);
     let t = Instant::now();
     let outcome = l
         .launch(image, &spec)
-        .map_err(|e| format!("job {i}: {e}"))?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
+        .map_err(|source| JobFailed::Launch { job: i, source })?;
+    let ms = ms_since(t);
     let r = &outcome.result;
     if r.exit_code != 0 {
-        return Err(format!(
-            "job {i}: exit code {}{}{}: stderr {:?}",
-            r.exit_code,
-            if r.oom_killed { " (OOM-killed)" } else { "" },
-            if r.timed_out { " (timed out)" } else { "" },
-            outcome.stderr
-        ));
+        return Err(JobFailed::Exit {
+            job: i,
+            exit_code: r.exit_code,
+            oom_killed: r.oom_killed,
+            timed_out: r.timed_out,
+            stderr: outcome.stderr,
+        });
     }
     if outcome.stdout != want_out || outcome.stderr != want_err {
-        return Err(format!(
-            "job {i}: output {:?} / {:?}, expected {want_out:?} / {want_err:?}",
-            outcome.stdout, outcome.stderr
-        ));
+        return Err(JobFailed::Output {
+            job: i,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            want_out,
+            want_err,
+        });
     }
     Ok(ms)
 }
@@ -650,7 +438,7 @@ pub fn run(cfg: &SoakConfig, ui: &Ui, on_sample: &mut dyn FnMut(&Sample)) -> Res
     // baseline shows launchers that have started up and run both paths.
     for (index, l) in launchers.iter_mut().enumerate() {
         for i in [0, OUTPUT_EVERY - 1] {
-            one_job(l, &image.id, i).map_err(|detail| SoakError::WarmUp { index, detail })?;
+            one_job(l, &image.id, i).map_err(|source| SoakError::WarmUp { index, source })?;
         }
     }
     let baseline = sample(&launchers, &root, cgroups.as_ref(), 0, 0.0, 0.0, 0);
@@ -681,7 +469,7 @@ pub fn run(cfg: &SoakConfig, ui: &Ui, on_sample: &mut dyn FnMut(&Sample)) -> Res
                                 Err(e) => {
                                     part.failed += 1;
                                     if part.errors.len() < KEPT_ERRORS {
-                                        part.errors.push(e);
+                                        part.errors.push(error_chain(&e));
                                     }
                                 }
                             }
@@ -727,7 +515,7 @@ pub fn run(cfg: &SoakConfig, ui: &Ui, on_sample: &mut dyn FnMut(&Sample)) -> Res
     for l in launchers {
         launcher_exits.push(match l.finish() {
             Ok(s) => s.to_string(),
-            Err(e) => format!("error: {e}"),
+            Err(e) => format!("error: {}", error_chain(&e)),
         });
     }
     let after_exit = leftovers(&root, cgroups.as_ref());

@@ -2,16 +2,19 @@
 //! launcher answered.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{CStr, OsString};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runtime::pool::{Launcher, Reply, Request};
+use runtime::timing::{ms, ms_since};
 use runtime::{JobResult, Phases};
 
-use super::prepare::{How, Prepared};
-use super::{ms_since, Contender, PhaseBreakdown, PhaseMedian};
+use super::config::Contender;
+use crate::error::RunError;
+use crate::results::launch::{PhaseBreakdown, PhaseMedian};
+use crate::tools::tail;
 
 /// skiff's launch phases, in order, as `Phases` names them (without `_ms`).
 pub const PHASES: [&str; 7] = [
@@ -40,34 +43,6 @@ pub struct Sample {
     pub phases: Vec<f64>,
 }
 
-impl Prepared {
-    /// Launch once, in slot `slot` (its own container id and cgroup for the
-    /// runtimes; its own launcher for the pool).
-    pub fn launch(&mut self, slot: usize) -> Result<Sample, String> {
-        let which = self.which;
-        match &mut self.how {
-            How::Process {
-                argv,
-                hide_unified,
-                skiff_json,
-            } => {
-                let a = &argv[slot.min(argv.len().saturating_sub(1))];
-                process(a, *hide_unified, *skiff_json)
-            }
-            How::Pool { .. } => {
-                self.ensure_launchers(slot + 1)?;
-                let How::Pool {
-                    launchers, request, ..
-                } = &mut self.how
-                else {
-                    return Err(format!("{} has no launcher", which.name()));
-                };
-                pool(&mut launchers[slot], request)
-            }
-        }
-    }
-}
-
 fn children_cpu() -> Duration {
     use nix::sys::resource::{getrusage, UsageWho};
     let tv = |t: nix::sys::time::TimeVal| {
@@ -81,11 +56,15 @@ fn children_cpu() -> Duration {
 
 /// CPU time of this process's waited-for children so far, in milliseconds.
 pub fn children_cpu_ms() -> f64 {
-    children_cpu().as_secs_f64() * 1e3
+    ms(children_cpu())
 }
 
+/// [`runtime::cgroups::CRUN_HYBRID_CONTROLLERS`] as a C string, for the
+/// forked child (which may not allocate); a test checks they are the same.
+const CRUN_HYBRID_CONTROLLERS_C: &CStr = c"/sys/fs/cgroup/unified/cgroup.controllers";
+
 /// crun 1.8 refuses hybrid cgroup hosts whose
-/// `/sys/fs/cgroup/unified/cgroup.controllers` is not empty. In the forked
+/// [`runtime::cgroups::CRUN_HYBRID_CONTROLLERS`] is not empty. In the forked
 /// child, before `exec`: a private mount namespace in which `/dev/null`
 /// (empty) is bound over that file (HOST-FACTS.md), so the host is unchanged.
 fn hide_unified_controllers(cmd: &mut Command) {
@@ -110,7 +89,7 @@ fn hide_unified_controllers(cmd: &mut Command) {
             }
             if libc::mount(
                 c"/dev/null".as_ptr(),
-                c"/sys/fs/cgroup/unified/cgroup.controllers".as_ptr(),
+                CRUN_HYBRID_CONTROLLERS_C.as_ptr(),
                 none,
                 libc::MS_BIND,
                 std::ptr::null(),
@@ -139,22 +118,26 @@ pub fn command(argv: &[OsString], hide_unified: bool) -> Command {
 
 /// Run `argv` to completion, timed; it must exit 0. With `skiff_json`, the
 /// last stdout line is `skiff run --json`'s result, whose phases are kept.
-pub fn process(argv: &[OsString], hide_unified: bool, skiff_json: bool) -> Result<Sample, String> {
+pub fn process(
+    argv: &[OsString],
+    hide_unified: bool,
+    skiff_json: bool,
+) -> Result<Sample, RunError> {
     let mut cmd = command(argv, hide_unified);
     let cpu0 = children_cpu();
     let t = Instant::now();
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0].to_string_lossy()))?;
+    let out = cmd.output().map_err(|source| RunError::Spawn {
+        program: argv[0].to_string_lossy().into_owned(),
+        source,
+    })?;
     let wall_ms = ms_since(t);
-    let cpu_ms = (children_cpu().saturating_sub(cpu0)).as_secs_f64() * 1e3;
+    let cpu_ms = ms(children_cpu().saturating_sub(cpu0));
     if !out.status.success() {
-        return Err(format!(
-            "{}: {}: {}",
-            argv[0].to_string_lossy(),
-            out.status,
-            crate::import::tail(&out.stderr)
-        ));
+        return Err(RunError::Exit {
+            program: argv[0].to_string_lossy().into_owned(),
+            status: out.status,
+            stderr: tail(&out.stderr),
+        });
     }
     let mut phases = Vec::new();
     if skiff_json {
@@ -164,10 +147,12 @@ pub fn process(argv: &[OsString], hide_unified: bool, skiff_json: bool) -> Resul
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
-        let r: JobResult = serde_json::from_str(line)
-            .map_err(|e| format!("skiff run --json printed no result ({e}): {line:?}"))?;
+        let r: JobResult = serde_json::from_str(line).map_err(|source| RunError::NoResult {
+            line: line.to_string(),
+            source,
+        })?;
         if r.exit_code != 0 {
-            return Err(format!("the job exited {}", r.exit_code));
+            return Err(RunError::JobExit(r.exit_code));
         }
         phases = phase_list(&r.phases, wall_ms - r.wall_ms);
     }
@@ -192,16 +177,16 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 /// One request to a pool launcher, timed from sending it to reading the
 /// reply. CPU time: the launcher's own (its CPU clock) plus the job
 /// cgroup's (the container's processes).
-pub fn pool(l: &mut Launcher, req: &Request) -> Result<Sample, String> {
+pub fn pool(l: &mut Launcher, req: &Request) -> Result<Sample, RunError> {
     let c0 = process_cpu(l.pid());
     let t = Instant::now();
-    let reply = l.request(req).map_err(|e| e.to_string())?;
+    let reply = l.request(req).map_err(|e| RunError::Request(Box::new(e)))?;
     let wall_ms = ms_since(t);
     let c1 = process_cpu(l.pid());
     match reply {
         Reply::Ok(r) if r.exit_code == 0 => {
             let launcher = match (c0, c1) {
-                (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 1e3),
+                (Some(a), Some(b)) => Some(ms(b.saturating_sub(a))),
                 _ => None,
             };
             let cpu_ms = launcher.map(|l| l + r.cpu_usec.unwrap_or(0) as f64 / 1e3);
@@ -211,8 +196,8 @@ pub fn pool(l: &mut Launcher, req: &Request) -> Result<Sample, String> {
                 phases: phase_list(&r.phases, wall_ms - r.wall_ms),
             })
         }
-        Reply::Ok(r) => Err(format!("the job exited {}", r.exit_code)),
-        Reply::Error(e) => Err(e),
+        Reply::Ok(r) => Err(RunError::JobExit(r.exit_code)),
+        Reply::Error(e) => Err(RunError::Refused(e)),
     }
 }
 
@@ -279,7 +264,17 @@ mod tests {
         let ok = process(&["true".into()], false, false).expect("true runs");
         assert!(ok.wall_ms > 0.0);
         assert!(ok.phases.is_empty());
-        let err = process(&["false".into()], false, false).expect_err("false fails");
+        let err = process(&["false".into()], false, false)
+            .expect_err("false fails")
+            .to_string();
         assert!(err.contains("false"), "{err}");
+    }
+
+    #[test]
+    fn test_crun_hybrid_path_is_the_runtime_one() {
+        assert_eq!(
+            CRUN_HYBRID_CONTROLLERS_C.to_str(),
+            Ok(runtime::cgroups::CRUN_HYBRID_CONTROLLERS)
+        );
     }
 }

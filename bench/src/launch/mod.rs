@@ -22,415 +22,41 @@
 //! disabled, throughput: jobs per second at each concurrency level, for the
 //! contenders that can run side by side (see [`throughput`]).
 //!
-//! [`prepare`] readies each contender (store import, bundles, `docker load`,
-//! `podman load`); [`exec`] times one launch; [`report`] prints;
-//! [`crate::plot`] draws. Results are written as `launch.json` plus SVG and
-//! PNG plots (see `docs/bench.md`).
+//! [`config`] says what to run; [`prepare`] readies each contender (store
+//! import, bundles, `docker load`, `podman load`); [`exec`] times one
+//! launch; [`throughput`] runs launches side by side; [`goals`] judges the
+//! results. They produce [`crate::results::launch`]'s types, which the
+//! report module prints and writes as `launch.json` plus SVG and PNG plots
+//! (see `docs/bench.md`).
 
+pub mod config;
 pub mod exec;
+pub mod goals;
 pub mod prepare;
-pub mod report;
 pub mod throughput;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use runtime::error::error_chain;
 
 use crate::error::{Error, IoContext, Result};
 use crate::host::HostInfo;
-use crate::import::Skipped;
+use crate::results::Skipped;
 use crate::stats::{percentile, Summary};
 use crate::ui::Ui;
 
 use self::exec::Sample;
 use self::prepare::Prepared;
 
-/// Schema version of `launch.json`.
-pub const SCHEMA: u32 = 1;
-/// Timed rounds by default.
-pub const DEFAULT_ROUNDS: usize = 100;
-/// Untimed warm-up rounds by default.
-pub const DEFAULT_WARMUP: usize = 5;
-/// Timed rounds with `--quick`.
-pub const QUICK_ROUNDS: usize = 15;
-/// Warm-up rounds with `--quick`.
-pub const QUICK_WARMUP: usize = 2;
-/// Concurrency levels of the throughput runs.
-pub const DEFAULT_CONCURRENCY: [usize; 4] = [1, 2, 8, 32];
-/// The job's memory limit.
-pub const DEFAULT_MEMORY: u64 = 64 << 20;
-/// The job's pids limit.
-pub const DEFAULT_PIDS: i64 = 64;
-
-/// The contenders, in the order they run within a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Contender {
-    /// `skiff run` as a whole process.
-    Skiff,
-    /// skiff's launcher pool: request to result.
-    SkiffPool,
-    /// `runc run`.
-    Runc,
-    /// `crun run` (with the hybrid-cgroup workaround where needed).
-    Crun,
-    /// `podman run --rm`.
-    Podman,
-    /// `docker run --rm`.
-    Docker,
-    /// `unshare -m -p -f -n -u -i --mount-proc true`.
-    Floor,
-    /// `/bin/true`.
-    True,
-}
-
-impl Contender {
-    /// Every contender, in running order.
-    pub const ALL: [Contender; 8] = [
-        Contender::Skiff,
-        Contender::SkiffPool,
-        Contender::Runc,
-        Contender::Crun,
-        Contender::Podman,
-        Contender::Docker,
-        Contender::Floor,
-        Contender::True,
-    ];
-
-    /// Its name on the command line and in results.
-    pub fn name(self) -> &'static str {
-        match self {
-            Contender::Skiff => "skiff",
-            Contender::SkiffPool => "skiff-pool",
-            Contender::Runc => "runc",
-            Contender::Crun => "crun",
-            Contender::Podman => "podman",
-            Contender::Docker => "docker",
-            Contender::Floor => "floor",
-            Contender::True => "true",
-        }
-    }
-
-    /// Parse a name (`pool` is accepted for `skiff-pool`).
-    pub fn parse(name: &str) -> Result<Contender> {
-        let name = name.trim();
-        let name = if name == "pool" { "skiff-pool" } else { name };
-        Contender::ALL
-            .into_iter()
-            .find(|c| c.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
-                Error::UnknownContender(name.to_string(), known.join(", "))
-            })
-    }
-
-    /// Whether its throughput is measured (daemon-backed tools are not:
-    /// they serialise on their daemon, and take seconds per batch).
-    pub fn in_throughput(self) -> bool {
-        matches!(
-            self,
-            Contender::Skiff
-                | Contender::SkiffPool
-                | Contender::Runc
-                | Contender::Crun
-                | Contender::Floor
-        )
-    }
-}
-
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct LaunchConfig {
-    /// The `skiff` binary whose `run` and `launcher` are measured.
-    pub skiff_exe: PathBuf,
-    /// The image archive (default: the vendored busybox, see [`default_image`]).
-    pub image: Option<PathBuf>,
-    /// The job's command.
-    pub command: Vec<String>,
-    /// The job's memory limit, in bytes.
-    pub memory_bytes: u64,
-    /// The job's pids limit.
-    pub pids_limit: i64,
-    /// Timed rounds.
-    pub rounds: usize,
-    /// Untimed warm-up rounds before them.
-    pub warmup: usize,
-    /// Contenders to run (`None`: every one that is installed).
-    pub contenders: Option<Vec<Contender>>,
-    /// Measure throughput too.
-    pub throughput: bool,
-    /// Concurrency levels for throughput.
-    pub concurrency: Vec<usize>,
-    /// Jobs per concurrency level (`None`: scaled with the level, see
-    /// [`throughput::jobs_for`]).
-    pub jobs_per_level: Option<usize>,
-    /// Quick mode: fewer jobs per level and fewer attach probes.
-    pub quick: bool,
-    /// Sleep between two launches (outside the timed window).
-    pub pause: Duration,
-    /// Work directory (bench store, bundles, podman storage).
-    pub workdir: PathBuf,
-    /// Free-form host facts to record with the results.
-    pub host_notes: Vec<String>,
-}
-
-impl Default for LaunchConfig {
-    fn default() -> Self {
-        LaunchConfig {
-            skiff_exe: PathBuf::from("skiff"),
-            image: None,
-            command: vec!["/bin/true".into()],
-            memory_bytes: DEFAULT_MEMORY,
-            pids_limit: DEFAULT_PIDS,
-            rounds: DEFAULT_ROUNDS,
-            warmup: DEFAULT_WARMUP,
-            contenders: None,
-            throughput: true,
-            concurrency: DEFAULT_CONCURRENCY.to_vec(),
-            jobs_per_level: None,
-            quick: false,
-            pause: Duration::ZERO,
-            workdir: PathBuf::from(crate::import::DEFAULT_WORKDIR),
-            host_notes: Vec::new(),
-        }
-    }
-}
-
-/// The vendored busybox archive: `vendor-images/busybox.tar` (or `.tar.gz`)
-/// in the current directory, else in the source tree this was built from.
-pub fn default_image() -> Option<PathBuf> {
-    let roots = [
-        PathBuf::from("."),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    ];
-    roots
-        .iter()
-        .flat_map(|r| {
-            ["busybox.tar", "busybox.tar.gz"]
-                .into_iter()
-                .map(move |n| r.join("vendor-images").join(n))
-        })
-        .find(|p| p.is_file())
-}
-
-/// One contender's latencies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LatencyResult {
-    /// Contender name.
-    pub name: String,
-    /// What one launch runs.
-    pub command: String,
-    /// Tool version.
-    pub version: Option<String>,
-    /// Wall-clock milliseconds of each timed launch, in order.
-    pub samples_ms: Vec<f64>,
-    /// Median.
-    pub median_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Fastest.
-    pub min_ms: f64,
-    /// Slowest.
-    pub max_ms: f64,
-    /// Mean.
-    pub mean_ms: f64,
-    /// This median over skiff's (`skiff run`) median: above 1, skiff is faster.
-    pub ratio_vs_skiff: Option<f64>,
-    /// This median over the floor's median.
-    pub ratio_vs_floor: Option<f64>,
-    /// CPU milliseconds of each timed launch.
-    pub cpu_samples_ms: Vec<f64>,
-    /// Median CPU milliseconds per launch.
-    pub cpu_median_ms: Option<f64>,
-    /// Where the CPU time comes from.
-    pub cpu_source: String,
-}
-
-/// One phase's median.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PhaseMedian {
-    /// Phase name (`lookup`, `rootfs`, … or the part outside the runner).
-    pub name: String,
-    /// Median milliseconds.
-    pub median_ms: f64,
-}
-
-/// Where a skiff launch spends its time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PhaseBreakdown {
-    /// `skiff` or `skiff-pool`.
-    pub contender: String,
-    /// Medians of each phase, in launch order.
-    pub phases: Vec<PhaseMedian>,
-    /// Median wall-clock of the whole launch, as the benchmark saw it.
-    pub wall_median_ms: f64,
-}
-
-/// One concurrency level.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Level {
-    /// Jobs in flight at once.
-    pub concurrency: usize,
-    /// Jobs completed.
-    pub jobs: usize,
-    /// Jobs that failed.
-    pub failures: usize,
-    /// The first failure's message, when any failed.
-    pub first_error: Option<String>,
-    /// Wall-clock seconds for all of them.
-    pub wall_s: f64,
-    /// Jobs per second.
-    pub jobs_per_s: f64,
-    /// Mean CPU milliseconds per job.
-    pub cpu_ms_per_job: Option<f64>,
-}
-
-/// One contender's throughput.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ThroughputResult {
-    /// Contender name.
-    pub name: String,
-    /// What runs concurrently.
-    pub how: String,
-    /// The levels, in increasing concurrency.
-    pub levels: Vec<Level>,
-}
-
-/// A goal of the runtime issue, and how this run compares.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Goal {
-    /// Short name.
-    pub name: String,
-    /// The target, in words.
-    pub target: String,
-    /// The measured value, in words.
-    pub measured: String,
-    /// Met, missed, or not measurable in this run.
-    pub met: Option<bool>,
-    /// How far off (or ahead), in words.
-    pub gap: String,
-}
-
-/// Facts about the host that bear on launch times.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LaunchHost {
-    /// The cgroup lines of `/proc/mounts`.
-    pub cgroup_mounts: Vec<String>,
-    /// Whether any of them carries `favordynmods`.
-    pub favordynmods_in_mounts: bool,
-    /// Milliseconds of single writes of a task into a fresh cgroup's
-    /// `cgroup.procs`, each after 250 ms of quiet (the attach cost).
-    pub idle_attach_ms: Vec<f64>,
-    /// Their median.
-    pub idle_attach_median_ms: Option<f64>,
-    /// Why the attach probe could not run, if it could not.
-    pub idle_attach_error: Option<String>,
-    /// Load averages before the first round and after the last.
-    pub load_before: String,
-    /// See `load_before`.
-    pub load_after: String,
-    /// Notes given on the command line (`--host-note`).
-    pub notes: Vec<String>,
-}
-
-/// The job every contender runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobInfo {
-    /// The image archive.
-    pub archive: PathBuf,
-    /// The image id in skiff's bench store.
-    pub image_id: String,
-    /// The command.
-    pub command: Vec<String>,
-    /// Memory limit in bytes (swap forbidden).
-    pub memory_bytes: u64,
-    /// Pids limit.
-    pub pids_limit: i64,
-    /// Always `none`.
-    pub network: String,
-}
-
-/// The whole result, written as `launch.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LaunchResults {
-    /// Always `launch`.
-    pub benchmark: String,
-    /// [`SCHEMA`].
-    pub schema: u32,
-    /// When the run finished (UTC, RFC 3339).
-    pub date: String,
-    /// The machine.
-    pub host: HostInfo,
-    /// cgroup and load facts.
-    pub host_facts: LaunchHost,
-    /// The job.
-    pub job: JobInfo,
-    /// Timed rounds.
-    pub rounds: usize,
-    /// Warm-up rounds.
-    pub warmup: usize,
-    /// Latency results, in running order.
-    pub contenders: Vec<LatencyResult>,
-    /// Contenders left out, and why.
-    pub skipped: Vec<Skipped>,
-    /// skiff's phases.
-    pub phases: Vec<PhaseBreakdown>,
-    /// Throughput, when measured.
-    pub throughput: Vec<ThroughputResult>,
-    /// The runtime issue's goals against this run.
-    pub goals: Vec<Goal>,
-    /// Plot files written beside `launch.json` (names).
-    pub plots: Vec<String>,
-    /// Anything else worth knowing.
-    pub notes: Vec<String>,
-}
-
-/// What [`LaunchResults::write`] wrote.
-#[derive(Debug, Clone)]
-pub struct Written {
-    /// `launch.json`.
-    pub json: PathBuf,
-    /// The plots (SVG and PNG).
-    pub plots: Vec<PathBuf>,
-}
-
-impl LaunchResults {
-    /// A contender's latencies by name.
-    pub fn get(&self, name: &str) -> Option<&LatencyResult> {
-        self.contenders.iter().find(|c| c.name == name)
-    }
-
-    /// Draw the plots into `dir` and write `launch.json` there (naming them).
-    /// A plot that cannot be drawn is noted, not fatal.
-    pub fn write(&mut self, dir: &Path) -> Result<Written> {
-        fs::create_dir_all(dir).ctx("create", dir)?;
-        let (plots, problems) = crate::plot::launch_plots(self, dir);
-        self.plots = plots
-            .iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect();
-        self.notes.extend(problems);
-        let path = dir.join("launch.json");
-        let data = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
-            what: path.display().to_string(),
-            source,
-        })?;
-        let tmp = dir.join(".launch.json.tmp");
-        fs::write(&tmp, data).ctx("write", &tmp)?;
-        fs::rename(&tmp, &path).ctx("rename into place", &path)?;
-        Ok(Written { json: path, plots })
-    }
-
-    /// The terminal report.
-    pub fn table(&self) -> String {
-        report::table(self)
-    }
-}
+pub use self::config::{
+    default_image, Contender, LaunchConfig, DEFAULT_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_PIDS,
+    DEFAULT_ROUNDS, DEFAULT_WARMUP, QUICK_ROUNDS, QUICK_WARMUP,
+};
+pub use crate::results::launch::{
+    Goal, JobInfo, LatencyResult, LaunchHost, LaunchResults, Level, PhaseBreakdown, PhaseMedian,
+    ThroughputResult, SCHEMA,
+};
 
 /// Per-contender samples gathered during the rounds.
 #[derive(Debug, Default)]
@@ -497,7 +123,8 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
         ui.clear();
         match p {
             Ok(p) => ready.push(p),
-            Err(reason) => {
+            Err(why) => {
+                let reason = error_chain(&why);
                 ui.note(format!("skipping {}: {reason}", c.name()));
                 skipped.push(Skipped {
                     name: c.name().into(),
@@ -545,15 +172,21 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
                         ui.clear();
                         return Err(Error::SkiffFailed {
                             round,
-                            detail: format!("{}: {e}", p.which.name()),
+                            what: p.which.name(),
+                            source: Box::new(e),
                         });
                     }
                     ui.note(format!(
-                        "{} failed in round {}; dropping it: {e}",
+                        "{} failed in round {}; dropping it: {}",
                         p.which.name(),
-                        round + 1
+                        round + 1,
+                        error_chain(&e)
                     ));
-                    col.failed = Some(format!("failed in round {}: {e}", round + 1));
+                    col.failed = Some(format!(
+                        "failed in round {}: {}",
+                        round + 1,
+                        error_chain(&e)
+                    ));
                 }
             }
             ui.inc();
@@ -583,6 +216,7 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
             match throughput::measure(p, &cfg.concurrency, cfg.jobs_per_level, cfg.quick, ui) {
                 Ok(r) => tput.push(r),
                 Err(e) => {
+                    let e = error_chain(&e);
                     ui.note(format!("{} throughput failed: {e}", p.which.name()));
                     notes.push(format!("{} throughput failed: {e}", p.which.name()));
                 }
@@ -686,7 +320,7 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
         plots: Vec::new(),
         notes,
     };
-    results.goals = report::goals(&results);
+    results.goals = goals::goals(&results);
     Ok(results)
 }
 
@@ -698,9 +332,4 @@ fn record(col: &mut Collected, s: &Sample) {
     for (i, v) in s.phases.iter().enumerate() {
         col.phases.entry(i).or_default().push(*v);
     }
-}
-
-/// Milliseconds since `t`.
-pub(crate) fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1e3
 }

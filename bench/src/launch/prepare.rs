@@ -22,17 +22,22 @@ use std::time::{Duration, Instant};
 
 use imagestore::oci_spec::image::ImageConfiguration;
 use imagestore::{ImportOptions, Input, Store};
+use runtime::cgroups::crun_needs_hybrid_workaround;
+use runtime::error::error_chain;
+use runtime::path_lookup::find_on_host;
 use runtime::pool::{Launcher, Request};
+use runtime::timing::ms_since;
 use runtime::{Backend, JobSpec, Limits, NetworkMode};
 
-use super::{Contender, LaunchConfig, LaunchHost};
-use crate::error::{Error, Result};
-use crate::import::{find_in_path, tool_version};
+use super::config::{Contender, LaunchConfig};
+use super::exec::{self, Sample};
+use crate::error::{Error, IoContext, Result, RunError, Unavailable};
+use crate::results::launch::LaunchHost;
+use crate::tools::{run_checked, tool_version};
+use crate::units::size_arg;
 
 /// The hostname of the runc and crun jobs.
 const HOSTNAME: &str = "skiff-bench";
-/// The file crun 1.8 trips over on hybrid hosts.
-const UNIFIED_CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
 
 /// The image, imported into skiff's bench store.
 #[derive(Debug, Clone)]
@@ -51,27 +56,37 @@ pub struct BenchImage {
 
 /// Import `archive` into `dir/store` (idempotent) and describe the image.
 pub fn bench_image(dir: &Path, archive: &Path) -> Result<BenchImage> {
-    let bad = |detail: String| Error::Image {
-        path: archive.to_path_buf(),
-        detail,
+    let failed = |op: &'static str| {
+        move |e| Error::BenchStore {
+            op,
+            path: archive.to_path_buf(),
+            source: Box::new(e),
+        }
     };
     let store_root = dir.join("store");
-    let store = Store::open(&store_root).map_err(|e| bad(format!("bench store: {e}")))?;
+    let store = Store::open(&store_root).map_err(failed("open the bench store"))?;
     let report = store
         .import(
             &Input::Path(archive.to_path_buf()),
             &ImportOptions::default(),
         )
-        .map_err(|e| bad(format!("import: {e}")))?;
+        .map_err(failed("import it"))?;
     let id = match report.images.as_slice() {
         [one] => one.id.to_string(),
-        more => return Err(bad(format!("holds {} images, not one", more.len()))),
+        more => {
+            return Err(Error::Image {
+                path: archive.to_path_buf(),
+                detail: format!("holds {} images, not one", more.len()),
+            })
+        }
     };
-    let rec = store.resolve(&id).map_err(|e| bad(e.to_string()))?;
-    let config = store.image_config(&rec).map_err(|e| bad(e.to_string()))?;
+    let rec = store.resolve(&id).map_err(failed("resolve its image"))?;
+    let config = store
+        .image_config(&rec)
+        .map_err(failed("read its image config"))?;
     let desc = store
         .mount_description(&rec)
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(failed("describe its mounts"))?;
     Ok(BenchImage {
         archive: archive.to_path_buf(),
         store_root,
@@ -127,8 +142,34 @@ impl Prepared {
         }
     }
 
+    /// Launch once, in slot `slot` (its own container id and cgroup for the
+    /// runtimes; its own launcher for the pool).
+    pub fn launch(&mut self, slot: usize) -> std::result::Result<Sample, RunError> {
+        let which = self.which;
+        match &mut self.how {
+            How::Process {
+                argv,
+                hide_unified,
+                skiff_json,
+            } => {
+                let a = &argv[slot.min(argv.len().saturating_sub(1))];
+                exec::process(a, *hide_unified, *skiff_json)
+            }
+            How::Pool { .. } => {
+                self.ensure_launchers(slot + 1)?;
+                let How::Pool {
+                    launchers, request, ..
+                } = &mut self.how
+                else {
+                    return Err(RunError::NoLauncher(which.name()));
+                };
+                exec::pool(&mut launchers[slot], request)
+            }
+        }
+    }
+
     /// For the pool: start launchers until there are `n`.
-    pub(crate) fn ensure_launchers(&mut self, n: usize) -> std::result::Result<(), String> {
+    pub(crate) fn ensure_launchers(&mut self, n: usize) -> std::result::Result<(), RunError> {
         let How::Pool {
             spawn,
             log_dir,
@@ -140,11 +181,14 @@ impl Prepared {
         };
         while launchers.len() < n {
             let log = log_dir.join(format!("launcher-{}.log", launchers.len()));
-            let err = fs::File::create(&log)
-                .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+            let err = fs::File::create(&log).map_err(|source| RunError::Io {
+                op: "create",
+                path: log.clone(),
+                source,
+            })?;
             let mut cmd = Command::new(&spawn[0]);
             cmd.args(&spawn[1..]).stderr(Stdio::from(err));
-            launchers.push(Launcher::spawn(cmd).map_err(|e| e.to_string())?);
+            launchers.push(Launcher::spawn(cmd).map_err(|e| RunError::SpawnLauncher(Box::new(e)))?);
         }
         Ok(())
     }
@@ -157,7 +201,7 @@ impl Prepared {
                 match l.finish() {
                     Ok(s) if s.success() => {}
                     Ok(s) => notes.push(format!("a pool launcher exited with {s}")),
-                    Err(e) => notes.push(format!("a pool launcher: {e}")),
+                    Err(e) => notes.push(format!("a pool launcher: {}", error_chain(&e))),
                 }
             }
         }
@@ -165,17 +209,6 @@ impl Prepared {
             crate::trash::unmount_under(dir);
         }
         notes
-    }
-}
-
-/// `-m` as docker, podman and skiff all parse it.
-pub fn size_arg(bytes: u64) -> String {
-    if bytes & ((1 << 20) - 1) == 0 {
-        format!("{}m", bytes >> 20)
-    } else if bytes & 1023 == 0 {
-        format!("{}k", bytes >> 10)
-    } else {
-        bytes.to_string()
     }
 }
 
@@ -198,11 +231,6 @@ fn job(cfg: &LaunchConfig, name: &str) -> JobSpec {
     }
 }
 
-/// Whether crun needs the hybrid workaround here.
-fn unified_controllers_listed() -> bool {
-    fs::read(UNIFIED_CONTROLLERS).is_ok_and(|c| !c.trim_ascii().is_empty())
-}
-
 /// Make `c` ready (with one untimed trial launch), or say why it cannot run.
 pub fn contender(
     c: Contender,
@@ -210,7 +238,7 @@ pub fn contender(
     dir: &Path,
     image: &BenchImage,
     slots: usize,
-) -> std::result::Result<Prepared, String> {
+) -> std::result::Result<Prepared, Unavailable> {
     let mem = size_arg(cfg.memory_bytes);
     let pids = cfg.pids_limit.to_string();
     let cmd_words = cfg.command.join(" ");
@@ -218,13 +246,13 @@ pub fn contender(
         tool_version(&cfg.skiff_exe.to_string_lossy(), &["--version"])
             .or_else(|| Some(format!("skiff {}", env!("CARGO_PKG_VERSION"))))
     };
-    let need = |tool: &str| -> std::result::Result<PathBuf, String> {
-        find_in_path(tool).ok_or_else(|| format!("{tool} is not installed"))
+    let need = |tool: &str| -> std::result::Result<PathBuf, Unavailable> {
+        find_on_host(tool).ok_or_else(|| Unavailable::NotInstalled(tool.to_string()))
     };
     let mut p = match c {
         Contender::Skiff => {
-            if !cfg.skiff_exe.exists() && find_in_path(&cfg.skiff_exe.to_string_lossy()).is_none() {
-                return Err(format!("{} does not exist", cfg.skiff_exe.display()));
+            if !cfg.skiff_exe.exists() && find_on_host(&cfg.skiff_exe.to_string_lossy()).is_none() {
+                return Err(Unavailable::NoSkiff(cfg.skiff_exe.clone()));
             }
             let mut argv = vec![cfg.skiff_exe.clone().into_os_string(), "--root".into()];
             argv.push(image.store_root.clone().into_os_string());
@@ -282,7 +310,7 @@ pub fn contender(
         Contender::Runc | Contender::Crun => {
             let name = c.name();
             let path = need(name)?;
-            let hide = c == Contender::Crun && unified_controllers_listed();
+            let hide = c == Contender::Crun && crun_needs_hybrid_workaround();
             let argv = runtime_bundles(cfg, dir, image, &path, name, slots)?;
             Prepared {
                 which: c,
@@ -309,7 +337,12 @@ pub fn contender(
             need("podman")?;
             let pdir = dir.join("podman");
             for d in ["root", "runroot", "tmp"] {
-                fs::create_dir_all(pdir.join(d)).map_err(|e| e.to_string())?;
+                let d = pdir.join(d);
+                fs::create_dir_all(&d).map_err(|source| Unavailable::Io {
+                    op: "create",
+                    path: d,
+                    source,
+                })?;
             }
             let mut base = os(&["podman", "--root"]);
             base.push(pdir.join("root").into_os_string());
@@ -326,7 +359,10 @@ pub fn contender(
             let mut load = base.clone();
             load.extend(os(&["load", "-i"]));
             load.push(image.archive.clone().into_os_string());
-            let out = run_quiet(&load)?;
+            let out = run_quiet(&load).map_err(|source| Unavailable::Prepare {
+                what: "podman load",
+                source,
+            })?;
             let name = loaded_name(&out).unwrap_or_else(|| image.id.clone());
             let mut run = base;
             run.extend(os(&[
@@ -347,7 +383,7 @@ pub fn contender(
                 &name,
             ]));
             run.extend(cfg.command.iter().map(OsString::from));
-            let hide = unified_controllers_listed();
+            let hide = crun_needs_hybrid_workaround();
             Prepared {
                 which: c,
                 command: format!(
@@ -378,10 +414,13 @@ pub fn contender(
                 "--format",
                 "{{.Server.Version}}",
             ]))
-            .map_err(|e| format!("the Docker engine is not reachable: {e}"))?;
+            .map_err(Unavailable::DockerEngine)?;
             let mut load = os(&["docker", "load", "-i"]);
             load.push(image.archive.clone().into_os_string());
-            let out = run_quiet(&load)?;
+            let out = run_quiet(&load).map_err(|source| Unavailable::Prepare {
+                what: "docker load",
+                source,
+            })?;
             let name = loaded_name(&out).unwrap_or_else(|| image.id.clone());
             let mut run = os(&[
                 "docker",
@@ -459,26 +498,13 @@ pub fn contender(
     };
     // One untimed trial, so that a contender that cannot work here is
     // skipped with its reason rather than failing in round 1.
-    p.launch(0)
-        .map_err(|e| format!("a trial launch failed: {e}"))?;
+    p.launch(0).map_err(Unavailable::Trial)?;
     Ok(p)
 }
 
-/// Run a preparation command; its stdout, or its error.
-fn run_quiet(argv: &[OsString]) -> std::result::Result<String, String> {
-    let out = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0].to_string_lossy()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{}: {}: {}",
-            argv[0].to_string_lossy(),
-            out.status,
-            crate::import::tail(&out.stderr)
-        ));
-    }
+/// Run a preparation command; its stdout, or why it failed.
+fn run_quiet(argv: &[OsString]) -> std::result::Result<String, RunError> {
+    let out = run_checked(Command::new(&argv[0]).args(&argv[1..]))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -499,15 +525,23 @@ fn runtime_bundles(
     runtime_path: &Path,
     name: &str,
     slots: usize,
-) -> std::result::Result<Vec<Vec<OsString>>, String> {
-    let s = |e: &dyn std::fmt::Display| e.to_string();
+) -> std::result::Result<Vec<Vec<OsString>>, Unavailable> {
+    let failed = |op: &'static str| {
+        move |e| Unavailable::Bundle {
+            op,
+            runtime: name.to_string(),
+            source: Box::new(e),
+        }
+    };
     let oci = dir.join("oci");
     let rootfs = rootfs_copy(&oci, image)?;
     let etc = oci.join("etc");
-    fs::create_dir_all(&etc).map_err(|e| s(&e))?;
-    runtime::run::write_etc_files(&etc, HOSTNAME, NetworkMode::None).map_err(|e| s(&e))?;
+    fs::create_dir_all(&etc).map_err(io_failed("create", &etc))?;
+    runtime::run::write_etc_files(&etc, HOSTNAME, NetworkMode::None)
+        .map_err(failed("write the job's /etc files"))?;
     // Own group key: a skiff store's gc never sees these cgroups.
-    let driver = runtime::cgroups::detect(&runtime::cgroups::group_key(&oci)).map_err(|e| s(&e))?;
+    let driver = runtime::cgroups::detect(&runtime::cgroups::group_key(&oci))
+        .map_err(failed("detect the cgroup layout"))?;
     let backend = Backend::Binary(runtime_path.to_path_buf());
     let bounding = runtime::oci::caller_bounding_set();
     let rt_dir = oci.join(name);
@@ -527,21 +561,23 @@ fn runtime_bundles(
         }
         let _ = fs::remove_dir_all(&state);
     }
-    fs::create_dir_all(&state).map_err(|e| s(&e))?;
-    let root = runtime::safe_root::SafeRoot::open(&rootfs).map_err(|e| s(&e))?;
+    fs::create_dir_all(&state).map_err(io_failed("create", &state))?;
+    let root = runtime::safe_root::SafeRoot::open(&rootfs)
+        .map_err(io_failed("open the rootfs", &rootfs))?;
     let mut argvs = Vec::new();
     for slot in 0..slots.max(1) {
         let id = format!("bench-{name}-{slot}");
         let mut job = job(cfg, &id);
         job.hostname = Some(HOSTNAME.into());
-        let plan =
-            runtime::run::plan_process(&job, &image.config, &root, &bounding).map_err(|e| s(&e))?;
-        let resources = runtime::cgroups::resources(&job.limits).map_err(|e| s(&e))?;
+        let plan = runtime::run::plan_process(&job, &image.config, &root, &bounding)
+            .map_err(failed("plan the job's process"))?;
+        let resources = runtime::cgroups::resources(&job.limits)
+            .map_err(failed("build the cgroup resources"))?;
         let cgroup = driver.job_path(&id);
         // A runtime binary's plan compiles nothing: the cache stays unwritten.
         let mut cache = runtime::seccomp::Cache::new(oci.join("seccomp"));
         let seccomp = runtime::seccomp::plan(job.seccomp, &backend, &plan.caps, &mut cache)
-            .map_err(|e| s(&e))?;
+            .map_err(failed("plan the seccomp filter"))?;
         let spec = runtime::oci::build_spec(
             &job,
             &plan,
@@ -553,10 +589,14 @@ fn runtime_bundles(
             },
             Some(resources),
         )
-        .map_err(|e| s(&e))?;
+        .map_err(failed("build the OCI spec"))?;
         let bundle = rt_dir.join(format!("bundle-{slot}"));
-        fs::create_dir_all(&bundle).map_err(|e| s(&e))?;
-        spec.save(bundle.join("config.json")).map_err(|e| s(&e))?;
+        fs::create_dir_all(&bundle).map_err(io_failed("create", &bundle))?;
+        let config = bundle.join("config.json");
+        spec.save(&config).map_err(|source| Unavailable::SaveSpec {
+            path: config.clone(),
+            source,
+        })?;
         let mut argv = vec![runtime_path.as_os_str().to_owned(), "--root".into()];
         argv.push(state.clone().into_os_string());
         argv.extend(os(&["run", "--bundle"]));
@@ -570,18 +610,18 @@ fn runtime_bundles(
 /// The image's merged root filesystem, copied once into `oci/rootfs-<id>`
 /// (a single layer is copied as is; several are merged by a read-only
 /// overlay mount in a private mount namespace).
-fn rootfs_copy(oci: &Path, image: &BenchImage) -> std::result::Result<PathBuf, String> {
+fn rootfs_copy(oci: &Path, image: &BenchImage) -> std::result::Result<PathBuf, Unavailable> {
     let hex = image.id.trim_start_matches("sha256:");
     let dest = oci.join(format!("rootfs-{}", &hex[..hex.len().min(16)]));
     if dest.is_dir() {
         return Ok(dest);
     }
-    fs::create_dir_all(oci).map_err(|e| e.to_string())?;
+    fs::create_dir_all(oci).map_err(io_failed("create", oci))?;
     let tmp = oci.join(".rootfs.tmp");
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir(&tmp).map_err(|e| e.to_string())?;
+    fs::create_dir(&tmp).map_err(io_failed("create", &tmp))?;
     let status = match image.lowerdirs.as_slice() {
-        [] => return Err("the image has no layers".into()),
+        [] => return Err(Unavailable::NoLayers),
         [one] => Command::new("cp")
             .arg("-a")
             .arg(one.join("."))
@@ -589,7 +629,7 @@ fn rootfs_copy(oci: &Path, image: &BenchImage) -> std::result::Result<PathBuf, S
             .status(),
         many => {
             let mnt = oci.join(".rootfs.mnt");
-            fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
+            fs::create_dir_all(&mnt).map_err(io_failed("create", &mnt))?;
             let lowers: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
             Command::new("unshare")
                 .args(["-m", "--propagation", "private", "sh", "-c"])
@@ -603,11 +643,17 @@ fn rootfs_copy(oci: &Path, image: &BenchImage) -> std::result::Result<PathBuf, S
     };
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => return Err(format!("copying the image's rootfs failed: {s}")),
-        Err(e) => return Err(format!("copying the image's rootfs: {e}")),
+        Ok(s) => return Err(Unavailable::CopyRootfsFailed(s)),
+        Err(e) => return Err(Unavailable::CopyRootfs(e)),
     }
-    fs::rename(&tmp, &dest).map_err(|e| e.to_string())?;
+    fs::rename(&tmp, &dest).map_err(io_failed("rename into place", &dest))?;
     Ok(dest)
+}
+
+/// An `io::Error` of `op` on `path`, as why a contender cannot run.
+fn io_failed(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Unavailable {
+    let path = path.to_path_buf();
+    move |source| Unavailable::Io { op, path, source }
 }
 
 /// cgroup mounts, and the attach cost measured on this host now.
@@ -625,7 +671,7 @@ pub fn host_facts(dir: &Path, probes: usize) -> LaunchHost {
     });
     let (idle_attach_ms, idle_attach_error) = match attach_probe(dir, probes) {
         Ok(v) => (v, None),
-        Err(e) => (Vec::new(), Some(e)),
+        Err(e) => (Vec::new(), Some(error_chain(&e))),
     };
     LaunchHost {
         cgroup_mounts,
@@ -642,10 +688,16 @@ pub fn host_facts(dir: &Path, probes: usize) -> LaunchHost {
 /// Move a sleeping child into a fresh cgroup (pids on v1, the unified
 /// hierarchy on v2) after 250 ms of quiet, `n` times, timing each write to
 /// `cgroup.procs`: the attach cost that a launch pays once (HOST-FACTS.md).
-fn attach_probe(dir: &Path, n: usize) -> std::result::Result<Vec<f64>, String> {
+fn attach_probe(dir: &Path, n: usize) -> Result<Vec<f64>> {
     use runtime::cgroups::CgroupVersion;
-    let driver = runtime::cgroups::detect(&runtime::cgroups::group_key(&dir.join("attach")))
-        .map_err(|e| e.to_string())?;
+    let key_dir = dir.join("attach");
+    let driver =
+        runtime::cgroups::detect(&runtime::cgroups::group_key(&key_dir)).map_err(|source| {
+            Error::Cgroups {
+                path: key_dir.clone(),
+                source: Box::new(source),
+            }
+        })?;
     let mount = match driver.version() {
         CgroupVersion::V1 => PathBuf::from("/sys/fs/cgroup/pids"),
         CgroupVersion::V2 => PathBuf::from("/sys/fs/cgroup"),
@@ -662,25 +714,25 @@ fn attach_probe(dir: &Path, n: usize) -> std::result::Result<Vec<f64>, String> {
             None => break,
         }
     }
-    fs::create_dir_all(&cg).map_err(|e| format!("cannot create {}: {e}", cg.display()))?;
+    fs::create_dir_all(&cg).ctx("create", &cg)?;
     let mut out = Vec::new();
     let mut result = Ok(());
     for _ in 0..n {
         let mut child = match Command::new("sleep").arg("30").stdin(Stdio::null()).spawn() {
             Ok(c) => c,
             Err(e) => {
-                result = Err(format!("cannot run sleep: {e}"));
+                result = Err(Error::io("run", "sleep", e));
                 break;
             }
         };
         std::thread::sleep(Duration::from_millis(250));
         let t = Instant::now();
         let w = fs::write(cg.join("cgroup.procs"), child.id().to_string());
-        let took = super::ms_since(t);
+        let took = ms_since(t);
         let _ = child.kill();
         let _ = child.wait();
         if let Err(e) = w {
-            result = Err(format!("cannot attach to {}: {e}", cg.display()));
+            result = Err(Error::io("attach to", &cg, e));
             break;
         }
         out.push(took);
@@ -700,14 +752,6 @@ fn attach_probe(dir: &Path, n: usize) -> std::result::Result<Vec<f64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_size_arg_units() {
-        assert_eq!(size_arg(64 << 20), "64m");
-        assert_eq!(size_arg(1536), "1536");
-        assert_eq!(size_arg(3 << 10), "3k");
-        assert_eq!(size_arg(1000), "1000");
-    }
 
     #[test]
     fn test_loaded_name_from_load_output() {

@@ -15,9 +15,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use runtime::error::error_chain;
+
 use super::exec;
 use super::prepare::{How, Prepared};
-use super::{Level, ThroughputResult};
+use crate::error::RunError;
+use crate::results::launch::{Level, ThroughputResult};
 use crate::ui::Ui;
 
 /// Jobs per level: `fixed`, or 8 per worker (at least 64), or with
@@ -39,7 +42,7 @@ struct Batch {
     done: usize,
     failures: usize,
     cpu_ms: Option<f64>,
-    first_error: Option<String>,
+    first_error: Option<RunError>,
 }
 
 /// Measure `p` at each level.
@@ -49,7 +52,7 @@ pub fn measure(
     fixed: Option<usize>,
     quick: bool,
     ui: &Ui,
-) -> Result<ThroughputResult, String> {
+) -> Result<ThroughputResult, RunError> {
     let mut out = Vec::new();
     let name = p.which.name();
     for &c in levels {
@@ -57,22 +60,22 @@ pub fn measure(
         p.ensure_launchers(c)?;
         let warm = batch(p, c, c, ui);
         if warm.done == 0 {
-            return Err(warm
-                .first_error
-                .unwrap_or_else(|| format!("no job ran at concurrency {c}")));
+            return Err(warm.first_error.unwrap_or(RunError::NoJobRan(c)));
         }
         let n = jobs_for(c, fixed, quick);
         let b = batch(p, c, n, ui);
         if b.done == 0 {
-            return Err(b
-                .first_error
-                .unwrap_or_else(|| format!("no job ran at concurrency {c}")));
+            return Err(b.first_error.unwrap_or(RunError::NoJobRan(c)));
         }
         out.push(Level {
             concurrency: c,
             jobs: b.done,
             failures: b.failures,
-            first_error: if b.failures > 0 { b.first_error } else { None },
+            first_error: if b.failures > 0 {
+                b.first_error.as_ref().map(|e| error_chain(e))
+            } else {
+                None
+            },
             wall_s: b.wall_s,
             jobs_per_s: b.done as f64 / b.wall_s.max(1e-9),
             cpu_ms_per_job: b.cpu_ms.map(|t| t / b.done as f64),
@@ -97,7 +100,7 @@ fn batch(p: &mut Prepared, c: usize, n: usize, ui: &Ui) -> Batch {
     let take = || next.fetch_add(1, Ordering::Relaxed) < n;
     let t = Instant::now();
     let cpu0 = exec::children_cpu_ms();
-    type Worker = (usize, usize, f64, Option<String>);
+    type Worker = (usize, usize, f64, Option<RunError>);
     let results: Vec<Worker> = match &mut p.how {
         How::Process {
             argv, hide_unified, ..
@@ -128,7 +131,7 @@ fn batch(p: &mut Prepared, c: usize, n: usize, ui: &Ui) -> Batch {
                     .into_iter()
                     .map(|h| {
                         h.join()
-                            .unwrap_or((0, 0, 0.0, Some("a worker panicked".into())))
+                            .unwrap_or((0, 0, 0.0, Some(RunError::WorkerPanicked)))
                     })
                     .collect()
             })
@@ -166,7 +169,7 @@ fn batch(p: &mut Prepared, c: usize, n: usize, ui: &Ui) -> Batch {
                     .into_iter()
                     .map(|h| {
                         h.join()
-                            .unwrap_or((0, 0, 0.0, Some("a worker panicked".into())))
+                            .unwrap_or((0, 0, 0.0, Some(RunError::WorkerPanicked)))
                     })
                     .collect()
             })

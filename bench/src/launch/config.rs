@@ -1,0 +1,175 @@
+//! What the launch benchmark runs: the contenders, the job and its
+//! limits, rounds and concurrency levels, and their defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Timed rounds by default.
+pub const DEFAULT_ROUNDS: usize = 100;
+/// Untimed warm-up rounds by default.
+pub const DEFAULT_WARMUP: usize = 5;
+/// Timed rounds with `--quick`.
+pub const QUICK_ROUNDS: usize = 15;
+/// Warm-up rounds with `--quick`.
+pub const QUICK_WARMUP: usize = 2;
+/// Concurrency levels of the throughput runs.
+pub const DEFAULT_CONCURRENCY: [usize; 4] = [1, 2, 8, 32];
+/// The job's memory limit.
+pub const DEFAULT_MEMORY: u64 = 64 << 20;
+/// The job's pids limit.
+pub const DEFAULT_PIDS: i64 = 64;
+
+/// The contenders, in the order they run within a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// `skiff run` as a whole process.
+    Skiff,
+    /// skiff's launcher pool: request to result.
+    SkiffPool,
+    /// `runc run`.
+    Runc,
+    /// `crun run` (with the hybrid-cgroup workaround where needed).
+    Crun,
+    /// `podman run --rm`.
+    Podman,
+    /// `docker run --rm`.
+    Docker,
+    /// `unshare -m -p -f -n -u -i --mount-proc true`.
+    Floor,
+    /// `/bin/true`.
+    True,
+}
+
+impl Contender {
+    /// Every contender, in running order.
+    pub const ALL: [Contender; 8] = [
+        Contender::Skiff,
+        Contender::SkiffPool,
+        Contender::Runc,
+        Contender::Crun,
+        Contender::Podman,
+        Contender::Docker,
+        Contender::Floor,
+        Contender::True,
+    ];
+
+    /// Its name on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::Skiff => "skiff",
+            Contender::SkiffPool => "skiff-pool",
+            Contender::Runc => "runc",
+            Contender::Crun => "crun",
+            Contender::Podman => "podman",
+            Contender::Docker => "docker",
+            Contender::Floor => "floor",
+            Contender::True => "true",
+        }
+    }
+
+    /// Parse a name (`pool` is accepted for `skiff-pool`).
+    pub fn parse(name: &str) -> Result<Contender> {
+        let name = name.trim();
+        let name = if name == "pool" { "skiff-pool" } else { name };
+        Contender::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Contender::ALL.iter().map(|c| c.name()).collect();
+                Error::UnknownContender(name.to_string(), known.join(", "))
+            })
+    }
+
+    /// Whether its throughput is measured (daemon-backed tools are not:
+    /// they serialise on their daemon, and take seconds per batch).
+    pub fn in_throughput(self) -> bool {
+        matches!(
+            self,
+            Contender::Skiff
+                | Contender::SkiffPool
+                | Contender::Runc
+                | Contender::Crun
+                | Contender::Floor
+        )
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig {
+    /// The `skiff` binary whose `run` and `launcher` are measured.
+    pub skiff_exe: PathBuf,
+    /// The image archive (default: the vendored busybox, see [`default_image`]).
+    pub image: Option<PathBuf>,
+    /// The job's command.
+    pub command: Vec<String>,
+    /// The job's memory limit, in bytes.
+    pub memory_bytes: u64,
+    /// The job's pids limit.
+    pub pids_limit: i64,
+    /// Timed rounds.
+    pub rounds: usize,
+    /// Untimed warm-up rounds before them.
+    pub warmup: usize,
+    /// Contenders to run (`None`: every one that is installed).
+    pub contenders: Option<Vec<Contender>>,
+    /// Measure throughput too.
+    pub throughput: bool,
+    /// Concurrency levels for throughput.
+    pub concurrency: Vec<usize>,
+    /// Jobs per concurrency level (`None`: scaled with the level, see
+    /// `throughput::jobs_for`).
+    pub jobs_per_level: Option<usize>,
+    /// Quick mode: fewer jobs per level and fewer attach probes.
+    pub quick: bool,
+    /// Sleep between two launches (outside the timed window).
+    pub pause: Duration,
+    /// Work directory (bench store, bundles, podman storage).
+    pub workdir: PathBuf,
+    /// Free-form host facts to record with the results.
+    pub host_notes: Vec<String>,
+}
+
+impl Default for LaunchConfig {
+    fn default() -> Self {
+        LaunchConfig {
+            skiff_exe: PathBuf::from("skiff"),
+            image: None,
+            command: vec!["/bin/true".into()],
+            memory_bytes: DEFAULT_MEMORY,
+            pids_limit: DEFAULT_PIDS,
+            rounds: DEFAULT_ROUNDS,
+            warmup: DEFAULT_WARMUP,
+            contenders: None,
+            throughput: true,
+            concurrency: DEFAULT_CONCURRENCY.to_vec(),
+            jobs_per_level: None,
+            quick: false,
+            pause: Duration::ZERO,
+            workdir: PathBuf::from(crate::import::DEFAULT_WORKDIR),
+            host_notes: Vec::new(),
+        }
+    }
+}
+
+/// The vendored busybox archive: `vendor-images/busybox.tar` (or `.tar.gz`)
+/// in the current directory, else in the source tree this was built from.
+pub fn default_image() -> Option<PathBuf> {
+    let roots = [
+        PathBuf::from("."),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    ];
+    roots
+        .iter()
+        .flat_map(|r| {
+            ["busybox.tar", "busybox.tar.gz"]
+                .into_iter()
+                .map(move |n| r.join("vendor-images").join(n))
+        })
+        .find(|p| p.is_file())
+}
