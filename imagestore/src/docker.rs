@@ -5,10 +5,11 @@
 //! and a `<hex>.json` config. Docker 25+ writes an OCI layout beside the same
 //! `manifest.json`, whose entries then point into `blobs/sha256/`.
 
-use serde::Deserialize;
+use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::plan::{
     chain_ids, check_bytes, config_platform, parse_config, ImagePlan, LayerPlan, Plan,
@@ -16,14 +17,124 @@ use crate::plan::{
 use crate::platform::Platform;
 use crate::source::Source;
 
-#[derive(Debug, Deserialize)]
+/// The file this module reads.
+const MANIFEST: &str = "manifest.json";
+
+/// One image in `manifest.json`.
+#[derive(Debug)]
 struct ManifestEntry {
-    #[serde(rename = "Config")]
+    /// `Config`: the config's entry name.
     config: String,
-    #[serde(rename = "RepoTags", default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers", default)]
+    /// `RepoTags` (absent or null: none).
+    repo_tags: Vec<String>,
+    /// `Layers`: the layers' entry names, bottom first (absent: none).
     layers: Vec<String>,
+}
+
+/// A `docker save` archive's `manifest.json`, read and parsed once. A
+/// document that does not parse is an error naming the file and the field.
+#[derive(Debug)]
+pub(crate) struct DockerManifest {
+    entries: Vec<ManifestEntry>,
+}
+
+impl DockerManifest {
+    /// Read and parse the input's `manifest.json`.
+    pub(crate) fn read(source: &Source) -> Result<DockerManifest> {
+        let data = source.read_small(MANIFEST, "docker save manifest")?;
+        DockerManifest::parse(&data)
+    }
+
+    fn parse(data: &[u8]) -> Result<DockerManifest> {
+        let value: Value = serde_json::from_slice(data).map_err(|e| Error::BadJson {
+            what: MANIFEST.into(),
+            detail: e.to_string(),
+        })?;
+        let Value::Array(items) = value else {
+            return Err(Error::BadJson {
+                what: MANIFEST.into(),
+                detail: format!("expected a list of images, found {}", json_kind(&value)),
+            });
+        };
+        let entries = items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ManifestEntry::parse(i, v))
+            .collect::<Result<_>>()?;
+        Ok(DockerManifest { entries })
+    }
+
+    /// RepoTags by config digest, for the images of a Docker 25+ archive
+    /// (planned from its OCI layout, whose index may not name them).
+    pub(crate) fn repo_tags(&self) -> Result<Vec<(Digest, String)>> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            if let Some(d) = declared_digest(&e.config) {
+                for t in &e.repo_tags {
+                    out.push((d.clone(), normalize_reference(t)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ManifestEntry {
+    /// Parse entry `i`, naming the field that is wrong.
+    fn parse(i: usize, v: &Value) -> Result<ManifestEntry> {
+        let Value::Object(map) = v else {
+            return Err(Error::BadJson {
+                what: format!("{MANIFEST} entry {i}"),
+                detail: format!("expected an object, found {}", json_kind(v)),
+            });
+        };
+        let bad = |field: &str, detail: String| Error::BadJson {
+            what: format!("{MANIFEST} entry {i}, field {field:?}"),
+            detail,
+        };
+        let config = match map.get("Config") {
+            Some(Value::String(s)) => s.clone(),
+            None => return Err(bad("Config", "it is missing".into())),
+            Some(other) => {
+                return Err(bad(
+                    "Config",
+                    format!("expected a string, found {}", json_kind(other)),
+                ))
+            }
+        };
+        let strings = |field: &str, v: &Value| -> Result<Vec<String>> {
+            let Value::Array(items) = v else {
+                return Err(bad(
+                    field,
+                    format!("expected a list of strings, found {}", json_kind(v)),
+                ));
+            };
+            items
+                .iter()
+                .enumerate()
+                .map(|(j, item)| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(bad(
+                        field,
+                        format!("item {j}: expected a string, found {}", json_kind(other)),
+                    )),
+                })
+                .collect()
+        };
+        let repo_tags = match map.get("RepoTags") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => strings("RepoTags", v)?,
+        };
+        let layers = match map.get("Layers") {
+            None => Vec::new(),
+            Some(v) => strings("Layers", v)?,
+        };
+        Ok(ManifestEntry {
+            config,
+            repo_tags,
+            layers,
+        })
+    }
 }
 
 /// The digest an entry name declares, when it has the form
@@ -35,28 +146,14 @@ fn declared_digest(name: &str) -> Option<Digest> {
     Digest::from_hex(base).ok()
 }
 
-/// Read `manifest.json` and plan every image in it.
+/// Plan every image `manifest.json` lists.
 pub(crate) fn plan(
     source: &Source,
+    manifest: &DockerManifest,
     wanted: Option<&Platform>,
-    format: &'static str,
+    format: Format,
 ) -> Result<Plan> {
-    let data = source.read_small("manifest.json", "docker save manifest")?;
-    let value: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::BadJson {
-        what: "manifest.json".into(),
-        detail: e.to_string(),
-    })?;
-    if !value.is_array() {
-        return Err(Error::BadJson {
-            what: "manifest.json".into(),
-            detail: format!("expected a list of images, found {}", json_kind(&value)),
-        });
-    }
-    let entries: Vec<ManifestEntry> =
-        serde_json::from_value(value).map_err(|e| Error::BadJson {
-            what: "manifest.json".into(),
-            detail: e.to_string(),
-        })?;
+    let entries = &manifest.entries;
     if entries.is_empty() {
         return Err(Error::NoImage {
             input: source.input.clone(),
@@ -84,12 +181,7 @@ pub(crate) fn plan(
     Ok(plan)
 }
 
-fn plan_entry(
-    source: &Source,
-    e: &ManifestEntry,
-    i: usize,
-    format: &'static str,
-) -> Result<ImagePlan> {
+fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> Result<ImagePlan> {
     let what = format!("image config {} (manifest.json entry {i})", e.config);
     let config_bytes = source.read_small(&e.config, &what)?;
     let config_digest = Digest::of_bytes(&config_bytes);
@@ -136,7 +228,7 @@ fn plan_entry(
         });
     }
     let mut refs = Vec::new();
-    for t in e.repo_tags.iter().flatten() {
+    for t in &e.repo_tags {
         refs.push(normalize_reference(t)?);
     }
     Ok(ImagePlan {
@@ -150,27 +242,6 @@ fn plan_entry(
     })
 }
 
-/// RepoTags from `manifest.json` by config digest (Docker 25+ archives).
-pub(crate) fn repo_tags(source: &Source) -> Vec<(Digest, String)> {
-    let Ok(data) = source.read_small("manifest.json", "docker save manifest") else {
-        return Vec::new();
-    };
-    let Ok(entries) = serde_json::from_slice::<Vec<ManifestEntry>>(&data) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        if let Some(d) = declared_digest(&e.config) {
-            for t in e.repo_tags.into_iter().flatten() {
-                if let Ok(r) = normalize_reference(&t) {
-                    out.push((d.clone(), r));
-                }
-            }
-        }
-    }
-    out
-}
-
 pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -179,5 +250,67 @@ pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "a list",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(json: &str) -> String {
+        DockerManifest::parse(json.as_bytes())
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn test_docker_manifest_parse_accepts_optional_fields() {
+        let m = DockerManifest::parse(
+            br#"[{"Config":"a.json","RepoTags":null},{"Config":"b.json","RepoTags":["x"],"Layers":["l/layer.tar"],"Extra":1}]"#,
+        )
+        .expect("parses");
+        assert_eq!(m.entries.len(), 2);
+        assert!(m.entries[0].repo_tags.is_empty() && m.entries[0].layers.is_empty());
+        assert_eq!(m.entries[1].repo_tags, ["x"]);
+        assert_eq!(m.entries[1].layers, ["l/layer.tar"]);
+    }
+
+    #[test]
+    fn test_docker_manifest_parse_errors_name_file_and_field() {
+        let e = parse_err(r#"[{"Config":7,"Layers":[]}]"#);
+        assert!(e.contains("manifest.json entry 0, field \"Config\""), "{e}");
+        assert!(e.contains("expected a string, found a number"), "{e}");
+        let e = parse_err(r#"[{"Config":"c"},{"Config":"c","Layers":[1]}]"#);
+        assert!(e.contains("entry 1, field \"Layers\""), "{e}");
+        assert!(e.contains("item 0"), "{e}");
+        let e = parse_err(r#"[{"Layers":[]}]"#);
+        assert!(
+            e.contains("field \"Config\"") && e.contains("missing"),
+            "{e}"
+        );
+        let e = parse_err(r#"[{"Config":"c","RepoTags":"x"}]"#);
+        assert!(e.contains("field \"RepoTags\""), "{e}");
+        let e = parse_err("null");
+        assert!(e.contains("manifest.json") && e.contains("null"), "{e}");
+        let e = parse_err("[3]");
+        assert!(e.contains("manifest.json entry 0"), "{e}");
+        assert!(parse_err("{").contains("manifest.json"));
+    }
+
+    #[test]
+    fn test_docker_manifest_repo_tags_surface_bad_tags() {
+        let hex = "a".repeat(64);
+        let ok = DockerManifest::parse(
+            format!(r#"[{{"Config":"blobs/sha256/{hex}","RepoTags":["busybox"]}}]"#).as_bytes(),
+        )
+        .expect("parses");
+        let tags = ok.repo_tags().expect("tags");
+        assert_eq!(tags.len(), 1);
+        assert_eq!(tags[0].1, "busybox:latest");
+        let bad = DockerManifest::parse(
+            format!(r#"[{{"Config":"blobs/sha256/{hex}","RepoTags":["a b"]}}]"#).as_bytes(),
+        )
+        .expect("parses");
+        assert!(bad.repo_tags().is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Import: detect the input, plan it, bring each missing layer into the
-//! store (in parallel), then record the images.
+//! Import: open the input and decide what it is (its packaging, then its
+//! [`Format`]), plan it, bring each missing layer into the store (in
+//! parallel), then record the images.
 //!
 //! Order of visibility, for crash safety: blobs and snapshots are committed
 //! by rename once verified; the image record and its tags are written last.
@@ -21,15 +22,17 @@ use serde::Serialize;
 use crate::apply::apply_layer;
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader, TeeReader};
+use crate::docker::DockerManifest;
 use crate::error::{Error, IoContext, Result};
+use crate::format::Format;
 use crate::images::{normalize_reference, ImageRecord, LayerRecord};
+use crate::oci;
 use crate::plan::{ImagePlan, LayerPlan, Plan};
 use crate::platform::Platform;
 use crate::session::Session;
 use crate::snapshot::SnapshotInfo;
-use crate::source::{Input, Source};
+use crate::source::{Entry, Input, Opened, Source};
 use crate::store::Store;
-use crate::{docker, oci};
 
 /// Import options.
 #[derive(Debug, Clone)]
@@ -104,11 +107,20 @@ impl<R: Read> Read for ProgressReader<'_, R> {
 impl Store {
     /// Import every image an input holds.
     pub fn import(&self, input: &Input, opts: &ImportOptions) -> Result<ImportReport> {
+        self.import_opened(Opened::open(input)?, opts)
+    }
+
+    /// Import every image of an input opened (and sniffed) already.
+    pub(crate) fn import_opened(
+        &self,
+        opened: Opened,
+        opts: &ImportOptions,
+    ) -> Result<ImportReport> {
         self.clean_temp_if_idle()?;
         let _shared = self.lock_shared()?;
         let session = self.new_session()?;
-        let source = Source::detect(input, &session)?;
-        let mut plan = plan_source(&source, opts.platform.as_ref())?;
+        let source = Source::load(opened, &session)?;
+        let (format, mut plan) = plan_source(&source, opts.platform.as_ref())?;
         if let Some(tag) = &opts.tag {
             if plan.images.len() != 1 {
                 return Err(Error::TagNeedsOneImage(plan.images.len()));
@@ -138,10 +150,9 @@ impl Store {
             images.push(self.record_image(img, &snaps)?);
         }
         opts.progress.finish_and_clear();
-        let format = match (plan.images.first(), source.wrapper) {
-            (Some(i), "") => i.format.to_string(),
-            (Some(i), w) => format!("{} ({w}-compressed)", i.format),
-            (None, _) => String::new(),
+        let format = match source.packaging.wrapper() {
+            "" => format.name().to_string(),
+            w => format!("{format} ({w}-compressed)"),
         };
         Ok(ImportReport {
             input: source.input.clone(),
@@ -174,11 +185,15 @@ impl Store {
         if todo.is_empty() {
             return Ok((snaps, 0, Vec::new()));
         }
-        let total: u64 = todo
+        // Each entry is found (a layout's file opened) once, here: its size
+        // counts towards the progress total, and its worker reads it.
+        let entries = todo
             .iter()
-            .map(|l| source.open(&l.entry, "layer").map(|(_, s)| s).unwrap_or(0))
-            .sum();
-        bar.set_length(total);
+            .map(|l| source.entry(&l.entry, &format!("layer {}", l.diff_id)))
+            .collect::<Result<Vec<Entry>>>()?;
+        bar.set_length(entries.iter().map(Entry::size).sum());
+        let entries: Mutex<Vec<Option<Entry>>> =
+            Mutex::new(entries.into_iter().map(Some).collect());
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -194,7 +209,11 @@ impl Store {
                     if i >= todo.len() || failed.load(Ordering::SeqCst) {
                         break;
                     }
-                    let r = self.ensure_layer(source, session, todo[i], bar);
+                    let entry = entries.lock().ok().and_then(|mut e| e[i].take());
+                    let Some(entry) = entry else {
+                        break;
+                    };
+                    let r = self.ensure_layer(session, todo[i], entry, bar);
                     if r.is_err() {
                         failed.store(true, Ordering::SeqCst);
                     }
@@ -224,9 +243,9 @@ impl Store {
     /// Unpack one layer into a new snapshot unless another process has.
     fn ensure_layer(
         &self,
-        source: &Source,
         session: &Session,
         layer: &LayerPlan,
+        entry: Entry,
         bar: &ProgressBar,
     ) -> Result<LayerOutcome> {
         let _lock = self.snapshots().lock_chain(&layer.chain_id)?;
@@ -237,8 +256,8 @@ impl Store {
             Some(d) => format!("{d} (archive entry {})", layer.entry),
             None => format!("{} (archive entry {})", layer.diff_id, layer.entry),
         };
-        let (raw, _) = source.open(&layer.entry, &format!("layer {}", layer.diff_id))?;
-        let spooled = source.spooled(&layer.entry);
+        let spooled = entry.spooled();
+        let raw = entry.into_reader()?;
         let present = layer
             .declared
             .as_ref()
@@ -431,7 +450,7 @@ impl Store {
             config: img.config_digest.clone(),
             platform: img.platform.to_string(),
             layers,
-            source_format: img.format.to_string(),
+            source_format: img.format.name().to_string(),
             imported_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -451,24 +470,32 @@ impl Store {
     }
 }
 
-/// Pick the format from the archive's content.
-fn plan_source(source: &Source, platform: Option<&Platform>) -> Result<Plan> {
-    if source.has("index.json") {
-        return oci::plan(source, platform);
-    }
-    if source.has("manifest.json") {
-        return docker::plan(source, platform, "docker-archive");
-    }
-    let detail = if source.has("repositories") {
-        "it has a `repositories` file but no manifest.json (pre-Docker-1.10 save format)"
-            .to_string()
-    } else {
-        "no manifest.json or index.json at its top level".to_string()
+/// Decide the input's format from its top-level entries, once, and plan it
+/// as that format. `manifest.json`, when there is one, is read here.
+fn plan_source(source: &Source, platform: Option<&Platform>) -> Result<(Format, Plan)> {
+    let Some(format) = Format::from_markers(source.has("index.json"), source.has("manifest.json"))
+    else {
+        let detail = if source.has("repositories") {
+            "it has a `repositories` file but no manifest.json (pre-Docker-1.10 save format)"
+                .to_string()
+        } else {
+            "no manifest.json or index.json at its top level".to_string()
+        };
+        return Err(Error::UnknownFormat {
+            input: source.input.clone(),
+            detail,
+        });
     };
-    Err(Error::UnknownFormat {
-        input: source.input.clone(),
-        detail,
-    })
+    let docker_manifest = if format.has_docker_manifest() {
+        Some(DockerManifest::read(source)?)
+    } else {
+        None
+    };
+    let plan = match (format, &docker_manifest) {
+        (Format::DockerArchive, Some(m)) => crate::docker::plan(source, m, platform, format)?,
+        (_, m) => oci::plan(source, format, m.as_ref(), platform)?,
+    };
+    Ok((format, plan))
 }
 
 /// An OCI manifest for an image that came without one (legacy `docker save`).

@@ -1,6 +1,7 @@
 //! skiff's image store.
 //!
 //! - [`content`]: blobs addressed by digest, written through an ingest area.
+//! - [`format`]: what an input is, decided once: its packaging, then its format.
 //! - [`import`]: importers for `docker save` archives (legacy and Docker 25+),
 //!   OCI archives and layout directories, plain or gzip-wrapped, from files or stdin.
 //! - [`apply`]: the hostile-input-safe layer applier.
@@ -18,6 +19,7 @@ pub mod content;
 pub mod digest;
 mod docker;
 pub mod error;
+pub mod format;
 mod fsutil;
 pub mod images;
 pub mod import;
@@ -36,6 +38,7 @@ pub use error::{Error, Result};
 pub mod gc;
 pub mod store;
 
+pub use format::{Format, Packaging};
 pub use images::{ImageRecord, LayerRecord};
 pub use import::{ImportOptions, ImportReport, ImportedImage};
 pub use platform::Platform;

@@ -12,8 +12,9 @@ use std::collections::HashSet;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use crate::digest::Digest;
-use crate::docker;
+use crate::docker::{self, DockerManifest};
 use crate::error::{Error, Result};
+use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::plan::{
     chain_ids, compute_diff_id, config_platform, is_layer_media_type, parse_config, read_blob,
@@ -36,22 +37,28 @@ const CONFIG_TYPES: &[&str] = &[
     "application/vnd.docker.container.image.v1+json",
 ];
 
-/// Plan an OCI layout. Falls back to `manifest.json` when `index.json`
-/// lists nothing and a Docker `manifest.json` is present.
-pub(crate) fn plan(source: &Source, wanted: Option<&Platform>) -> Result<Plan> {
+/// Plan an OCI layout ([`Format::Oci`]), or the layout of a Docker 25+
+/// archive ([`Format::DockerOciLayout`], with its `manifest.json`, whose
+/// RepoTags name the images). Falls back to `manifest.json` when `index.json`
+/// lists nothing.
+pub(crate) fn plan(
+    source: &Source,
+    format: Format,
+    docker_manifest: Option<&DockerManifest>,
+    wanted: Option<&Platform>,
+) -> Result<Plan> {
     let data = source.read_small("index.json", "OCI image index")?;
     let value: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::BadJson {
         what: "index.json".into(),
         detail: e.to_string(),
     })?;
-    let docker_manifest = source.has("manifest.json");
     let listed = value
         .get("manifests")
         .and_then(|m| m.as_array())
         .map(|m| !m.is_empty());
     if listed != Some(true) {
-        if docker_manifest {
-            return docker::plan(source, wanted, "docker-archive (OCI layout)");
+        if let Some(m) = docker_manifest {
+            return docker::plan(source, m, wanted, format);
         }
         let detail = match value.get("manifests") {
             None => "index.json has no \"manifests\"".to_string(),
@@ -67,11 +74,6 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>) -> Result<Plan> {
         what: "index.json".into(),
         detail: e.to_string(),
     })?;
-    let format = if docker_manifest {
-        "docker-archive (OCI layout)"
-    } else {
-        "oci"
-    };
     let mut walk = Walk {
         source,
         wanted,
@@ -81,10 +83,9 @@ pub(crate) fn plan(source: &Source, wanted: Option<&Platform>) -> Result<Plan> {
         single_fallback: false,
         format,
     };
-    let extra_tags = if docker_manifest {
-        docker::repo_tags(source)
-    } else {
-        Vec::new()
+    let extra_tags = match docker_manifest {
+        Some(m) => m.repo_tags()?,
+        None => Vec::new(),
     };
     walk.index(&index, None, 0)?;
     for img in &mut walk.plan.images {
@@ -168,7 +169,7 @@ struct Walk<'a> {
     seen: HashSet<Digest>,
     skipped: Vec<String>,
     single_fallback: bool,
-    format: &'static str,
+    format: Format,
 }
 
 impl Walk<'_> {

@@ -9,6 +9,7 @@ use std::io::BufReader;
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
+use crate::format::Format;
 use crate::platform::Platform;
 use crate::source::Source;
 
@@ -42,7 +43,7 @@ pub(crate) struct ImagePlan {
     pub platform: Platform,
     pub layers: Vec<LayerPlan>,
     pub refs: Vec<String>,
-    pub format: &'static str,
+    pub format: Format,
 }
 
 /// Everything an archive holds that will be imported.

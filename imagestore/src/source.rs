@@ -20,6 +20,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use crate::apply::clean_path;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
+use crate::format::Packaging;
 use crate::session::Session;
 
 /// Where an import reads from.
@@ -32,6 +33,16 @@ pub enum Input {
 }
 
 impl Input {
+    /// The input a command-line argument names: `-` is standard input,
+    /// anything else a path.
+    pub fn from_arg(arg: &str) -> Input {
+        if arg == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(PathBuf::from(arg))
+        }
+    }
+
     /// How the input is named in messages.
     pub fn display(&self) -> String {
         match self {
@@ -44,6 +55,74 @@ impl Input {
 /// The largest JSON document (manifest, index, config) skiff will read.
 pub(crate) const MAX_JSON: u64 = 16 << 20;
 const MAX_LINK_DEPTH: usize = 16;
+
+/// Standard input with its sniffed first bytes replayed ahead of the rest.
+type StdinReader = BufReader<io::Chain<io::Cursor<Vec<u8>>, io::StdinLock<'static>>>;
+
+/// An input opened, its [`Packaging`] decided from its first bytes: the one
+/// place an input is sniffed. [`Source::load`] then reads it accordingly.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// How the input is named in messages.
+    pub(crate) name: String,
+    /// What its first bytes (or being a directory) say it is.
+    pub(crate) packaging: Packaging,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Dir(PathBuf),
+    /// The file, with the buffer its first bytes were sniffed through.
+    File(PathBuf, BufReader<File>),
+    Stdin(StdinReader),
+}
+
+impl Opened {
+    /// Open an input and sniff it. An input that is not an image archive
+    /// is [`Error::UnknownFormat`], saying what it looks like instead.
+    pub(crate) fn open(input: &Input) -> Result<Opened> {
+        let name = input.display();
+        match input {
+            Input::Path(p) if p.is_dir() => Ok(Opened {
+                name,
+                packaging: Packaging::Directory,
+                body: Body::Dir(p.clone()),
+            }),
+            Input::Path(p) => {
+                let file = File::open(p).ctx("open", p)?;
+                let mut reader = BufReader::with_capacity(256 * 1024, file);
+                let packaging = sniff(&mut reader, &name)?;
+                Ok(Opened {
+                    name,
+                    packaging,
+                    body: Body::File(p.clone(), reader),
+                })
+            }
+            Input::Stdin => {
+                // A pipe may deliver the first block in pieces: gather it
+                // before sniffing, then replay it ahead of the rest.
+                let mut stdin = io::stdin().lock();
+                let mut prefix = Vec::with_capacity(512);
+                (&mut stdin)
+                    .take(512)
+                    .read_to_end(&mut prefix)
+                    .map_err(|source| Error::ReadArchive {
+                        what: name.clone(),
+                        source,
+                    })?;
+                let mut reader =
+                    BufReader::with_capacity(256 * 1024, io::Cursor::new(prefix).chain(stdin));
+                let packaging = sniff(&mut reader, &name)?;
+                Ok(Opened {
+                    name,
+                    packaging,
+                    body: Body::Stdin(reader),
+                })
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Loc {
@@ -65,8 +144,8 @@ enum Loc {
 #[derive(Debug)]
 pub(crate) struct Source {
     pub(crate) input: String,
-    /// `gzip`, `zstd` or empty: the outer wrapper, for reports.
-    pub(crate) wrapper: &'static str,
+    /// How the input was packaged (its outer wrapper, for reports).
+    pub(crate) packaging: Packaging,
     entries: HashMap<String, Loc>,
     links: HashMap<String, String>,
     dir: Option<PathBuf>,
@@ -83,72 +162,47 @@ pub(crate) fn clean_name(raw: &[u8]) -> Option<String> {
 }
 
 impl Source {
-    /// Open an input, detecting what it is from its content.
-    pub(crate) fn detect(input: &Input, session: &Session) -> Result<Source> {
-        let name = input.display();
-        match input {
-            Input::Path(p) if p.is_dir() => Ok(Source {
-                input: name,
-                wrapper: "",
-                entries: HashMap::new(),
-                links: HashMap::new(),
-                dir: Some(p.clone()),
-            }),
-            Input::Path(p) => {
-                let file = File::open(p).ctx("open", p)?;
-                let mut reader = BufReader::with_capacity(256 * 1024, file);
-                match sniff(&mut reader, &name)? {
-                    Kind::Tar => {
-                        let mut file = reader.into_inner();
-                        file.seek(SeekFrom::Start(0)).ctx("seek in", p)?;
-                        Source::index_tar(name, p, file)
-                    }
-                    Kind::Gzip => Source::spool(
-                        name,
-                        "gzip",
-                        BufReader::new(flate2::bufread::MultiGzDecoder::new(reader)),
-                        session,
-                    ),
-                    Kind::Zstd => {
-                        let dec = zstd::Decoder::with_buffer(reader).ctx("open zstd stream", p)?;
-                        Source::spool(name, "zstd", BufReader::new(dec), session)
-                    }
-                }
+    /// Read an opened input as its packaging says: a directory in place, a
+    /// seekable tar indexed in place, anything else streamed into the session.
+    pub(crate) fn load(opened: Opened, session: &Session) -> Result<Source> {
+        let Opened {
+            name,
+            packaging,
+            body,
+        } = opened;
+        let compressed = match (body, packaging) {
+            (Body::Dir(p), _) => {
+                return Ok(Source {
+                    input: name,
+                    packaging: Packaging::Directory,
+                    entries: HashMap::new(),
+                    links: HashMap::new(),
+                    dir: Some(p),
+                })
             }
-            Input::Stdin => {
-                // A pipe may deliver the first block in pieces: gather it
-                // before sniffing, then replay it ahead of the rest.
-                let mut stdin = io::stdin().lock();
-                let mut prefix = Vec::with_capacity(512);
-                (&mut stdin)
-                    .take(512)
-                    .read_to_end(&mut prefix)
-                    .map_err(|source| Error::ReadArchive {
-                        what: name.clone(),
-                        source,
-                    })?;
-                let mut reader =
-                    BufReader::with_capacity(256 * 1024, io::Cursor::new(prefix).chain(stdin));
-                match sniff(&mut reader, &name)? {
-                    Kind::Tar => Source::spool(name, "", reader, session),
-                    Kind::Gzip => Source::spool(
-                        name,
-                        "gzip",
-                        BufReader::new(flate2::bufread::MultiGzDecoder::new(reader)),
-                        session,
-                    ),
-                    Kind::Zstd => {
-                        let dec = zstd::Decoder::with_buffer(reader).map_err(|source| {
-                            Error::ReadArchive {
-                                what: name.clone(),
-                                source,
-                            }
-                        })?;
-                        Source::spool(name, "zstd", BufReader::new(dec), session)
-                    }
-                }
+            (Body::File(p, reader), Packaging::Tar) => {
+                let mut file = reader.into_inner();
+                file.seek(SeekFrom::Start(0)).ctx("seek in", &p)?;
+                return Source::index_tar(name, &p, file);
             }
-        }
+            (Body::Stdin(reader), Packaging::Tar) => {
+                return Source::spool(name, packaging, reader, session)
+            }
+            (Body::File(_, reader), Packaging::Compressed(c)) => c.wrap(reader),
+            (Body::Stdin(reader), Packaging::Compressed(c)) => c.wrap(reader),
+            // `Opened::open` gives only directories this packaging.
+            (Body::File(..) | Body::Stdin(_), Packaging::Directory) => {
+                return Err(Error::UnknownFormat {
+                    input: name,
+                    detail: "not a directory".into(),
+                })
+            }
+        };
+        let dec = compressed.map_err(|source| Error::ReadArchive {
+            what: name.clone(),
+            source,
+        })?;
+        Source::spool(name, packaging, BufReader::new(dec), session)
     }
 
     /// Index a seekable tar: read headers only, note each member's offset.
@@ -169,7 +223,7 @@ impl Source {
         })?;
         Ok(Source {
             input,
-            wrapper: "",
+            packaging: Packaging::Tar,
             entries,
             links,
             dir: None,
@@ -179,7 +233,7 @@ impl Source {
     /// Stream a tar once, spooling each member into the session (hashed).
     fn spool<R: Read>(
         input: String,
-        wrapper: &'static str,
+        packaging: Packaging,
         reader: R,
         session: &Session,
     ) -> Result<Source> {
@@ -218,7 +272,7 @@ impl Source {
         })?;
         Ok(Source {
             input,
-            wrapper,
+            packaging,
             entries,
             links,
             dir: None,
@@ -251,8 +305,10 @@ impl Source {
         matches!(self.resolve(name), Ok((_, Some(_))))
     }
 
-    /// Open an entry for reading, with its size when known.
-    pub(crate) fn open(&self, name: &str, what: &str) -> Result<(Box<dyn Read + Send>, u64)> {
+    /// Find an entry: opened already when it is a file of a directory, its
+    /// place noted otherwise. Either way it is opened once, by
+    /// [`Entry::into_reader`].
+    pub(crate) fn entry(&self, name: &str, what: &str) -> Result<Entry> {
         let missing = || Error::MissingEntry {
             entry: name.to_string(),
             what: what.to_string(),
@@ -268,30 +324,27 @@ impl Source {
                 _ => Error::io("open", dir.join(name), e),
             })?;
             let size = file.metadata().ctx("stat", dir.join(name))?.len();
-            return Ok((Box::new(file), size));
+            return Ok(Entry {
+                size,
+                body: EntryBody::Open(file),
+            });
         }
         let (_, loc) = self.resolve(name)?;
-        match loc.ok_or_else(missing)? {
-            Loc::Range { path, offset, size } => {
-                let mut f = File::open(path).ctx("open", path)?;
-                f.seek(SeekFrom::Start(*offset)).ctx("seek in", path)?;
-                Ok((Box::new(f.take(*size)), *size))
-            }
-            Loc::Spooled { path, size, .. } => {
-                let f = File::open(path).ctx("open", path)?;
-                Ok((Box::new(f), *size))
-            }
-        }
+        let loc = loc.ok_or_else(missing)?;
+        let size = match loc {
+            Loc::Range { size, .. } | Loc::Spooled { size, .. } => *size,
+        };
+        Ok(Entry {
+            size,
+            body: EntryBody::At(loc.clone()),
+        })
     }
 
-    /// The spooled file and its digest, when the entry was streamed into ingest.
-    pub(crate) fn spooled(&self, name: &str) -> Option<(PathBuf, Digest)> {
-        match self.resolve(name) {
-            Ok((_, Some(Loc::Spooled { path, digest, .. }))) => {
-                Some((path.clone(), digest.clone()))
-            }
-            _ => None,
-        }
+    /// Open an entry for reading, with its size.
+    pub(crate) fn open(&self, name: &str, what: &str) -> Result<(Box<dyn Read + Send>, u64)> {
+        let entry = self.entry(name, what)?;
+        let size = entry.size();
+        Ok((entry.into_reader()?, size))
     }
 
     /// Read a small entry (JSON) whole.
@@ -312,6 +365,54 @@ impl Source {
                 source,
             })?;
         Ok(data)
+    }
+}
+
+/// One entry of a [`Source`], found and not yet read.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    size: u64,
+    body: EntryBody,
+}
+
+#[derive(Debug)]
+enum EntryBody {
+    /// A file beneath a directory, opened safely already.
+    Open(File),
+    /// A place in the archive or the session's ingest area.
+    At(Loc),
+}
+
+impl Entry {
+    /// Its size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The spooled file and its digest, when the entry was streamed into ingest.
+    pub(crate) fn spooled(&self) -> Option<(PathBuf, Digest)> {
+        match &self.body {
+            EntryBody::At(Loc::Spooled { path, digest, .. }) => {
+                Some((path.clone(), digest.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Its content.
+    pub(crate) fn into_reader(self) -> Result<Box<dyn Read + Send>> {
+        match self.body {
+            EntryBody::Open(file) => Ok(Box::new(file)),
+            EntryBody::At(Loc::Range { path, offset, size }) => {
+                let mut f = File::open(&path).ctx("open", &path)?;
+                f.seek(SeekFrom::Start(offset)).ctx("seek in", &path)?;
+                Ok(Box::new(f.take(size)))
+            }
+            EntryBody::At(Loc::Spooled { path, .. }) => {
+                let f = File::open(&path).ctx("open", &path)?;
+                Ok(Box::new(f))
+            }
+        }
     }
 }
 
@@ -388,43 +489,14 @@ fn open_beneath(dir: &Path, name: &str) -> io::Result<File> {
     Ok(file)
 }
 
-enum Kind {
-    Tar,
-    Gzip,
-    Zstd,
-}
-
-/// Look at the first bytes of an input.
-fn sniff<R: BufRead>(reader: &mut R, name: &str) -> Result<Kind> {
+/// Sniff an input's first bytes ([`Packaging::sniff`]).
+fn sniff<R: BufRead>(reader: &mut R, name: &str) -> Result<Packaging> {
     let head = reader.fill_buf().map_err(|source| Error::ReadArchive {
         what: name.to_string(),
         source,
     })?;
-    if head.is_empty() {
-        return Err(Error::UnknownFormat {
-            input: name.to_string(),
-            detail: "the input is empty".into(),
-        });
-    }
-    if head.starts_with(&[0x1f, 0x8b]) {
-        return Ok(Kind::Gzip);
-    }
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Ok(Kind::Zstd);
-    }
-    let first = head;
-    if first.len() >= 263 && &first[257..262] == b"ustar" {
-        return Ok(Kind::Tar);
-    }
-    let detail = if first.starts_with(b"{") || first.starts_with(b"[") {
-        "it is JSON; give the directory that holds an OCI layout instead".to_string()
-    } else if first.len() < 263 {
-        "too short or truncated to be a tar archive".to_string()
-    } else {
-        "not a tar archive, gzip or zstd stream, or OCI layout directory".to_string()
-    };
-    Err(Error::UnknownFormat {
+    Packaging::sniff(head).map_err(|why| Error::UnknownFormat {
         input: name.to_string(),
-        detail,
+        detail: why.to_string(),
     })
 }
