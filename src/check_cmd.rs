@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use compat::conformance::{self, InProcess, Launch};
 use compat::probe::{self, ImageCheck, Report};
-use imagestore::{ImportOptions, Input, Store};
+use imagestore::{ImportOptions, ResolveError, Store};
 use runtime::{Backend, JobSpec};
 
 /// Arguments of `skiff check`.
@@ -45,23 +45,6 @@ pub fn vendor_dir(flag: Option<&Path>) -> PathBuf {
         return here;
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vendor-images")
-}
-
-fn image_reference(store: &Store, image: &str) -> anyhow::Result<String> {
-    let p = Path::new(image);
-    if !(image.contains('/') && p.exists()) {
-        return Ok(image.to_string());
-    }
-    let report = store
-        .import(&Input::Path(p.to_path_buf()), &ImportOptions::default())
-        .with_context(|| format!("importing {image}"))?;
-    match report.images.as_slice() {
-        [one] => Ok(one.id.to_string()),
-        _ => anyhow::bail!(
-            "{image} holds {} images; import it and check one by reference",
-            report.images.len()
-        ),
-    }
 }
 
 fn image_check(launch: &mut dyn Launch, image: &str, command: &str, runs: u32) -> ImageCheck {
@@ -112,7 +95,16 @@ pub fn run(root: &Path, args: CheckArgs) -> anyhow::Result<u8> {
         let store =
             Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
         let reference = match &args.image {
-            Some(i) => Some(image_reference(&store, i)?),
+            // Resolved once (an archive path imported first): the launches
+            // name the image by its id. A reference naming no image is not
+            // fatal: the launches fail on it, and the report says so.
+            Some(i) => Some(
+                match store.resolve_or_import(i, &ImportOptions::default()) {
+                    Ok(r) => r.id.to_string(),
+                    Err(ResolveError::Lookup(_)) => i.clone(),
+                    Err(e) => return Err(e.into()),
+                },
+            ),
             None => None,
         };
         if args.conformance {

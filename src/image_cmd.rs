@@ -1,7 +1,7 @@
 //! `skiff image …`: import, ls, inspect, rm, gc, verify.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -175,17 +175,14 @@ fn progress(json: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// Import an archive; shared with `skiff run PATH`.
+/// Import an archive, a layout directory, or `-` (stdin). What kind of
+/// input it is, imagestore decides (as for `skiff run ARCHIVE`).
 pub fn import_path(
     store: &Store,
     path: &str,
     opts: &ImportOptions,
 ) -> anyhow::Result<imagestore::ImportReport> {
-    let input = if path == "-" {
-        Input::Stdin
-    } else {
-        Input::Path(PathBuf::from(path))
-    };
+    let input = Input::from_arg(path);
     store
         .import(&input, opts)
         .with_context(|| format!("importing {}", input.display()))

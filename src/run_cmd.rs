@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use imagestore::{ImportOptions, Input, Store};
+use imagestore::{ImportOptions, Store};
 use runtime::job::{parse_cpus, parse_duration_for, parse_size, Via};
 use runtime::{Backend, JobIo, JobSpec, Limits, Runner, ScratchMode, SeccompMode};
 
@@ -120,96 +120,6 @@ pub struct LauncherArgs {
     pub output_dir: Option<PathBuf>,
 }
 
-/// Whether IMAGE names an archive to import: `-` (stdin) or an existing
-/// regular file (symlinks followed) whose name or first bytes look like an
-/// archive. Anything else is a store reference.
-fn archive_argument(image: &str) -> anyhow::Result<Option<Input>> {
-    if image == "-" {
-        return Ok(Some(Input::Stdin));
-    }
-    let p = Path::new(image);
-    let meta = match std::fs::metadata(p) {
-        Ok(m) => m,
-        Err(_) => return Ok(None),
-    };
-    let path_like = image.contains('/') || image.starts_with('.');
-    if meta.is_dir() && path_like && is_image_layout_dir(p) {
-        return Ok(Some(Input::Path(PathBuf::from(image))));
-    }
-    if !meta.is_file() {
-        if path_like {
-            anyhow::bail!(
-                "no image named {image:?} in the store, and {image} is not an archive file \
-                 or image layout directory (it is a {}); import an image with `skiff image import`",
-                if meta.is_dir() {
-                    "directory"
-                } else {
-                    "special file"
-                }
-            );
-        }
-        return Ok(None);
-    }
-    let named = image.ends_with(".tar")
-        || image.contains(".tar.")
-        || image.ends_with(".tgz")
-        || image.ends_with(".tzst");
-    if named || path_like && looks_like_archive_bytes(p) {
-        return Ok(Some(Input::Path(PathBuf::from(image))));
-    }
-    if path_like {
-        anyhow::bail!(
-            "no image named {image:?} in the store, and {image} is not an archive file \
-             (not a tar, gzip or zstd stream)"
-        );
-    }
-    Ok(None)
-}
-
-/// Whether a directory holds an OCI image layout or an unpacked `docker save`.
-fn is_image_layout_dir(p: &Path) -> bool {
-    ["oci-layout", "index.json", "manifest.json"]
-        .iter()
-        .any(|f| p.join(f).is_file())
-}
-
-/// Whether a file starts like a tar (ustar magic at 257), gzip or zstd stream.
-fn looks_like_archive_bytes(p: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 512];
-    let Ok(mut f) = std::fs::File::open(p) else {
-        return false;
-    };
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head.get(257..262) == Some(b"ustar".as_slice())
-}
-
-/// Resolve IMAGE: an archive path is imported first and its image id used.
-fn image_reference(store: &Store, image: &str) -> anyhow::Result<String> {
-    let Some(input) = archive_argument(image)? else {
-        return Ok(image.to_string());
-    };
-    let report = store
-        .import(&input, &ImportOptions::default())
-        .with_context(|| format!("importing {image}"))?;
-    match report.images.as_slice() {
-        [one] => Ok(one.id.to_string()),
-        _ => anyhow::bail!(
-            "{image} holds {} images; import it with `skiff image import` and run one by reference",
-            report.images.len()
-        ),
-    }
-}
-
 fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
     let host_env = |k: &str| std::env::var(k).ok();
     let mut env = Vec::new();
@@ -299,7 +209,11 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
     job.validate(Via::Cli)?;
     let backend = Backend::parse(&args.runtime)?;
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
-    let image = image_reference(&store, &args.image_and_command[0])?;
+    // IMAGE is resolved here, once (an archive path is imported first); the
+    // job runs from the image's id.
+    let image = store
+        .resolve_or_import(&args.image_and_command[0], &ImportOptions::default())?
+        .id;
     let mut runner = Runner::new(store)?;
     let result = runner.run(&image, job, &backend, JobIo::Inherit)?;
     if args.json {

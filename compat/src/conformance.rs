@@ -882,7 +882,15 @@ impl Launch for InProcess {
                 })?,
             cap: OUTPUT_CAP,
         };
-        match self.runner.run(image, job.clone(), &self.backend, io) {
+        let resolved = self
+            .runner
+            .store()
+            .resolve(image)
+            .map_err(runtime::Error::from);
+        match resolved.and_then(|rec| {
+            self.runner
+                .run(&rec.image_id(), job.clone(), &self.backend, io)
+        }) {
             Ok(result) => Ok(Outcome {
                 result,
                 stdout: read_capture(&mut out),

@@ -14,6 +14,31 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{list_dir, write_atomic};
 
+/// An image's id: its config digest, as Docker shows it. Once an image
+/// reference or archive argument is resolved, the image travels as this,
+/// and is looked up with [`crate::Store::image`] without parsing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ImageId(Digest);
+
+impl ImageId {
+    /// The id of the image whose config has this digest.
+    pub fn from_config(config: Digest) -> ImageId {
+        ImageId(config)
+    }
+
+    /// The config digest.
+    pub fn digest(&self) -> &Digest {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ImageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// One layer of a stored image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LayerRecord {
@@ -49,6 +74,11 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// Its id, typed.
+    pub fn image_id(&self) -> ImageId {
+        ImageId(self.id.clone())
+    }
+
     /// Chain IDs, bottom first.
     pub fn chain(&self) -> Vec<Digest> {
         self.layers.iter().map(|l| l.chain_id.clone()).collect()

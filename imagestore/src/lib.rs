@@ -4,6 +4,8 @@
 //! - [`format`]: what an input is, decided once: its packaging, then its format.
 //! - [`import`]: importers for `docker save` archives (legacy and Docker 25+),
 //!   OCI archives and layout directories, plain or gzip-wrapped, from files or stdin.
+//! - [`resolve`]: a command's IMAGE argument, a store reference or an archive
+//!   to import first, resolved once to an [`ImageId`].
 //! - [`apply`]: the hostile-input-safe layer applier.
 //! - [`snapshot`]: one unpacked directory per chain ID, handed out as mount descriptions.
 //! - [`gc`]: garbage collection and leases for running jobs.
@@ -28,6 +30,7 @@ mod plan;
 pub mod platform;
 pub mod process_lock;
 pub mod remove;
+pub mod resolve;
 pub mod session;
 pub mod snapshot;
 pub mod source;
@@ -39,9 +42,10 @@ pub mod gc;
 pub mod store;
 
 pub use format::{Format, Packaging};
-pub use images::{ImageRecord, LayerRecord};
+pub use images::{ImageId, ImageRecord, LayerRecord};
 pub use import::{ImportOptions, ImportReport, ImportedImage};
 pub use platform::Platform;
+pub use resolve::{ResolveError, Resolved};
 pub use snapshot::MountDescription;
 pub use source::Input;
 pub use store::{Lease, Store, DEFAULT_ROOT};

@@ -23,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use std::io::Write;
 
 use crate::fsutil::{mkdirs, FileLock};
-use crate::images::{ImageIndex, ImageRecord};
+use crate::images::{ImageId, ImageIndex, ImageRecord};
 use crate::process_lock::{self, ProcessLock};
 use crate::session::{self, Session};
 use crate::snapshot::{MountDescription, Snapshotter};
@@ -105,6 +105,15 @@ impl Store {
     /// Resolve an image reference (tag, id or id prefix).
     pub fn resolve(&self, reference: &str) -> Result<ImageRecord> {
         self.images.resolve(reference)
+    }
+
+    /// The record of an image by its id (no reference is parsed).
+    /// [`Error::ImageNotFound`] when no such image is stored (it was
+    /// removed since its id was resolved).
+    pub fn image(&self, id: &ImageId) -> Result<ImageRecord> {
+        self.images
+            .get(id.digest())?
+            .ok_or_else(|| Error::ImageNotFound(id.to_string()))
     }
 
     /// The image's configuration (from its verified config blob).

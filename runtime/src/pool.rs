@@ -78,7 +78,8 @@ pub enum Sink {
 /// One request: a job and where its output goes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    /// Image reference in the launcher's store.
+    /// Image reference in the launcher's store (a tag, id or id prefix),
+    /// resolved once, by [`handle`], before the job is run.
     pub image: String,
     /// The job (its fields are flat in the JSON object).
     #[serde(flatten)]
@@ -282,7 +283,10 @@ pub fn handle(
             stderr,
             cap: req.output_cap.unwrap_or(DEFAULT_OUTPUT_CAP),
         };
-        runner.run(&req.image, req.job, &backend, io)
+        // The pool's edge: the reference is resolved here, once; the job
+        // runs from the image's id.
+        let image = runner.store().resolve(&req.image)?.image_id();
+        runner.run(&image, req.job, &backend, io)
     };
     match run() {
         Ok(r) => Reply::Ok(r),

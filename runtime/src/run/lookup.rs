@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use imagestore::{Lease, MountDescription, Store};
+use imagestore::{ImageId, Lease, MountDescription, Store};
 
 use crate::error::Result;
 use crate::state::JobDir;
@@ -21,9 +21,10 @@ pub(super) struct Found {
     pub(super) lease: Lease,
 }
 
-/// The lookup phase.
-pub(super) fn lookup(store: &Store, run_root: &Path, image: &str, name: &str) -> Result<Found> {
-    let rec = store.resolve(image)?;
+/// The lookup phase. The image was resolved before the job began: here it
+/// is read by id, no reference parsed.
+pub(super) fn lookup(store: &Store, run_root: &Path, image: &ImageId, name: &str) -> Result<Found> {
+    let rec = store.image(image)?;
     let config = store.image_config(&rec)?;
     let desc = store.mount_description(&rec)?;
     // The name is claimed first: a second job of the same name is refused

@@ -232,10 +232,11 @@ impl Runner {
         &self.run_root
     }
 
-    /// Run one job to completion.
+    /// Run one job to completion, from an image resolved already
+    /// ([`Store::resolve`], [`Store::resolve_or_import`]).
     pub fn run(
         &mut self,
-        image: &str,
+        image: &imagestore::ImageId,
         mut job: JobSpec,
         backend: &Backend,
         io: JobIo,
