@@ -15,7 +15,6 @@ use crate::timing::ms_since;
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::error::{Error, Result};
-use crate::exec::SkiffExecutor;
 
 /// Which runtime launches the job.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -88,14 +87,15 @@ pub struct Started {
 /// single-threaded process, one launch at a time.
 ///
 /// `on_created` runs between create and start with the init pid (to record
-/// it for `gc` and to bring `lo` up). `executor` runs in the init at the end
-/// (it installs the plan's seccomp filter, if any, and execs the command).
+/// it for `gc` and to bring `lo` up). `executor` runs in the init at the end:
+/// skiff's ([`crate::exec::SkiffExecutor`]) installs the plan's seccomp
+/// filter, if any, and execs the command.
 pub fn launch_libcontainer(
     id: &str,
     bundle: &Path,
     state_root: &Path,
     stdio: JobStdio,
-    executor: SkiffExecutor,
+    executor: impl libcontainer::workload::Executor + 'static,
     on_created: &mut dyn FnMut(i32) -> Result<()>,
 ) -> Result<Started> {
     let t = Instant::now();
