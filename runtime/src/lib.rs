@@ -17,10 +17,9 @@
 //! 6. **cleanup**: read accounting, kill and remove the cgroup, unmount, remove
 //!    the state. [`gc`] does the same for jobs whose launcher died.
 //!
-//! Callers with threads launch through [`pool`] launcher processes. The
-//! launch path only lives here: the compatibility tooling (the suite,
-//! `skiff check`'s probes, `skiff matrix`) is the `skiff-compat` crate, which
-//! depends on this one.
+//! Callers with threads launch through [`pool`] launcher processes. Only
+//! the launch path lives here; see `docs/architecture.md` for the crates
+//! that build on it.
 //!
 //! See `docs/runtime.md` and `docs/cgroups.md`.
 

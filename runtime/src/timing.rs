@@ -1,5 +1,5 @@
-//! Millisecond timings and their median: one home for the launch phases,
-//! `skiff check`, the conformance suite and `skiff bench`.
+//! Millisecond timings and their median: one home for the launch phases
+//! and every crate that measures launches.
 
 use std::time::{Duration, Instant};
 
