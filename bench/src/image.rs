@@ -14,6 +14,7 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use imagestore::compression::Compression;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -208,7 +209,7 @@ pub fn prepare_existing(
     let mut f = File::open(&archive).ctx("open", &archive)?;
     let mut magic = [0u8; 4];
     let n = read_full(&mut f, &mut magic).ctx("read", &archive)?;
-    if n >= 2 && magic[..2] == [0x1f, 0x8b] || n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+    if Compression::detect(&magic[..n]) != Compression::None {
         return Ok(bare(
             "the archive is wrapped in outer compression; its layers are not copied out".into(),
         ));
@@ -259,29 +260,23 @@ pub fn prepare_existing(
         let mut head = [0u8; 4];
         let n = read_full(&mut (&mut src).take(size), &mut head).ctx("read", &archive)?;
         src.seek(SeekFrom::Start(offset)).ctx("seek in", &archive)?;
-        let compression = if n >= 2 && head[..2] == [0x1f, 0x8b] {
-            "gzip"
-        } else if n == 4 && head == [0x28, 0xb5, 0x2f, 0xfd] {
-            "zstd"
-        } else {
-            "none"
-        };
+        let compression = Compression::detect(&head[..n]);
         let tar_path = partial.join(format!("{i}.tar"));
         let mut stored_path = None;
         let reader: Box<dyn Read> = match compression {
-            "none" => Box::new(src.take(size)),
+            Compression::None => Box::new(src.take(size)),
             other => {
-                let ext = if other == "gzip" { "tar.gz" } else { "tar.zst" };
+                let ext = if other == Compression::Gzip {
+                    "tar.gz"
+                } else {
+                    "tar.zst"
+                };
                 let p = partial.join(format!("{i}.{ext}"));
                 let mut out = File::create(&p).ctx("create", &p)?;
                 io::copy(&mut src.take(size), &mut out).ctx("copy layer to", &p)?;
                 stored_path = Some(p.clone());
                 let f = BufReader::new(File::open(&p).ctx("open", &p)?);
-                if other == "gzip" {
-                    Box::new(flate2::bufread::MultiGzDecoder::new(f))
-                } else {
-                    Box::new(zstd::Decoder::with_buffer(f).ctx("decompress", &p)?)
-                }
+                other.wrap(f).ctx("decompress", &p)?
             }
         };
         let (diff_id, raw_bytes, entries, files) =
@@ -293,7 +288,10 @@ pub fn prepare_existing(
         layers.push(LayerInfo {
             source: name.clone(),
             diff_id,
-            compression: compression.into(),
+            compression: match compression {
+                Compression::None => "none".into(),
+                c => c.name().into(),
+            },
             uncompressed_bytes: raw_bytes,
             stored_bytes: size,
             entries,
