@@ -178,11 +178,7 @@ pub fn launch_plots(r: &LaunchResults, dir: &Path) -> (Vec<PathBuf>, Vec<String>
 fn subtitle(r: &LaunchResults) -> String {
     format!(
         "{} {}, {} rounds; {} cpus, kernel {}; {}",
-        r.job
-            .archive
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        r.job.archive_name(),
         r.job.command.join(" "),
         r.rounds,
         r.host.cpus,

@@ -48,11 +48,7 @@ pub fn table(r: &LaunchResults) -> String {
     let mut out = format!(
         "launch latency: {} {} (-m {}, pids {}, network none); {} timed rounds after {} \
          warm-up, contenders interleaved; {} cpus, {}, {}\n",
-        r.job
-            .archive
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        r.job.archive_name(),
         r.job.command.join(" "),
         size_arg(r.job.memory_bytes),
         r.job.pids_limit,

@@ -150,6 +150,16 @@ pub struct JobInfo {
     pub network: String,
 }
 
+impl JobInfo {
+    /// The archive's file name, for titles.
+    pub fn archive_name(&self) -> String {
+        self.archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// The whole result, written as `launch.json` (with its plots and its
 /// terminal report, by the report module).
 #[derive(Debug, Clone, Serialize, Deserialize)]
