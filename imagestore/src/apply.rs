@@ -319,14 +319,7 @@ impl Applier {
                 self.remove_existing(&parent, base, name)?;
                 nix::unistd::symlinkat(OsStr::from_bytes(&target), Some(pfd), base.as_os_str())
                     .map_err(io_err("create symlink"))?;
-                nix::unistd::fchownat(
-                    Some(pfd),
-                    base.as_os_str(),
-                    Some(Uid::from_raw(meta.uid)),
-                    Some(Gid::from_raw(meta.gid)),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(io_err("set symlink owner"))?;
+                chown_at(pfd, base.as_os_str(), &meta).map_err(io_err("set symlink owner"))?;
                 let t = TimeSpec::new(meta.mtime, 0);
                 nix::sys::stat::utimensat(
                     Some(pfd),
@@ -380,14 +373,7 @@ impl Applier {
                     0,
                 )
                 .map_err(io_err("create fifo"))?;
-                nix::unistd::fchownat(
-                    Some(pfd),
-                    base.as_os_str(),
-                    Some(Uid::from_raw(meta.uid)),
-                    Some(Gid::from_raw(meta.gid)),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(io_err("set fifo owner"))?;
+                chown_at(pfd, base.as_os_str(), &meta).map_err(io_err("set fifo owner"))?;
                 nix::sys::stat::fchmodat(
                     Some(pfd),
                     base.as_os_str(),
@@ -593,6 +579,17 @@ fn set_owner_mode(fd: RawFd, m: &Meta) -> nix::Result<()> {
     nix::unistd::fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))?;
     // After chown, which clears setuid/setgid.
     nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(m.mode))
+}
+
+/// Give `name` in `dirfd` the entry's owner, never following a symlink.
+fn chown_at(dirfd: RawFd, name: &OsStr, m: &Meta) -> nix::Result<()> {
+    nix::unistd::fchownat(
+        Some(dirfd),
+        name,
+        Some(Uid::from_raw(m.uid)),
+        Some(Gid::from_raw(m.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
 }
 
 fn mkdir(dirfd: RawFd, name: &OsStr) -> nix::Result<()> {
