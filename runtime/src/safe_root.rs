@@ -36,23 +36,37 @@ pub fn openat2(
     how.flags = flags as u64;
     how.mode = mode;
     how.resolve = resolve;
-    // SAFETY: the pointers are valid for the duration of the call, and the
-    // size is that of the struct passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dirfd,
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    // With RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel returns EAGAIN when
+    // a rename or a mount anywhere on the host raced with a `..` step, and
+    // asks the caller to retry (openat2(2)). Busy hosts mount all the time.
+    let mut attempts = 0;
+    loop {
+        // SAFETY: the pointers are valid for the duration of the call, and
+        // the size is that of the struct passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+        }
+        let err = io::Error::last_os_error();
+        attempts += 1;
+        if err.raw_os_error() != Some(libc::EAGAIN) || attempts >= OPENAT2_RETRIES {
+            return Err(err);
+        }
     }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
+
+/// How many times [`openat2`] tries when the kernel reports a racing
+/// rename or mount (EAGAIN) before it gives up.
+const OPENAT2_RETRIES: u32 = 128;
 
 impl SafeRoot {
     /// Open `dir` as a root.
@@ -163,6 +177,49 @@ impl SafeRoot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Renames anywhere on the host make a scoped `..` step fail with EAGAIN
+    /// now and then; [`openat2`] retries, so resolution still succeeds.
+    #[test]
+    fn test_openat2_survives_racing_renames() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("root/a/b")).expect("mkdir");
+        let root = std::fs::File::open(dir.path().join("root")).expect("open root");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renamer = {
+            let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+            std::fs::write(&x, "").expect("write");
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::rename(&x, &y).expect("rename");
+                    std::fs::rename(&y, &x).expect("rename");
+                }
+            })
+        };
+        let path = c"a/../a/b/../../a/b/..";
+        let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        let failures: Vec<io::Error> = (0..50_000)
+            .filter_map(|_| {
+                openat2(
+                    root.as_raw_fd(),
+                    path,
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    0,
+                    resolve,
+                )
+                .err()
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamer.join().expect("renamer");
+        assert!(
+            failures.is_empty(),
+            "{} of 50000 lookups failed, first: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
 
     #[test]
     fn test_safe_root_symlink_stays_inside() {
