@@ -35,7 +35,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runtime::error::error_chain;
 use runtime::path_lookup::find_on_host;
 use serde::{Deserialize, Serialize};
 
@@ -496,17 +495,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
                             source: Box::new(e),
                         });
                     }
-                    ui.note(format!(
-                        "{} failed in round {}; dropping it: {}",
-                        r.which.name(),
-                        round + 1,
-                        error_chain(&e)
-                    ));
-                    r.failed = Some(format!(
-                        "failed in round {}: {}",
-                        round + 1,
-                        error_chain(&e)
-                    ));
+                    r.failed = Some(ui.dropped(r.which.name(), round, &e));
                 }
             }
             ui.inc();

@@ -40,6 +40,17 @@ impl Ui {
         }
     }
 
+    /// Say that contender `name` failed in (0-based) `round` and is dropped;
+    /// returns the reason to record in its results.
+    pub fn dropped(&self, name: &str, round: usize, e: &dyn std::error::Error) -> String {
+        let chain = runtime::error::error_chain(e);
+        self.note(format!(
+            "{name} failed in round {}; dropping it: {chain}",
+            round + 1
+        ));
+        format!("failed in round {}: {chain}", round + 1)
+    }
+
     /// Print a note above the bar (or plainly, without a terminal).
     pub fn note(&self, msg: impl AsRef<str>) {
         if self.quiet {

@@ -274,26 +274,20 @@ impl Store {
     /// Stale `.tmp-*` files and dead import sessions. Under the exclusive
     /// lock no writer is running, so every `.tmp-*` file is stale.
     fn find_leftovers(&self, report: &mut VerifyReport) -> Result<()> {
-        for path in stale_temp_files(self.root())? {
+        let temp = stale_temp_files(self.root())?
+            .into_iter()
+            .map(|p| (p, "temporary file of an interrupted write"));
+        let sessions = session::stale(&self.root().join("tmp"))?
+            .into_iter()
+            .map(|p| (p, "import session whose process is gone"));
+        for (path, detail) in temp.chain(sessions) {
             report.leftovers.push(Problem {
                 subject: Subject::Leftover,
                 name: path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                detail: "temporary file of an interrupted write".into(),
-                path,
-                repaired: false,
-            });
-        }
-        for path in session::stale(&self.root().join("tmp"))? {
-            report.leftovers.push(Problem {
-                subject: Subject::Leftover,
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                detail: "import session whose process is gone".into(),
+                detail: detail.into(),
                 path,
                 repaired: false,
             });

@@ -176,17 +176,7 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
                             source: Box::new(e),
                         });
                     }
-                    ui.note(format!(
-                        "{} failed in round {}; dropping it: {}",
-                        p.which.name(),
-                        round + 1,
-                        error_chain(&e)
-                    ));
-                    col.failed = Some(format!(
-                        "failed in round {}: {}",
-                        round + 1,
-                        error_chain(&e)
-                    ));
+                    col.failed = Some(ui.dropped(p.which.name(), round, &e));
                 }
             }
             ui.inc();

@@ -94,84 +94,74 @@ pub fn measure(
     })
 }
 
+/// One worker's tally: jobs done, jobs failed, CPU ms reported, first error.
+type Worker = (usize, usize, f64, Option<RunError>);
+
+/// One thread per slot runs `job` while `take` grants jobs; `job` returns
+/// the CPU milliseconds it reports (0 when it reports none).
+fn workers<S: Send>(
+    slots: Vec<S>,
+    take: &(dyn Fn() -> bool + Sync),
+    ui: &Ui,
+    job: impl Fn(&mut S) -> Result<f64, RunError> + Sync,
+) -> Vec<Worker> {
+    let job = &job;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = slots
+            .into_iter()
+            .map(|mut slot| {
+                s.spawn(move || {
+                    let (mut ok, mut bad, mut cpu, mut err) = (0, 0, 0.0, None);
+                    while take() {
+                        match job(&mut slot) {
+                            Ok(ms) => {
+                                ok += 1;
+                                cpu += ms;
+                            }
+                            Err(e) => {
+                                bad += 1;
+                                err.get_or_insert(e);
+                            }
+                        }
+                        ui.inc();
+                    }
+                    (ok, bad, cpu, err)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or((0, 0, 0.0, Some(RunError::WorkerPanicked)))
+            })
+            .collect()
+    })
+}
+
 /// Run `n` jobs with `c` workers.
 fn batch(p: &mut Prepared, c: usize, n: usize, ui: &Ui) -> Batch {
     let next = AtomicUsize::new(0);
     let take = || next.fetch_add(1, Ordering::Relaxed) < n;
     let t = Instant::now();
     let cpu0 = exec::children_cpu_ms();
-    type Worker = (usize, usize, f64, Option<RunError>);
     let results: Vec<Worker> = match &mut p.how {
         How::Process {
             argv, hide_unified, ..
         } => {
             let (argv, hide) = (&*argv, *hide_unified);
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..c)
-                    .map(|slot| {
-                        let take = &take;
-                        s.spawn(move || {
-                            let a = &argv[slot.min(argv.len() - 1)];
-                            let (mut ok, mut bad, mut err) = (0, 0, None);
-                            while take() {
-                                match exec::process(a, hide, false) {
-                                    Ok(_) => ok += 1,
-                                    Err(e) => {
-                                        bad += 1;
-                                        err.get_or_insert(e);
-                                    }
-                                }
-                                ui.inc();
-                            }
-                            (ok, bad, 0.0, err)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or((0, 0, 0.0, Some(RunError::WorkerPanicked)))
-                    })
-                    .collect()
+            let slots = (0..c).map(|slot| &argv[slot.min(argv.len() - 1)]).collect();
+            workers(slots, &take, ui, |a| {
+                exec::process(a, hide, false).map(|_| 0.0)
             })
         }
         How::Pool {
             launchers, request, ..
         } => {
             let req = &*request;
-            std::thread::scope(|s| {
-                let handles: Vec<_> = launchers
-                    .iter_mut()
-                    .take(c)
-                    .map(|l| {
-                        let take = &take;
-                        s.spawn(move || {
-                            let (mut ok, mut bad, mut cpu, mut err) = (0, 0, 0.0, None);
-                            while take() {
-                                match exec::pool(l, req) {
-                                    Ok(sample) => {
-                                        ok += 1;
-                                        cpu += sample.cpu_ms.unwrap_or(0.0);
-                                    }
-                                    Err(e) => {
-                                        bad += 1;
-                                        err.get_or_insert(e);
-                                    }
-                                }
-                                ui.inc();
-                            }
-                            (ok, bad, cpu, err)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or((0, 0, 0.0, Some(RunError::WorkerPanicked)))
-                    })
-                    .collect()
+            let slots = launchers.iter_mut().take(c).collect();
+            workers(slots, &take, ui, |l| {
+                exec::pool(l, req).map(|sample| sample.cpu_ms.unwrap_or(0.0))
             })
         }
     };
