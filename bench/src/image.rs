@@ -149,17 +149,14 @@ pub fn generate(cache: &Path, trash: &Path, spec: &GenSpec) -> Result<(ImageInfo
         l.tar_path = rebase(&l.tar_path);
         l.stored_path = l.stored_path.as_deref().map(rebase);
     }
-    let info = ImageInfo {
-        archive: dir.join("image.tar"),
-        generated: true,
-        format: "docker-archive".into(),
-        compression: if spec.gzip { "gzip" } else { "none" }.into(),
+    let info = ImageInfo::new(
+        dir.join("image.tar"),
+        true,
+        "docker-archive".into(),
+        if spec.gzip { "gzip" } else { "none" }.into(),
         archive_bytes,
-        uncompressed_bytes: layers.iter().map(|l| l.uncompressed_bytes).sum(),
-        entries: layers.iter().map(|l| l.entries).sum(),
-        files: layers.iter().map(|l| l.files).sum(),
         layers,
-    };
+    );
     write_meta(&partial, &info)?;
     fs::rename(&partial, &dir).ctx("rename into place", &dir)?;
     Ok((info, false))
@@ -313,21 +310,18 @@ pub fn prepare_existing(
         [one] => one.to_string(),
         _ => "mixed".to_string(),
     };
-    let info = ImageInfo {
-        archive: archive.clone(),
-        generated: false,
-        format: if index.files.contains_key("index.json") {
+    let info = ImageInfo::new(
+        archive.clone(),
+        false,
+        if index.files.contains_key("index.json") {
             "docker-archive (Docker 25+ OCI layout)".into()
         } else {
             "docker-archive".into()
         },
         compression,
-        archive_bytes: meta.len(),
-        uncompressed_bytes: layers.iter().map(|l| l.uncompressed_bytes).sum(),
-        entries: layers.iter().map(|l| l.entries).sum(),
-        files: layers.iter().map(|l| l.files).sum(),
+        meta.len(),
         layers,
-    };
+    );
     write_meta(&partial, &info)?;
     fs::rename(&partial, &dir).ctx("rename into place", &dir)?;
     Ok((info, None))

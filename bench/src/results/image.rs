@@ -52,6 +52,28 @@ pub struct ImageInfo {
 }
 
 impl ImageInfo {
+    /// The image of `layers`, with the totals summed from them.
+    pub fn new(
+        archive: PathBuf,
+        generated: bool,
+        format: String,
+        compression: String,
+        archive_bytes: u64,
+        layers: Vec<LayerInfo>,
+    ) -> ImageInfo {
+        ImageInfo {
+            archive,
+            generated,
+            format,
+            compression,
+            archive_bytes,
+            uncompressed_bytes: layers.iter().map(|l| l.uncompressed_bytes).sum(),
+            entries: layers.iter().map(|l| l.entries).sum(),
+            files: layers.iter().map(|l| l.files).sum(),
+            layers,
+        }
+    }
+
     /// Whether any layer is compressed inside the archive.
     pub fn compressed(&self) -> bool {
         self.layers.iter().any(|l| l.stored_path.is_some())
