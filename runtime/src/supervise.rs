@@ -265,23 +265,49 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// A started job's streams: each output pipe with its sink, and the
+/// caller's stdin fd with the job's stdin pipe (`-i`).
+#[derive(Debug)]
+pub struct JobStreams {
+    /// The job's stdout pipe and where it goes.
+    pub stdout: (OwnedFd, OutputSink),
+    /// The job's stderr pipe and where it goes.
+    pub stderr: (OwnedFd, OutputSink),
+    /// The caller's stdin and the job's stdin pipe, when attached.
+    pub stdin: Option<(RawFd, OwnedFd)>,
+}
+
+/// When to stop a job: SIGTERM at `timeout`, SIGKILL `stop_timeout` later.
+#[derive(Debug, Clone, Copy)]
+pub struct StopPolicy {
+    /// How long the job may run.
+    pub timeout: Option<Duration>,
+    /// How long after SIGTERM before SIGKILL.
+    pub stop_timeout: Duration,
+}
+
 /// Supervise a started job until `wait_pid` exits and its output is drained.
 ///
 /// - output pipes are copied to their sinks as data arrives;
-/// - `stdin` (the caller's fd and the job's pipe) is copied until EOF;
+/// - stdin (the caller's fd and the job's pipe) is copied until EOF;
 /// - forwarded signals go to `control`;
-/// - on `timeout`, SIGTERM, then SIGKILL after `stop_timeout`.
-#[allow(clippy::too_many_arguments)]
+/// - at the timeout, SIGTERM, then SIGKILL after the stop timeout.
 pub fn supervise(
     wait_pid: i32,
     control: &mut dyn JobControl,
     signals: &SignalGuard,
-    stdout: (OwnedFd, OutputSink),
-    stderr: (OwnedFd, OutputSink),
-    stdin: Option<(RawFd, OwnedFd)>,
-    timeout: Option<Duration>,
-    stop_timeout: Duration,
+    streams: JobStreams,
+    stop: StopPolicy,
 ) -> Result<Outcome> {
+    let JobStreams {
+        stdout,
+        stderr,
+        stdin,
+    } = streams;
+    let StopPolicy {
+        timeout,
+        stop_timeout,
+    } = stop;
     let pidfd = pidfd_open(wait_pid)?;
     let mut streams = [
         Stream::new("stdout", stdout.0, stdout.1),

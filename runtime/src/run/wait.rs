@@ -45,11 +45,15 @@ pub(super) fn wait(ctx: &JobCtx<'_>, launched: Launched, io: JobIo) -> Result<Jo
         pid,
         &mut control,
         &launched.signals,
-        (launched.out_r, out_sink),
-        (launched.err_r, err_sink),
-        launched.stdin_feed,
-        job.timeout,
-        job.stop_timeout,
+        supervise::JobStreams {
+            stdout: (launched.out_r, out_sink),
+            stderr: (launched.err_r, err_sink),
+            stdin: launched.stdin_feed,
+        },
+        supervise::StopPolicy {
+            timeout: job.timeout,
+            stop_timeout: job.stop_timeout,
+        },
     )?;
     drop(launched.signals);
 
