@@ -81,7 +81,9 @@ pub struct RunArgs {
     /// Drop a capability (or ALL).
     #[arg(long = "cap-drop")]
     pub cap_drop: Vec<String>,
-    /// Security options: seccomp=unconfined.
+    /// Security options: seccomp=unconfined; no-new-privileges=false lets
+    /// setuid binaries gain privileges (no_new_privs is on by default,
+    /// unlike Docker).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
     /// Where the writable layer lives: tmpfs (default) or disk.
@@ -134,13 +136,18 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
             .filter_map(|e| runtime::image_process::expand_env_arg(e, host_env)),
     );
     let mut seccomp = SeccompMode::Default;
+    let mut no_new_privileges = true;
     for opt in &args.security_opt {
         match opt.as_str() {
             "seccomp=unconfined" | "seccomp:unconfined" => seccomp = SeccompMode::Unconfined,
-            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {}
-            _ => {
-                anyhow::bail!("unsupported --security-opt {opt:?} (supported: seccomp=unconfined)")
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                no_new_privileges = true
             }
+            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            _ => anyhow::bail!(
+                "unsupported --security-opt {opt:?} (supported: seccomp=unconfined, \
+                 no-new-privileges[=true|false])"
+            ),
         }
     }
     let scratch = match args.scratch.as_str() {
@@ -185,6 +192,7 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
         seccomp,
+        no_new_privileges,
         stdin: args.interactive,
         timeout: args
             .timeout

@@ -104,8 +104,14 @@ fn bench_spec(c: &mut Criterion) {
                 let plan =
                     runtime::run::plan_process(&job, &config, &root, &bounding).expect("plan");
                 let resources = cgroups::resources(&job.limits).expect("resources");
-                let seccomp = seccomp::plan(job.seccomp, &backend, &plan.caps, &mut cache)
-                    .expect("seccomp plan");
+                let seccomp = seccomp::plan(
+                    job.seccomp,
+                    &backend,
+                    &plan.caps,
+                    job.no_new_privileges,
+                    &mut cache,
+                )
+                .expect("seccomp plan");
                 oci::build_spec(
                     &job,
                     &plan,

@@ -172,6 +172,12 @@ pub struct JobSpec {
     pub cap_drop: Vec<String>,
     /// `--security-opt seccomp=…`.
     pub seccomp: SeccompMode,
+    /// `--security-opt no-new-privileges[=true|false]`: set the job's
+    /// `no_new_privs` bit, so `execve` of a setuid or file-capability
+    /// binary gains nothing. On by default, unlike Docker; a request
+    /// without the field keeps it on.
+    #[serde(default = "default_true")]
+    pub no_new_privileges: bool,
     /// `-i`: connect stdin.
     pub stdin: bool,
     /// `--timeout`.
@@ -210,6 +216,10 @@ impl JobSpec {
 /// Docker's default grace between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+fn default_true() -> bool {
+    true
+}
+
 impl Default for JobSpec {
     fn default() -> Self {
         JobSpec {
@@ -228,6 +238,7 @@ impl Default for JobSpec {
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             seccomp: SeccompMode::default(),
+            no_new_privileges: true,
             stdin: false,
             timeout: None,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
@@ -746,6 +757,18 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&job).expect("ser")).expect("de");
         assert_eq!(back, job);
         assert!(serde_json::from_str::<JobSpec>(r#"{"volumes":["rel:/x"]}"#).is_err());
+    }
+
+    #[test]
+    fn test_jobspec_no_new_privileges_defaults_on() {
+        // Older requests have no field: no_new_privs stays on.
+        let job: JobSpec = serde_json::from_str(r#"{"command":["true"]}"#).expect("parse");
+        assert!(job.no_new_privileges);
+        assert!(JobSpec::default().no_new_privileges);
+        let job: JobSpec = serde_json::from_str(r#"{"no_new_privileges":false}"#).expect("parse");
+        assert!(!job.no_new_privileges);
+        let json = serde_json::to_value(&job).expect("ser");
+        assert_eq!(json["no_new_privileges"], serde_json::json!(false));
     }
 
     #[test]

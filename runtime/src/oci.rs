@@ -285,16 +285,20 @@ pub fn build_spec(
         .additional_gids(plan.user.additional_gids.clone())
         .build()
         .map_err(bad)?;
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(user)
         .args(plan.args.clone())
         .env(plan.env.clone())
         .cwd(PathBuf::from(&plan.cwd))
         .capabilities(capabilities)
-        .no_new_privileges(true)
         .build()
         .map_err(bad)?;
+    // `--security-opt no-new-privileges=false` leaves the field out (the
+    // OCI default, false) rather than writing `false`: libcontainer treats
+    // any value as "set" and then loads seccomp after dropping the
+    // capabilities, which fails for a non-root user without no_new_privs.
+    process.set_no_new_privileges(job.no_new_privileges.then_some(true));
 
     let mut mounts = standard_mounts()?;
     for v in &job.volumes {
@@ -492,6 +496,23 @@ mod tests {
         assert_eq!(seccomp_of(&SeccompPlan::None), None);
         let bpf = crate::seccomp::Bpf::from_bytes(&[0; 8]).expect("one instruction");
         assert_eq!(seccomp_of(&SeccompPlan::Executor(bpf)), None);
+    }
+
+    #[test]
+    fn test_build_spec_no_new_privileges_follows_the_job() {
+        let nnp = |on: bool| {
+            let job = JobSpec {
+                no_new_privileges: on,
+                ..Default::default()
+            };
+            let spec = spec_for(&job);
+            spec.process()
+                .as_ref()
+                .expect("process")
+                .no_new_privileges()
+        };
+        assert_eq!(nnp(true), Some(true));
+        assert_eq!(nnp(false), None);
     }
 
     #[test]

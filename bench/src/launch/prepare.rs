@@ -576,8 +576,14 @@ fn runtime_bundles(
         let cgroup = driver.job_path(&id);
         // A runtime binary's plan compiles nothing: the cache stays unwritten.
         let mut cache = runtime::seccomp::Cache::new(oci.join("seccomp"));
-        let seccomp = runtime::seccomp::plan(job.seccomp, &backend, &plan.caps, &mut cache)
-            .map_err(failed("plan the seccomp filter"))?;
+        let seccomp = runtime::seccomp::plan(
+            job.seccomp,
+            &backend,
+            &plan.caps,
+            job.no_new_privileges,
+            &mut cache,
+        )
+        .map_err(failed("plan the seccomp filter"))?;
         let spec = runtime::oci::build_spec(
             &job,
             &plan,

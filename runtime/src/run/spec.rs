@@ -177,7 +177,13 @@ pub(super) fn spec(
     }
     let etc = ctx.sub("etc");
     write_etc_files(&etc, &plan.hostname, job.network)?;
-    let seccomp = seccomp::plan(job.seccomp, ctx.backend, &plan.caps, &mut runner.seccomp)?;
+    let seccomp = seccomp::plan(
+        job.seccomp,
+        ctx.backend,
+        &plan.caps,
+        job.no_new_privileges,
+        &mut runner.seccomp,
+    )?;
     let cgroup_path = runner.cgroups.job_path(&job.name);
     let spec = oci::build_spec(
         job,

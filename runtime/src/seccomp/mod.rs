@@ -10,6 +10,7 @@
 //! | --- | --- | --- |
 //! | `unconfined` | any | [`SeccompPlan::None`] |
 //! | `default` | libcontainer | [`SeccompPlan::Executor`]: BPF compiled once, cached |
+//! | `default`, `no-new-privileges=false` | libcontainer | [`SeccompPlan::InSpec`], youki's way (see [`plan`]) |
 //! | `default` | youki binary | [`SeccompPlan::InSpec`], masked comparisons youki's way |
 //! | `default` | other binary (runc, crun) | [`SeccompPlan::InSpec`], the OCI way |
 //!
@@ -71,20 +72,29 @@ impl SeccompPlan {
 }
 
 /// The seccomp plan of a job in `mode`, launched by `backend`, holding
-/// `caps`. A compiled filter comes from `cache` (compiled and stored there
-/// on a miss); only [`Backend::Libcontainer`] needs one.
+/// `caps`, with `no_new_privs` set or not (`no_new_privileges`). A compiled
+/// filter comes from `cache` (compiled and stored there on a miss); only
+/// [`Backend::Libcontainer`] needs one.
+///
+/// Without `no_new_privs`, loading a filter needs `CAP_SYS_ADMIN`, which a
+/// job has lost by the time skiff's executor runs: libcontainer then gets
+/// the profile in the spec and loads it before dropping capabilities.
 pub fn plan(
     mode: SeccompMode,
     backend: &Backend,
     caps: &[Capability],
+    no_new_privileges: bool,
     cache: &mut Cache,
 ) -> Result<SeccompPlan> {
     Ok(match (mode, backend) {
         (SeccompMode::Unconfined, _) => SeccompPlan::None,
         // libcontainer would compile the profile in every init (~10 ms of
         // CPU); skiff compiles it once and its executor installs it.
-        (SeccompMode::Default, Backend::Libcontainer) => {
+        (SeccompMode::Default, Backend::Libcontainer) if no_new_privileges => {
             SeccompPlan::Executor(cache.default_filter(caps)?)
+        }
+        (SeccompMode::Default, Backend::Libcontainer) => {
+            SeccompPlan::InSpec(default_profile(caps, MaskedEqOrder::ValueTwoIsMask)?)
         }
         (SeccompMode::Default, Backend::Binary(runtime)) => {
             SeccompPlan::InSpec(default_profile(caps, masked_eq_order(runtime))?)
@@ -135,6 +145,7 @@ mod tests {
                 SeccompMode::Unconfined,
                 &backend,
                 crate::oci::DEFAULT_CAPS,
+                true,
                 &mut cache,
             )
             .expect("plan");
@@ -152,6 +163,7 @@ mod tests {
             SeccompMode::Default,
             &Backend::Libcontainer,
             caps,
+            true,
             &mut cache,
         )
         .expect("plan");
@@ -167,16 +179,37 @@ mod tests {
         let caps = crate::oci::DEFAULT_CAPS;
         for runtime in ["/usr/bin/runc", "/usr/bin/crun", "/opt/my-runtime"] {
             let backend = Backend::Binary(PathBuf::from(runtime));
-            let p = plan(SeccompMode::Default, &backend, caps, &mut cache).expect("plan");
+            let p = plan(SeccompMode::Default, &backend, caps, true, &mut cache).expect("plan");
             assert!(p.executor_filter().is_none());
             assert_eq!(clone_arg(&p), (CLONE_NAMESPACE_FLAGS, Some(0)), "{runtime}");
             let expected = default_profile(caps, MaskedEqOrder::ValueIsMask).expect("profile");
             assert_eq!(p, SeccompPlan::InSpec(expected), "{runtime}");
         }
         let youki = Backend::Binary(PathBuf::from("/root/.cargo/bin/youki"));
-        let p = plan(SeccompMode::Default, &youki, caps, &mut cache).expect("plan");
+        let p = plan(SeccompMode::Default, &youki, caps, true, &mut cache).expect("plan");
         assert_eq!(clone_arg(&p), (0, Some(CLONE_NAMESPACE_FLAGS)));
         // Nothing was compiled for a runtime binary.
+        assert!(!dir.path().join("seccomp").exists());
+    }
+
+    #[test]
+    fn test_plan_without_no_new_privs_leaves_seccomp_to_libcontainer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut cache = Cache::new(dir.path().join("seccomp"));
+        let caps = crate::oci::DEFAULT_CAPS;
+        let p = plan(
+            SeccompMode::Default,
+            &Backend::Libcontainer,
+            caps,
+            false,
+            &mut cache,
+        )
+        .expect("plan");
+        assert!(p.executor_filter().is_none());
+        assert_eq!(clone_arg(&p), (0, Some(CLONE_NAMESPACE_FLAGS)));
+        let runc = Backend::Binary(PathBuf::from("/usr/bin/runc"));
+        let p = plan(SeccompMode::Default, &runc, caps, false, &mut cache).expect("plan");
+        assert_eq!(clone_arg(&p), (CLONE_NAMESPACE_FLAGS, Some(0)));
         assert!(!dir.path().join("seccomp").exists());
     }
 }
