@@ -498,3 +498,60 @@ fn test_store_verify_reports_and_repairs_truncated_metadata() {
     assert_eq!(code, Some(1));
     assert_repaired(&env, &busybox, false);
 }
+
+/// Every path under `dir`, sorted (to compare a store before and after).
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap_or(&p).display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn test_store_import_of_a_tar_without_an_image_says_what_is_missing() {
+    // A valid but empty tar (`tar cf x --files-from /dev/null`: end-of-archive
+    // blocks only) and a tar with an unrelated file are tars: the message
+    // names the input and the missing `manifest.json`/`index.json`, never
+    // "not a tar archive", and the store is left as it was.
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    let env = Env::new();
+    let good = env.path("good.tar");
+    generated_image(&good, "small:latest", 1, 2, 64, false);
+    env.ok(&["image", "import", good.to_str().expect("utf8")]);
+    let empty = env.path("empty.tar");
+    fs::write(&empty, vec![0u8; 10240]).expect("write empty tar");
+    let other = env.path("other.tar");
+    {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "notes.txt", &b"hi\n"[..])
+            .expect("tar entry");
+        fs::write(&other, b.into_inner().expect("tar")).expect("write tar");
+    }
+    let before = tree(&env.root());
+    for input in [&empty, &other] {
+        let path = input.to_str().expect("utf8");
+        let out = env.run(&["image", "import", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path}: import succeeded");
+        assert!(!err.contains("not a tar archive"), "{path}: {err}");
+        for needle in [path, "manifest.json", "index.json"] {
+            assert!(err.contains(needle), "{path}: no {needle:?} in {err}");
+        }
+        assert_eq!(tree(&env.root()), before, "{path}: the store changed");
+    }
+}

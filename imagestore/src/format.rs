@@ -38,6 +38,12 @@ impl Packaging {
         if compression::is_tar_header(head) {
             return Ok(Packaging::Tar);
         }
+        if head.len() >= 512 && head[..512].iter().all(|b| *b == 0) {
+            // A tar's end-of-archive block first: a valid tar with no entries
+            // (`tar cf x --files-from /dev/null`). Planning then says what it
+            // lacks (`manifest.json` or `index.json`).
+            return Ok(Packaging::Tar);
+        }
         Err(if head.starts_with(b"{") || head.starts_with(b"[") {
             Unrecognised::Json
         } else if head.len() < 263 {
@@ -143,6 +149,14 @@ mod tests {
         assert_eq!(Packaging::sniff(b"{\"a\":1}"), Err(Unrecognised::Json));
         assert_eq!(Packaging::sniff(b"hello"), Err(Unrecognised::TooShort));
         assert_eq!(Packaging::sniff(&[b'x'; 600]), Err(Unrecognised::Other));
+    }
+
+    #[test]
+    fn test_packaging_sniff_empty_tar_is_a_tar() {
+        // `tar cf x --files-from /dev/null`: 10240 zero bytes.
+        assert_eq!(Packaging::sniff(&[0u8; 10240]), Ok(Packaging::Tar));
+        assert_eq!(Packaging::sniff(&[0u8; 512]), Ok(Packaging::Tar));
+        assert_eq!(Packaging::sniff(&[0u8; 511]), Err(Unrecognised::Other));
     }
 
     #[test]

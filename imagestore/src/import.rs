@@ -24,7 +24,7 @@ use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader, TeeReader};
 use crate::docker::DockerManifest;
 use crate::error::{Error, IoContext, Result};
-use crate::format::Format;
+use crate::format::{Format, Packaging};
 use crate::images::{normalize_reference, ImageRecord, LayerRecord};
 use crate::oci;
 use crate::plan::{ImagePlan, LayerPlan, Plan};
@@ -479,7 +479,16 @@ fn plan_source(source: &Source, platform: Option<&Platform>) -> Result<(Format, 
             "it has a `repositories` file but no manifest.json (pre-Docker-1.10 save format)"
                 .to_string()
         } else {
-            "no manifest.json or index.json at its top level".to_string()
+            let what = match source.packaging {
+                Packaging::Directory => "the directory",
+                Packaging::Tar | Packaging::Compressed(_) => "it is a tar archive but",
+            };
+            let entries = if source.is_empty() {
+                " (it has no entries at all)"
+            } else {
+                ""
+            };
+            format!("{what} has no manifest.json or index.json at its top level{entries}")
         };
         return Err(Error::UnknownFormat {
             input: source.input.clone(),

@@ -297,6 +297,12 @@ impl Source {
         })
     }
 
+    /// Whether an archive has no entries at all (a directory never counts
+    /// as empty here).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.dir.is_none() && self.entries.is_empty() && self.links.is_empty()
+    }
+
     /// Whether an entry exists.
     pub(crate) fn has(&self, name: &str) -> bool {
         if let Some(dir) = &self.dir {
