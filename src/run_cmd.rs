@@ -244,7 +244,10 @@ pub fn gc(root: &Path, args: GcArgs) -> anyhow::Result<()> {
     let cgroups = runtime::cgroups::detect(&runtime::cgroups::group_key(store.root()))?;
     let mut report = runtime::gc::collect(&store.root().join("run"), cgroups.as_ref())?;
     report.stale_leases = store.remove_stale_leases()?;
-    report.group_cgroups = runtime::run::prune_group_cgroups(store.root(), cgroups.as_ref())?;
+    match runtime::run::prune_group_cgroups(store.root(), cgroups.as_ref())? {
+        Some(n) => report.group_cgroups = n,
+        None => report.launchers_alive = true,
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -257,6 +260,12 @@ pub fn gc(root: &Path, args: GcArgs) -> anyhow::Result<()> {
             report.stale_leases,
             report.group_cgroups,
         );
+        if report.launchers_alive {
+            println!(
+                "kept the store's group cgroups: a launcher of this store is running \
+                 (run `skiff gc` again when it has exited)"
+            );
+        }
     }
     Ok(())
 }

@@ -36,8 +36,12 @@ pub struct GcReport {
     pub stray_cgroups: Vec<String>,
     /// Image leases of dead jobs removed (`skiff gc` only).
     pub stale_leases: usize,
-    /// Empty group cgroups of the store removed (`skiff gc` only).
+    /// Empty group cgroups of the store removed, in every hierarchy
+    /// (`skiff gc` only).
     pub group_cgroups: usize,
+    /// A launcher of the store was alive, so its group cgroups were left
+    /// alone (`skiff gc` only).
+    pub launchers_alive: bool,
 }
 
 /// A state directory without a lock file younger than this is being created.

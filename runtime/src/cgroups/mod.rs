@@ -121,6 +121,52 @@ pub fn favordynmods_in(mounts: &str) -> bool {
     })
 }
 
+/// Every `…/skiff/<group>` directory in every cgroup hierarchy mounted
+/// according to `mountinfo` (the text of `/proc/self/mountinfo`): a store's
+/// group cgroups wherever its launchers' callers sat, not only below this
+/// process's cgroup (a service runs the jobs, a shell or timer runs `gc`).
+/// Job cgroups below `<group>` are not descended into; symlinks are not
+/// followed.
+pub fn find_group_dirs(mountinfo: &str, group: &str) -> Vec<PathBuf> {
+    /// Deeper than any cgroup tree seen in practice; bounds a hostile one.
+    const MAX_DEPTH: usize = 32;
+    let mut out = Vec::new();
+    let mut mounts: Vec<PathBuf> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = post.split_whitespace().next();
+        let Some(mount) = pre.split_whitespace().nth(4) else {
+            continue;
+        };
+        let mount = PathBuf::from(mount);
+        if matches!(fstype, Some("cgroup" | "cgroup2")) && !mounts.contains(&mount) {
+            mounts.push(mount);
+        }
+    }
+    for mount in mounts {
+        let mut todo = vec![(mount, 0usize)];
+        while let Some((dir, depth)) = todo.pop() {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let in_skiff = dir.file_name().is_some_and(|n| n == "skiff");
+            for e in rd.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                if in_skiff && e.file_name() == group {
+                    out.push(e.path());
+                } else if depth < MAX_DEPTH {
+                    todo.push((e.path(), depth + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A short stable key for a store root, for [`detect`]'s `group`.
 pub fn group_key(root: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
@@ -300,6 +346,39 @@ pub fn resources(limits: &Limits) -> Result<LinuxResources> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_find_group_dirs_every_hierarchy_and_caller() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (cpu, uni) = (t.path().join("cpu"), t.path().join("unified"));
+        let want = [
+            cpu.join("a/skiff/k1"),
+            cpu.join("a/b/skiff/k1"),
+            uni.join("skiff/k1"),
+        ];
+        for d in want.iter().chain(&[
+            cpu.join("a/skiff/k2"),
+            cpu.join("a/skiff/k1/job/skiff/k1"),
+            cpu.join("a/k1"),
+        ]) {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        let mountinfo = format!(
+            "1 0 0:1 / / rw - ext4 /dev/x rw\n\
+             2 1 0:2 / {} rw - cgroup cgroup rw,cpu\n\
+             3 1 0:3 / {} rw - cgroup2 cgroup2 rw\n\
+             4 1 0:2 / {} rw - cgroup cgroup rw,cpu\n",
+            cpu.display(),
+            uni.display(),
+            cpu.display(),
+        );
+        let mut got = find_group_dirs(&mountinfo, "k1");
+        got.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(find_group_dirs("", "k1").is_empty());
+    }
 
     #[test]
     fn test_resources_limits_to_oci() {

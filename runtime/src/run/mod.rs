@@ -140,15 +140,29 @@ fn open_launchers_lock(store_root: &Path) -> Result<fs::File> {
         .ctx("open", p)
 }
 
-/// Prune the store's empty group cgroups when no launcher is alive;
-/// returns how many were removed.
-pub fn prune_group_cgroups(store_root: &Path, cgroups: &dyn CgroupDriver) -> Result<usize> {
+/// Prune the store's empty group cgroups (`…/skiff/<store key>`) when no
+/// launcher of the store is alive: below this process's cgroup and wherever
+/// else in a mounted hierarchy a launcher of the store left one (it ran
+/// from another cgroup). `rmdir` never removes one that holds a job's
+/// cgroup or a task; the shared `skiff` parents stay. Returns how many were
+/// removed, or `None` (nothing touched) while a launcher holds
+/// [`launchers_lock_path`].
+pub fn prune_group_cgroups(store_root: &Path, cgroups: &dyn CgroupDriver) -> Result<Option<usize>> {
     let file = open_launchers_lock(store_root)?;
     let p = launchers_lock_path(store_root);
-    match imagestore::process_lock::ProcessLock::try_acquire(file).ctx("lock", &p)? {
-        Some(_alone) => Ok(cgroups.prune_groups()),
-        None => Ok(0),
+    let Some(_alone) = imagestore::process_lock::ProcessLock::try_acquire(file).ctx("lock", &p)?
+    else {
+        return Ok(None);
+    };
+    let mut removed = cgroups.prune_groups();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for dir in cgroups::find_group_dirs(&mountinfo, &cgroups::group_key(store_root)) {
+        match fs::remove_dir(&dir) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "group cgroup kept"),
+        }
     }
+    Ok(Some(removed))
 }
 
 /// What one job carries through its phases.
