@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use compat::conformance::Launch;
 use runtime::JobSpec;
-use support::env::build_c;
+use support::env::{build_c, docker_load};
 use support::privilege::skip_or_fail;
 use support::run::{backends, env, stdout, vendor_archive, Env, BUSYBOX};
 use support::tar::{derive, layer, Entry};
@@ -146,29 +146,6 @@ fn test_no_new_privs_off_lets_setuid_binaries_gain_root() {
         }
         Err(why) => skip_or_fail(&why),
     }
-}
-
-/// `docker load` of `archive`, or why not.
-fn docker_load(archive: &Path) -> Result<(), String> {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        return Err("no running Docker engine".into());
-    }
-    let load = Command::new("docker")
-        .args(["load", "-q", "-i"])
-        .arg(archive)
-        .output()
-        .map_err(|e| format!("docker load: {e}"))?;
-    if !load.status.success() {
-        return Err(format!(
-            "docker load: {}",
-            String::from_utf8_lossy(&load.stderr)
-        ));
-    }
-    Ok(())
 }
 
 #[test]

@@ -136,25 +136,7 @@ fn test_validation_docker_limits_accepted() {
 
 /// `docker` with the vendored busybox loaded, or why not.
 fn docker_with_busybox() -> Result<(), String> {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        return Err("no running Docker engine".into());
-    }
-    let load = Command::new("docker")
-        .args(["load", "-q", "-i"])
-        .arg(run::vendor_archive("busybox"))
-        .output()
-        .map_err(|e| format!("docker load: {e}"))?;
-    if !load.status.success() {
-        return Err(format!(
-            "docker load: {}",
-            String::from_utf8_lossy(&load.stderr)
-        ));
-    }
-    Ok(())
+    support::env::docker_load(&run::vendor_archive("busybox"))
 }
 
 fn docker_run(args: &[&str]) -> Output {

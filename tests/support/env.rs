@@ -168,6 +168,30 @@ impl Env {
     }
 }
 
+/// `docker load` of `archive` into a running Docker engine (the oracle for
+/// Docker semantics), or why not.
+pub fn docker_load(archive: &Path) -> Result<(), String> {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        return Err("no running Docker engine".into());
+    }
+    let load = Command::new("docker")
+        .args(["load", "-q", "-i"])
+        .arg(archive)
+        .output()
+        .map_err(|e| format!("docker load: {e}"))?;
+    if !load.status.success() {
+        return Err(format!(
+            "docker load: {}",
+            String::from_utf8_lossy(&load.stderr)
+        ));
+    }
+    Ok(())
+}
+
 /// The names in a directory (none when it cannot be read).
 pub fn names(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

@@ -154,19 +154,25 @@ mod tests {
         assert!(!dir.path().join("seccomp").exists());
     }
 
+    /// The default mode's plan on libcontainer, with `no_new_privs` or not.
+    fn libcontainer_plan(no_new_privs: bool, cache: &mut Cache) -> SeccompPlan {
+        let caps = crate::oci::DEFAULT_CAPS;
+        plan(
+            SeccompMode::Default,
+            &Backend::Libcontainer,
+            caps,
+            no_new_privs,
+            cache,
+        )
+        .expect("plan")
+    }
+
     #[test]
     fn test_plan_libcontainer_is_the_cached_filter() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut cache = Cache::new(dir.path().join("seccomp"));
         let caps = crate::oci::DEFAULT_CAPS;
-        let p = plan(
-            SeccompMode::Default,
-            &Backend::Libcontainer,
-            caps,
-            true,
-            &mut cache,
-        )
-        .expect("plan");
+        let p = libcontainer_plan(true, &mut cache);
         assert!(p.spec_profile().is_none());
         let bpf = p.executor_filter().expect("executor filter");
         assert_eq!(*bpf, cache.default_filter(caps).expect("cached"));
@@ -197,14 +203,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let mut cache = Cache::new(dir.path().join("seccomp"));
         let caps = crate::oci::DEFAULT_CAPS;
-        let p = plan(
-            SeccompMode::Default,
-            &Backend::Libcontainer,
-            caps,
-            false,
-            &mut cache,
-        )
-        .expect("plan");
+        let p = libcontainer_plan(false, &mut cache);
         assert!(p.executor_filter().is_none());
         assert_eq!(clone_arg(&p), (0, Some(CLONE_NAMESPACE_FLAGS)));
         let runc = Backend::Binary(PathBuf::from("/usr/bin/runc"));
