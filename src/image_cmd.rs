@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use imagestore::{ImportOptions, Input, Platform, Store};
+use imagestore::{ImageRecord, ImageRef, ImportOptions, Input, Platform, Store};
 
 /// Image subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -93,7 +93,7 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 for t in &r.untagged {
-                    println!("Untagged: {t}");
+                    println!("Untagged: {}", familiar(t));
                 }
                 if let Some(d) = &r.deleted {
                     println!("Deleted: {d}");
@@ -213,7 +213,11 @@ fn import(
         let name = if img.refs.is_empty() {
             "<none>".to_string()
         } else {
-            img.refs.join(", ")
+            img.refs
+                .iter()
+                .map(|r| familiar(r))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         println!(
             "Loaded image: {name} ({}, {}, {} layers)",
@@ -227,13 +231,29 @@ fn import(
     Ok(())
 }
 
+/// How `docker` prints a stored reference: `busybox:latest` for
+/// `docker.io/library/busybox:latest` (one it cannot parse, as it is).
+fn familiar(reference: &str) -> String {
+    ImageRef::parse(reference).map_or_else(|_| reference.to_string(), |r| r.familiar())
+}
+
+/// One row of `image ls`: an image under one of its tags (or none).
 #[derive(serde::Serialize)]
 struct LsRow {
+    /// The full normalised reference, `docker.io/library/busybox:latest`.
     reference: Option<String>,
+    /// The repository as `docker images` shows it (`busybox`).
+    repository: Option<String>,
+    /// The tag.
+    tag: Option<String>,
     id: String,
+    /// The manifest (repo) digest, when the image came with a manifest.
+    digest: Option<String>,
     platform: String,
     layers: usize,
     size: u64,
+    /// The config's `created`, in seconds since the epoch.
+    created: Option<i64>,
     imported_at: u64,
 }
 
@@ -241,62 +261,199 @@ fn ls(store: &Store, json: bool) -> anyhow::Result<()> {
     let tags = store.images().tags()?;
     let mut rows = Vec::new();
     for rec in store.images().list()? {
-        let mut refs: Vec<&String> = tags
+        let created = created(store, &rec);
+        let refs: Vec<&String> = tags
             .iter()
             .filter(|(_, id)| id == &rec.id)
             .map(|(r, _)| r)
             .collect();
-        refs.sort();
-        let mk = |reference: Option<String>| LsRow {
-            reference,
-            id: rec.id.to_string(),
-            platform: rec.platform.clone(),
-            layers: rec.layers.len(),
-            size: rec.size(),
-            imported_at: rec.imported_at,
+        let mk = |reference: Option<&String>| {
+            let parsed = reference.and_then(|r| ImageRef::parse(r).ok());
+            LsRow {
+                repository: match &parsed {
+                    Some(p) => Some(p.familiar_name()),
+                    // A tag an older store kept as written: NAME:TAG.
+                    None => reference.map(|r| split_tag(r).0.to_string()),
+                },
+                tag: match &parsed {
+                    Some(p) => p.tag().map(String::from),
+                    None => reference.map(|r| split_tag(r).1.to_string()),
+                },
+                reference: reference.cloned(),
+                id: rec.id.to_string(),
+                digest: rec.repo_digest().map(|d| d.to_string()),
+                platform: rec.platform.clone(),
+                layers: rec.layers.len(),
+                size: rec.size(),
+                created,
+                imported_at: rec.imported_at,
+            }
         };
         if refs.is_empty() {
             rows.push(mk(None));
         }
         for r in refs {
-            rows.push(mk(Some(r.clone())));
+            rows.push(mk(Some(r)));
         }
     }
-    rows.sort_by(|a, b| a.reference.cmp(&b.reference).then(a.id.cmp(&b.id)));
+    rows.sort_by(|a, b| {
+        (a.reference.is_none(), &a.repository, &a.tag, &a.id).cmp(&(
+            b.reference.is_none(),
+            &b.repository,
+            &b.tag,
+            &b.id,
+        ))
+    });
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!(
-        "{:<40} {:<14} {:<14} {:>6} {:>10}",
-        "REFERENCE", "IMAGE ID", "PLATFORM", "LAYERS", "SIZE"
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let none = "<none>".to_string();
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.repository.clone().unwrap_or_else(|| none.clone()),
+                r.tag.clone().unwrap_or_else(|| none.clone()),
+                r.id[7..19].to_string(),
+                r.created
+                    .map_or_else(|| "N/A".to_string(), |c| human_duration(now - c) + " ago"),
+                human_size(r.size),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        docker_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &table)
     );
-    for r in rows {
-        println!(
-            "{:<40} {:<14} {:<14} {:>6} {:>10}",
-            r.reference.as_deref().unwrap_or("<none>"),
-            &r.id[7..19],
-            r.platform,
-            r.layers,
-            human_size(r.size)
-        );
-    }
     Ok(())
 }
 
+/// `NAME:TAG` split at the tag's colon (after the last `/`).
+fn split_tag(r: &str) -> (&str, &str) {
+    let slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[slash..].rfind(':') {
+        Some(i) => (&r[..slash + i], &r[slash + i + 1..]),
+        None => (r, "latest"),
+    }
+}
+
+/// A table as the `docker` CLI prints one (Go's tabwriter, minimum width
+/// 10, padding 3): each column as wide as its widest cell plus 3.
+fn docker_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                let width = (widths[i] + 3).max(10);
+                out.push_str(&format!("{cell:<width$}"));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
+    }
+    out
+}
+
+/// The image config's `created`, in seconds since the epoch.
+fn created(store: &Store, rec: &ImageRecord) -> Option<i64> {
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.content().read(&rec.config).ok()?).ok()?;
+    parse_rfc3339(config.get("created")?.as_str()?)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-09-26T21:31:42.5Z`,
+/// `…+02:00`); fractions are dropped.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if s.get(4..5)? != "-" || !matches!(s.get(10..11)?, "T" | "t" | " ") {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.get(..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+/// A duration as `docker images` shows it (go-units' HumanDuration).
+fn human_duration(secs: i64) -> String {
+    let hours = (secs as f64 / 3600.0 + 0.5) as i64;
+    match secs {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s / 60 == 1 => "About a minute".into(),
+        s if s / 60 < 60 => format!("{} minutes", s / 60),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        s => format!("{} years", s / 3600 / 24 / 365),
+    }
+}
+
+/// A size as `docker images` shows it: decimal units, three significant
+/// digits (go-units' HumanSize).
 fn human_size(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut u = 0;
     while v >= 1000.0 && u < UNITS.len() - 1 {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{n}B")
+    // Go's %.3g: three significant digits, trailing zeros dropped.
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
     } else {
-        format!("{v:.1}{}", UNITS[u])
+        2
+    };
+    let mut s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
     }
+    format!("{s}{}", UNITS[u])
 }
 
 fn inspect(store: &Store, reference: &str) -> anyhow::Result<()> {
@@ -305,9 +462,24 @@ fn inspect(store: &Store, reference: &str) -> anyhow::Result<()> {
     let config: serde_json::Value = serde_json::from_slice(&store.content().read(&rec.config)?)?;
     let tags = store.images().tags_of(&rec.id)?;
     let rootfs = store.mount_description(&rec)?;
+    // As `docker image inspect` shows them: familiar names, NAME@DIGEST.
+    let repo_tags: Vec<String> = tags.iter().map(|t| familiar(t)).collect();
+    let mut repo_digests: Vec<String> = Vec::new();
+    if let Some(d) = rec.repo_digest() {
+        for t in &tags {
+            if let Ok(r) = ImageRef::parse(t) {
+                let rd = format!("{}@{d}", r.familiar_name());
+                if !repo_digests.contains(&rd) {
+                    repo_digests.push(rd);
+                }
+            }
+        }
+    }
     let out = serde_json::json!({
         "id": rec.id,
         "refs": tags,
+        "repo_tags": repo_tags,
+        "repo_digests": repo_digests,
         "manifest": rec.manifest,
         "platform": rec.platform,
         "source_format": rec.source_format,
@@ -319,4 +491,54 @@ fn inspect(store: &Store, reference: &str) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_docker_table_shape() {
+        // `docker images` on this machine (engine 20.10).
+        let rows = [[
+            "skiff-vendor/busybox".to_string(),
+            "latest".to_string(),
+            "ab84641e3af4".to_string(),
+            "5 days ago".to_string(),
+            "1.98MB".to_string(),
+        ]];
+        assert_eq!(
+            docker_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows),
+            "REPOSITORY             TAG       IMAGE ID       CREATED      SIZE\n\
+             skiff-vendor/busybox   latest    ab84641e3af4   5 days ago   1.98MB\n"
+        );
+    }
+
+    #[test]
+    fn test_human_size_and_duration() {
+        assert_eq!(human_size(1_982_123), "1.98MB");
+        assert_eq!(human_size(5_600), "5.6kB");
+        assert_eq!(human_size(123), "123B");
+        assert_eq!(human_size(12_345_678), "12.3MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
+        assert_eq!(human_duration(5 * 86400 + 100), "5 days");
+        assert_eq!(human_duration(90), "About a minute");
+        assert_eq!(human_duration(3 * 365 * 86400), "3 years");
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:01Z"), Some(86401));
+        assert_eq!(
+            parse_rfc3339("2024-09-26T21:31:42.123456789Z"),
+            Some(1_727_386_302)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-09-26T23:31:42+02:00"),
+            Some(1_727_386_302)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn test_split_tag() {
+        assert_eq!(split_tag("MyApp:1"), ("MyApp", "1"));
+        assert_eq!(split_tag("host:5000/App"), ("host:5000/App", "latest"));
+    }
 }

@@ -270,7 +270,7 @@ fn test_vendor_busybox_every_wrapper_gives_the_same_image() {
         .as_array()
         .expect("refs")
         .iter()
-        .any(|t| t == "mine/bb:1"));
+        .any(|t| t == "docker.io/mine/bb:1"));
     let ls = env.json(&["image", "ls"]);
     let refs: Vec<&str> = ls
         .as_array()
@@ -279,7 +279,8 @@ fn test_vendor_busybox_every_wrapper_gives_the_same_image() {
         .filter_map(|r| r["reference"].as_str())
         .collect();
     assert!(
-        refs.contains(&"mine/bb:1") && refs.contains(&"skiff-vendor/busybox:latest"),
+        refs.contains(&"docker.io/mine/bb:1")
+            && refs.contains(&"docker.io/skiff-vendor/busybox:latest"),
         "{refs:?}"
     );
 }
@@ -397,5 +398,8 @@ fn test_vendor_docker_save_pipe() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(r["images"][0]["refs"][0], "skiff-vendor/busybox:latest");
+    assert_eq!(
+        r["images"][0]["refs"][0],
+        "docker.io/skiff-vendor/busybox:latest"
+    );
 }

@@ -306,7 +306,7 @@ mod tests {
         .expect("parses");
         let tags = ok.repo_tags().expect("tags");
         assert_eq!(tags.len(), 1);
-        assert_eq!(tags[0].1, "busybox:latest");
+        assert_eq!(tags[0].1, "docker.io/library/busybox:latest");
         let bad = DockerManifest::parse(
             format!(r#"[{{"Config":"blobs/sha256/{hex}","RepoTags":["a b"]}}]"#).as_bytes(),
         )

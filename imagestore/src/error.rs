@@ -89,10 +89,7 @@ pub enum Error {
     InvalidPlatform(String),
     /// An image reference does not parse.
     #[error("invalid image reference {reference:?}: {detail}")]
-    InvalidReference {
-        reference: String,
-        detail: &'static str,
-    },
+    InvalidReference { reference: String, detail: String },
     /// No image matches the reference.
     #[error("no such image: {0}")]
     ImageNotFound(String),

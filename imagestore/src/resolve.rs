@@ -186,7 +186,16 @@ impl Store {
     ) -> Result<Resolved, ResolveError> {
         let opened = match Argument::classify(arg)? {
             Argument::Reference => {
-                let rec = self.resolve(arg).map_err(ResolveError::Lookup)?;
+                let rec = self.resolve(arg).map_err(|e| match e {
+                    // A path that names nothing is no reference either: say
+                    // there is no such image, not how references are spelt.
+                    Error::InvalidReference { .. }
+                        if arg.starts_with('/') || arg.starts_with('.') || archive_name(arg) =>
+                    {
+                        ResolveError::Lookup(Error::ImageNotFound(arg.to_string()))
+                    }
+                    e => ResolveError::Lookup(e),
+                })?;
                 return Ok(Resolved {
                     id: rec.image_id(),
                     import: None,
