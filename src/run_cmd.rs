@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// unlike Docker).
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
+    /// Set an rlimit: NAME=SOFT[:HARD] (Docker's names: nofile, nproc,
+    /// core, stack, ...; -1 for unlimited). Others are inherited from
+    /// skiff, and no hard limit may exceed skiff's own.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
     /// Where the writable layer lives: tmpfs (default) or disk.
     #[arg(long, default_value = "tmpfs")]
     pub scratch: String,
@@ -189,6 +194,7 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
             .map(|v| v.parse())
             .collect::<Result<_, _>>()?,
         tmpfs: args.tmpfs.clone(),
+        ulimits: args.ulimit.clone(),
         cap_add: args.cap_add.clone(),
         cap_drop: args.cap_drop.clone(),
         seccomp,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use imagestore::oci_spec::image::ImageConfiguration;
 use imagestore::MountDescription;
-use runtime::cgroups::{self, CgroupDriver, CgroupVersion};
+use runtime::cgroups::{self, CgroupDriver, CgroupVersion, JobCgroupMount};
 use runtime::oci::{self, SpecPaths};
 use runtime::safe_root::SafeRoot;
 use runtime::seccomp::{self, SeccompPlan};
@@ -119,6 +119,7 @@ fn bench_spec(c: &mut Criterion) {
                         rootfs: &rootfs,
                         etc_dir: &etc,
                         cgroups_path: &cgroup,
+                        cgroup_mount: &JobCgroupMount::Namespace,
                         seccomp: &seccomp,
                     },
                     Some(resources),
@@ -136,6 +137,7 @@ fn bench_spec(c: &mut Criterion) {
             rootfs: &rootfs,
             etc_dir: &etc,
             cgroups_path: &cgroup,
+            cgroup_mount: &JobCgroupMount::Namespace,
             seccomp: &SeccompPlan::None,
         },
         Some(cgroups::resources(&job.limits).expect("resources")),

@@ -559,6 +559,36 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
             c.expect.accounting = true;
             c
         },
+        // The job's own cgroup, read-only at /sys/fs/cgroup, as Docker
+        // mounts it: v1 hierarchies on the host, cgroup2 in a cgroup
+        // namespace on v2. One script reads either layout.
+        with(
+            simple(
+                "cgroup files show the job's limits, read-only",
+                Limits,
+                BUSYBOX,
+                &[
+                    "sh",
+                    "-c",
+                    "c=/sys/fs/cgroup; \
+                     if [ -f $c/cgroup.controllers ]; then \
+                       cat $c/cpu.max $c/memory.max $c/pids.max; f=$c/memory.max; \
+                     else \
+                       echo $(cat $c/cpu/cpu.cfs_quota_us) $(cat $c/cpu/cpu.cfs_period_us); \
+                       cat $c/memory/memory.limit_in_bytes $c/pids/pids.max; \
+                       f=$c/memory/memory.limit_in_bytes; \
+                     fi; \
+                     (echo 1 > $f) 2>/dev/null && echo writable || echo read-only",
+                ],
+                0,
+                stdout_is("50000 100000\n67108864\n50\nread-only\n"),
+            ),
+            |j| {
+                j.limits.cpus = Some(0.5);
+                j.limits.memory_bytes = Some(64 << 20);
+                j.limits.pids = Some(50);
+            },
+        ),
         with(
             simple(
                 "hostname",

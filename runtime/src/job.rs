@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ulimit::Ulimit;
 
 /// Network mode of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -166,6 +167,9 @@ pub struct JobSpec {
     pub volumes: Vec<Volume>,
     /// `--tmpfs PATH[:OPTIONS]`, Docker's syntax (see [`TmpfsMount`]).
     pub tmpfs: Vec<String>,
+    /// `--ulimit NAME=SOFT[:HARD]`, Docker's syntax (see
+    /// [`Ulimit`]). Other rlimits are inherited from the caller.
+    pub ulimits: Vec<String>,
     /// `--cap-add` (names with or without `CAP_`, or `ALL`).
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
@@ -235,6 +239,7 @@ impl Default for JobSpec {
             read_only: false,
             volumes: Vec::new(),
             tmpfs: Vec::new(),
+            ulimits: Vec::new(),
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             seccomp: SeccompMode::default(),
@@ -330,6 +335,7 @@ const F_ENV: (&str, &str) = ("--env", "env");
 const F_HOSTNAME: (&str, &str) = ("--hostname", "hostname");
 const F_VOLUME: (&str, &str) = ("--volume", "volumes");
 const F_TMPFS: (&str, &str) = ("--tmpfs", "tmpfs");
+const F_ULIMIT: (&str, &str) = ("--ulimit", "ulimits");
 const F_SCRATCH_SIZE: (&str, &str) = ("--scratch-size", "scratch_size_bytes");
 const F_TIMEOUT: (&str, &str) = ("--timeout", "timeout_ms");
 const F_STOP: (&str, &str) = ("--stop-timeout", "stop_timeout_ms");
@@ -463,6 +469,11 @@ impl JobSpec {
         }
         for t in &self.tmpfs {
             TmpfsMount::parse(t).map_err(|detail| bad(F_TMPFS, t.clone(), detail))?;
+        }
+        for text in &self.ulimits {
+            let u = Ulimit::parse(text).map_err(|detail| bad(F_ULIMIT, text.clone(), detail))?;
+            u.check_within(u.callers().1)
+                .map_err(|detail| bad(F_ULIMIT, text.clone(), detail))?;
         }
         for (field, d) in [(F_TIMEOUT, self.timeout), (F_STOP, Some(self.stop_timeout))] {
             if let Some(d) = d.filter(|d| *d > MAX_DURATION) {

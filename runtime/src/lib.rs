@@ -47,6 +47,7 @@ pub mod seccomp;
 pub mod state;
 pub mod supervise;
 pub mod timing;
+pub mod ulimit;
 pub mod user;
 
 pub use backend::Backend;

@@ -11,6 +11,7 @@ use oci_spec::runtime::{
     SpecBuilder, UserBuilder,
 };
 
+use crate::cgroups::{self, JobCgroupMount};
 use crate::error::{Error, Result};
 use crate::job::{JobSpec, NetworkMode, TmpfsMount};
 use crate::seccomp::SeccompPlan;
@@ -196,6 +197,8 @@ pub struct SpecPaths<'a> {
     pub etc_dir: &'a Path,
     /// `linux.cgroupsPath`.
     pub cgroups_path: &'a Path,
+    /// The job's read-only view of its cgroup at `/sys/fs/cgroup`.
+    pub cgroup_mount: &'a JobCgroupMount,
     /// The job's seccomp plan ([`crate::seccomp::plan`]): only
     /// [`SeccompPlan::InSpec`] puts a profile in the spec.
     pub seccomp: &'a SeccompPlan,
@@ -262,6 +265,29 @@ fn standard_mounts() -> Result<Vec<Mount>> {
     ])
 }
 
+/// The job's cgroup at `/sys/fs/cgroup`, read-only: on v1, binds of the
+/// skeleton and of each hierarchy's job cgroup; on v2, `cgroup2` mounted in
+/// the job's cgroup namespace (the runtime's `cgroup` mount type).
+fn cgroup_mounts(view: &JobCgroupMount) -> Result<Vec<Mount>> {
+    const FLAGS: [&str; 4] = ["nosuid", "noexec", "nodev", "ro"];
+    match view {
+        JobCgroupMount::Namespace => Ok(vec![mount(
+            cgroups::MOUNT_POINT,
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?]),
+        JobCgroupMount::Binds(binds) => binds
+            .iter()
+            .map(|b| {
+                let opts = ["bind", "rprivate"].iter().chain(FLAGS.iter());
+                let opts: Vec<&str> = opts.copied().collect();
+                mount(&b.dest, "bind", &b.source.to_string_lossy(), &opts)
+            })
+            .collect(),
+    }
+}
+
 /// Build the spec of a job.
 pub fn build_spec(
     job: &JobSpec,
@@ -299,8 +325,22 @@ pub fn build_spec(
     // any value as "set" and then loads seccomp after dropping the
     // capabilities, which fails for a non-root user without no_new_privs.
     process.set_no_new_privileges(job.no_new_privileges.then_some(true));
+    // `--ulimit`s and the caller's nofile: every other rlimit is inherited
+    // from the caller, as Docker's jobs inherit the daemon's (the builder's
+    // default would set nofile to 1024/1024).
+    let rlimits = crate::ulimit::for_job(&job.ulimits)
+        .map_err(|(value, detail)| Error::InvalidOption {
+            what: "--ulimit",
+            value,
+            detail,
+        })?
+        .iter()
+        .map(|u| u.to_oci().map_err(bad))
+        .collect::<Result<Vec<_>>>()?;
+    process.set_rlimits(Some(rlimits));
 
     let mut mounts = standard_mounts()?;
+    mounts.extend(cgroup_mounts(paths.cgroup_mount)?);
     for v in &job.volumes {
         let mut opts = vec!["rbind", "rprivate"];
         if v.read_only {
@@ -341,6 +381,9 @@ pub fn build_spec(
     ];
     if job.network == NetworkMode::None {
         namespaces.push(namespace(LinuxNamespaceType::Network)?);
+    }
+    if *paths.cgroup_mount == JobCgroupMount::Namespace {
+        namespaces.push(namespace(LinuxNamespaceType::Cgroup)?);
     }
 
     let mut linux = LinuxBuilder::default()
@@ -383,6 +426,7 @@ pub fn build_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::PosixRlimitType;
 
     #[test]
     fn test_capabilities_add_drop() {
@@ -426,6 +470,7 @@ mod tests {
             rootfs: Path::new("/r"),
             etc_dir: Path::new("/e"),
             cgroups_path: Path::new("/a/skiff/j"),
+            cgroup_mount: &JobCgroupMount::Namespace,
             seccomp: &SeccompPlan::InSpec(
                 crate::seccomp::default_profile(
                     &plan.caps,
@@ -451,14 +496,107 @@ mod tests {
         let ns = linux.namespaces().as_ref().expect("ns");
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert_eq!(spec.root().as_ref().expect("root").readonly(), Some(true));
+        // Inherited rlimits: only the caller's nofile is written, not the
+        // builder's 1024/1024.
+        let rl = p.rlimits().as_ref().expect("rlimits");
+        let mut own = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes into the struct we own.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) }, 0);
+        assert_eq!(rl.len(), 1);
+        assert_eq!(rl[0].typ(), PosixRlimitType::RlimitNofile);
+        assert_eq!((rl[0].soft(), rl[0].hard()), (own.rlim_cur, own.rlim_max));
+        // v2: the job's cgroup namespace and a read-only cgroup2 mount.
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
+        let cg = spec
+            .mounts()
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.destination() == Path::new("/sys/fs/cgroup"))
+            .expect("cgroup mount");
+        assert_eq!(cg.typ().as_deref(), Some("cgroup"));
+        assert!(cg.options().as_ref().expect("opts").contains(&"ro".into()));
+    }
+
+    #[test]
+    fn test_build_spec_ulimits_and_cgroup_binds() {
+        let job = JobSpec {
+            ulimits: vec!["nofile=10:20".into(), "nproc=5".into(), "nofile=30".into()],
+            ..Default::default()
+        };
+        let binds = JobCgroupMount::Binds(vec![
+            cgroups::ViewBind {
+                source: "/scratch/cgroupfs".into(),
+                dest: "/sys/fs/cgroup".into(),
+            },
+            cgroups::ViewBind {
+                source: "/sys/fs/cgroup/memory/a/skiff/j".into(),
+                dest: "/sys/fs/cgroup/memory".into(),
+            },
+        ]);
+        let plan = plan_for_tests();
+        let paths = SpecPaths {
+            rootfs: Path::new("/r"),
+            etc_dir: Path::new("/e"),
+            cgroups_path: Path::new("/a/skiff/j"),
+            cgroup_mount: &binds,
+            seccomp: &SeccompPlan::None,
+        };
+        let spec = build_spec(&job, &plan, &paths, None).expect("spec");
+        let rl = spec
+            .process()
+            .as_ref()
+            .expect("p")
+            .rlimits()
+            .clone()
+            .expect("rl");
+        let got: Vec<_> = rl.iter().map(|r| (r.typ(), r.soft(), r.hard())).collect();
+        assert_eq!(
+            got,
+            [
+                (PosixRlimitType::RlimitNproc, 5, 5),
+                (PosixRlimitType::RlimitNofile, 30, 30)
+            ]
+        );
+        let mounts = spec.mounts().as_ref().expect("mounts");
+        let cg: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.destination().starts_with("/sys/fs/cgroup"))
+            .collect();
+        assert_eq!(cg.len(), 2);
+        for m in &cg {
+            assert_eq!(m.typ().as_deref(), Some("bind"));
+            assert!(m.options().as_ref().expect("o").contains(&"ro".into()));
+        }
+        assert_eq!(
+            cg[1].source().as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory/a/skiff/j"))
+        );
+        let ns = spec
+            .linux()
+            .as_ref()
+            .expect("linux")
+            .namespaces()
+            .clone()
+            .expect("ns");
+        assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Cgroup));
+        let bad = JobSpec {
+            ulimits: vec!["bogus=1".into()],
+            ..Default::default()
+        };
+        let e = build_spec(&bad, &plan, &paths, None).expect_err("bad ulimit");
+        assert!(e.to_string().contains("bogus"), "{e}");
     }
 
     fn spec_for(job: &JobSpec) -> Spec {
         spec_with(job, &SeccompPlan::None)
     }
 
-    fn spec_with(job: &JobSpec, seccomp: &SeccompPlan) -> Spec {
-        let plan = ProcessPlan {
+    fn plan_for_tests() -> ProcessPlan {
+        ProcessPlan {
             args: vec!["true".into()],
             env: vec![],
             cwd: "/".into(),
@@ -470,11 +608,16 @@ mod tests {
             },
             hostname: "h".into(),
             caps: DEFAULT_CAPS.to_vec(),
-        };
+        }
+    }
+
+    fn spec_with(job: &JobSpec, seccomp: &SeccompPlan) -> Spec {
+        let plan = plan_for_tests();
         let paths = SpecPaths {
             rootfs: Path::new("/r"),
             etc_dir: Path::new("/e"),
             cgroups_path: Path::new("/a/skiff/j"),
+            cgroup_mount: &JobCgroupMount::Namespace,
             seccomp,
         };
         build_spec(job, &plan, &paths, None).expect("spec")

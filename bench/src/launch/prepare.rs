@@ -574,6 +574,10 @@ fn runtime_bundles(
         let resources = runtime::cgroups::resources(&job.limits)
             .map_err(failed("build the cgroup resources"))?;
         let cgroup = driver.job_path(&id);
+        let cgroup_mount = driver
+            .view(&id)
+            .prepare(&rt_dir.join(format!("cgroupfs-{slot}")))
+            .map_err(failed("prepare the job's cgroup view"))?;
         // A runtime binary's plan compiles nothing: the cache stays unwritten.
         let mut cache = runtime::seccomp::Cache::new(oci.join("seccomp"));
         let seccomp = runtime::seccomp::plan(
@@ -591,6 +595,7 @@ fn runtime_bundles(
                 rootfs: &rootfs,
                 etc_dir: &etc,
                 cgroups_path: &cgroup,
+                cgroup_mount: &cgroup_mount,
                 seccomp: &seccomp,
             },
             Some(resources),

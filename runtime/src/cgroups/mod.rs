@@ -10,6 +10,7 @@
 
 mod v1;
 mod v2;
+mod view;
 
 use std::fs;
 use std::io;
@@ -26,6 +27,7 @@ use crate::job::Limits;
 
 pub use v1::CgroupV1;
 pub use v2::CgroupV2;
+pub use view::{CgroupView, JobCgroupMount, ViewBind, MOUNT_POINT};
 
 /// The file crun 1.8 trips over on hybrid hosts: it refuses to run while
 /// this lists any controller. Its workaround binds `/dev/null` over it in a
@@ -65,6 +67,8 @@ pub trait CgroupDriver: std::fmt::Debug {
     /// The `linux.cgroupsPath` for a job: absolute, from the hierarchy root,
     /// below the caller's own cgroup.
     fn job_path(&self, job: &str) -> PathBuf;
+    /// How the job sees its own cgroup at `/sys/fs/cgroup`.
+    fn view(&self, job: &str) -> CgroupView;
     /// Read the job's accounting.
     fn stats(&self, job: &str) -> Result<CgroupStats>;
     /// Pids in the job's cgroup.

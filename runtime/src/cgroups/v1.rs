@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     kill_and_rmdir, read_key, read_pids, read_u64, subdirs, CgroupDriver, CgroupStats,
-    CgroupVersion,
+    CgroupVersion, CgroupView,
 };
 use crate::error::Result;
 
@@ -89,6 +89,10 @@ impl CgroupDriver for CgroupV1 {
 
     fn job_path(&self, job: &str) -> PathBuf {
         self.base.join(job)
+    }
+
+    fn view(&self, job: &str) -> CgroupView {
+        CgroupView::v1(&self.mount_root, &self.job_path(job))
     }
 
     fn stats(&self, job: &str) -> Result<CgroupStats> {

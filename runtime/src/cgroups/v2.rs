@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     kill_and_rmdir, read_key, read_pids, read_u64, subdirs, CgroupDriver, CgroupStats,
-    CgroupVersion,
+    CgroupVersion, CgroupView,
 };
 use crate::error::Result;
 
@@ -55,6 +55,10 @@ impl CgroupDriver for CgroupV2 {
 
     fn job_path(&self, job: &str) -> PathBuf {
         self.base.join(job)
+    }
+
+    fn view(&self, _job: &str) -> CgroupView {
+        CgroupView::Namespace
     }
 
     fn stats(&self, job: &str) -> Result<CgroupStats> {

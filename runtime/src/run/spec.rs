@@ -185,6 +185,10 @@ pub(super) fn spec(
         &mut runner.seccomp,
     )?;
     let cgroup_path = runner.cgroups.job_path(&job.name);
+    let cgroup_mount = runner
+        .cgroups
+        .view(&job.name)
+        .prepare(&ctx.sub("cgroupfs"))?;
     let spec = oci::build_spec(
         job,
         &plan,
@@ -192,6 +196,7 @@ pub(super) fn spec(
             rootfs,
             etc_dir: &etc,
             cgroups_path: &cgroup_path,
+            cgroup_mount: &cgroup_mount,
             seccomp: &seccomp,
         },
         Some(cgroups::resources(&job.limits)?),
