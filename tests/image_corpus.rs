@@ -355,7 +355,7 @@ fn case_ggcr_test_image_1(c: &Path) -> Check {
     let r = s.import(&c.join("docker-legacy/ggcr-test_image_1.tar"), &[])?;
     let img = single(&r)?;
     ensure!(
-        refs(img) == ["bazel/v1/tarball:test_image_1"],
+        refs(img) == ["docker.io/bazel/v1/tarball:test_image_1"],
         "refs: {img}"
     );
     ensure!(img["layers"] == 1, "layers: {img}");
@@ -368,8 +368,8 @@ fn case_ggcr_test_bundle(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("docker-legacy/ggcr-test_bundle.tar"), &[])?;
     ensure!(images(&r).len() == 2, "expected two images: {r}");
-    let one = with_ref(&r, "test_image_1:latest")?;
-    let two = with_ref(&r, "test_image_2:latest")?;
+    let one = with_ref(&r, "docker.io/library/test_image_1:latest")?;
+    let two = with_ref(&r, "docker.io/library/test_image_2:latest")?;
     ensure!(one["id"] != two["id"], "both tags on one image: {r}");
     check_file(s.lookup("test_image_1", "foo")?, "test_image_1 /foo")?;
     check_file(s.lookup("test_image_2", "baz")?, "test_image_2 /baz")?;
@@ -384,8 +384,8 @@ fn case_ggcr_test_link(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("docker-legacy/ggcr-test_link.tar"), &[])?;
     ensure!(images(&r).len() == 2, "expected two images: {r}");
-    let one = with_ref(&r, "bazel/v1/tarball:test_image_1")?;
-    let three = with_ref(&r, "bazel/v1/tarball:test_image_3")?;
+    let one = with_ref(&r, "docker.io/bazel/v1/tarball:test_image_1")?;
+    let three = with_ref(&r, "docker.io/bazel/v1/tarball:test_image_3")?;
     ensure!(one["layers"] == 1 && three["layers"] == 2, "layers: {r}");
     // The symlinked layer.tar is the same layer: one shared snapshot.
     ensure!(
@@ -407,7 +407,7 @@ fn case_ggcr_whiteout_image(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("docker-legacy/ggcr-whiteout_image.tar"), &[])?;
     let img = single(&r)?;
-    let name = "bazel/pkg/v1/mutate:whiteout_image";
+    let name = "docker.io/bazel/pkg/v1/mutate:whiteout_image";
     ensure!(refs(img) == [name], "refs: {img}");
     ensure!(img["layers"] == 3, "layers: {img}");
     let dirs = s.lowerdirs(name)?; // top first
@@ -429,7 +429,7 @@ fn case_ggcr_overwritten_file(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("docker-legacy/ggcr-overwritten_file.tar"), &[])?;
     let img = single(&r)?;
-    let name = "bazel/pkg/v1/mutate:overwritten_file";
+    let name = "docker.io/bazel/pkg/v1/mutate:overwritten_file";
     ensure!(refs(img) == [name], "refs: {img}");
     let p = s
         .lookup(name, "foo.txt")?
@@ -462,7 +462,10 @@ fn case_cimage_almostempty(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("docker-legacy/cimage-almostempty.tar"), &[])?;
     let img = single(&r)?;
-    ensure!(refs(img) == ["emptyimage:latest"], "refs: {img}");
+    ensure!(
+        refs(img) == ["docker.io/library/emptyimage:latest"],
+        "refs: {img}"
+    );
     let p = check_file(s.lookup("emptyimage", "emptyfile")?, "/emptyfile")?;
     ensure!(
         fs::metadata(&p).map(|m| m.len()).ok() == Some(0),
@@ -475,7 +478,7 @@ fn case_dive_docker_image(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("docker-legacy/dive-test-docker-image.tar"), &[])?;
     let img = single(&r)?;
-    let name = "dive-test:latest";
+    let name = "docker.io/library/dive-test:latest";
     ensure!(refs(img) == [name], "refs: {img}");
     ensure!(img["layers"] == 14, "layers: {img}");
     ensure!(img["platform"] == "linux/amd64", "platform: {img}");
@@ -525,7 +528,10 @@ fn case_trivy_alpine(c: &Path) -> Check {
     let path = c.join("docker-legacy/trivy-alpine-310.tar.gz");
     let r = s.import(&path, &[])?;
     let img = single(&r)?;
-    ensure!(refs(img) == ["alpine:3.10"], "refs: {img}");
+    ensure!(
+        refs(img) == ["docker.io/library/alpine:3.10"],
+        "refs: {img}"
+    );
     ensure!(
         r["format"].as_str().unwrap_or_default().contains("gzip"),
         "format: {r}"
@@ -631,7 +637,9 @@ fn case_oras_containerd_store(c: &Path) -> Check {
         let img = single(&r)?;
         ensure!(img["platform"] == "linux/amd64", "platform: {img}");
         ensure!(
-            refs(img).iter().any(|r| r == "hello-world:latest"),
+            refs(img)
+                .iter()
+                .any(|r| r == "docker.io/library/hello-world:latest"),
             "refs: {img}"
         );
         ensure!(warnings(&r).is_empty(), "warnings: {r}");
@@ -696,7 +704,10 @@ fn layout_refs(s: &Skiff, r: &Value, name: &str, tags: &[&str]) -> Check {
     let img = single(r)?;
     let mut got = refs(img);
     got.sort();
-    let want: Vec<String> = tags.iter().map(|t| format!("{name}:{t}")).collect();
+    let want: Vec<String> = tags
+        .iter()
+        .map(|t| format!("docker.io/library/{name}:{t}"))
+        .collect();
     ensure!(got == want, "refs {got:?}, expected {want:?}");
     check_file(s.lookup(&want[0], "foo")?, "/foo")?;
     Ok(())
@@ -765,7 +776,10 @@ fn case_trivy_test_image_tag(c: &Path) -> Check {
     let s = Skiff::new();
     let r = s.import(&c.join("oci-layout/trivy-test_image_tag.oci"), &[])?;
     let img = single(&r)?;
-    ensure!(refs(img) == ["trivy-test_image_tag:0.0.1"], "refs: {img}");
+    ensure!(
+        refs(img) == ["docker.io/library/trivy-test_image_tag:0.0.1"],
+        "refs: {img}"
+    );
     check_file(s.lookup("trivy-test_image_tag:0.0.1", "hello")?, "/hello")?;
     Ok(())
 }
