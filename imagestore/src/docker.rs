@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::plan::{
-    chain_ids, check_bytes, config_platform, parse_config, ImagePlan, LayerPlan, Plan,
+    chain_ids, check_bytes, classify_config, config_platform, parse_json, ConfigKind, ImagePlan,
+    LayerPlan, Plan,
 };
 use crate::platform::Platform;
 use crate::source::Source;
@@ -46,10 +47,7 @@ impl DockerManifest {
     }
 
     fn parse(data: &[u8]) -> Result<DockerManifest> {
-        let value: Value = serde_json::from_slice(data).map_err(|e| Error::BadJson {
-            what: MANIFEST.into(),
-            detail: e.to_string(),
-        })?;
+        let value: Value = parse_json(data, MANIFEST)?;
         let Value::Array(items) = value else {
             return Err(Error::BadJson {
                 what: MANIFEST.into(),
@@ -162,8 +160,23 @@ pub(crate) fn plan(
     }
     let mut plan = Plan::default();
     let mut available = Vec::new();
+    let mut skipped = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let img = plan_entry(source, e, i, format)?;
+        let img = match plan_entry(source, e, i, format)? {
+            Entry::Image(img) => img,
+            Entry::NotImage(why) => {
+                let tags = if e.repo_tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", e.repo_tags.join(", "))
+                };
+                skipped.push(format!(
+                    "{MANIFEST} entry {i} ({}{tags}): not an image: its config {why}",
+                    e.config
+                ));
+                continue;
+            }
+        };
         if let Some(w) = wanted {
             if !w.matches(&img.platform) {
                 available.push(img.platform.to_string());
@@ -172,6 +185,17 @@ pub(crate) fn plan(
         }
         plan.images.push(img);
     }
+    if plan.images.is_empty() && available.is_empty() {
+        return Err(Error::NoImage {
+            input: source.input.clone(),
+            detail: format!(
+                "{MANIFEST} lists only non-image entries: {}",
+                skipped.join("; ")
+            ),
+        });
+    }
+    plan.warnings
+        .extend(skipped.into_iter().map(|s| format!("skipped {s}")));
     if plan.images.is_empty() {
         return Err(Error::PlatformNotFound {
             wanted: wanted.map(|w| w.to_string()).unwrap_or_default(),
@@ -181,7 +205,14 @@ pub(crate) fn plan(
     Ok(plan)
 }
 
-fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> Result<ImagePlan> {
+/// What a `manifest.json` entry turned out to be.
+enum Entry {
+    Image(ImagePlan),
+    /// Its config is no image config: why not.
+    NotImage(String),
+}
+
+fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> Result<Entry> {
     let what = format!("image config {} (manifest.json entry {i})", e.config);
     let config_bytes = source.read_small(&e.config, &what)?;
     let config_digest = Digest::of_bytes(&config_bytes);
@@ -193,7 +224,10 @@ fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> R
             &format!("{declared} (config entry {})", e.config),
         )?;
     }
-    let (cfg, diff_ids) = parse_config(&config_bytes, &what)?;
+    let (cfg, diff_ids) = match classify_config(&config_bytes, &what)? {
+        ConfigKind::Image(cfg, diff_ids) => (cfg, diff_ids),
+        ConfigKind::NotImage(why) => return Ok(Entry::NotImage(why)),
+    };
     if diff_ids.len() != e.layers.len() {
         return Err(Error::Inconsistent {
             image: config_digest.to_string(),
@@ -231,7 +265,7 @@ fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> R
     for t in &e.repo_tags {
         refs.push(normalize_reference(t)?);
     }
-    Ok(ImagePlan {
+    Ok(Entry::Image(ImagePlan {
         manifest: None,
         config_digest,
         config_bytes,
@@ -239,7 +273,7 @@ fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> R
         layers,
         refs,
         format,
-    })
+    }))
 }
 
 pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {

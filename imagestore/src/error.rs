@@ -99,6 +99,20 @@ pub enum Error {
     /// `--tag` was given for an archive holding several images.
     #[error("--tag needs exactly one image, but the archive holds {0}")]
     TagNeedsOneImage(usize),
+    /// An import selector names no image of the input.
+    #[error("no image in {input} matches {selector:?}; it holds: {available}")]
+    SelectorNotFound {
+        selector: String,
+        input: String,
+        available: String,
+    },
+    /// An import selector names several images of the input.
+    #[error("{selector:?} matches several images in {input}: {matches}")]
+    AmbiguousSelector {
+        selector: String,
+        input: String,
+        matches: String,
+    },
     /// A running job already holds a lease under this name.
     #[error("lease {name:?} is held by a running job (pid {pid})")]
     LeaseInUse { name: String, pid: i32 },

@@ -28,7 +28,7 @@ use crate::format::{Format, Packaging};
 use crate::images::{normalize_reference, ImageRecord, LayerRecord};
 use crate::oci;
 use crate::plan::{ImagePlan, LayerPlan, Plan};
-use crate::platform::Platform;
+use crate::platform::{import_mismatch_warning, Platform};
 use crate::session::Session;
 use crate::snapshot::SnapshotInfo;
 use crate::source::{Entry, Input, Opened, Source};
@@ -116,11 +116,35 @@ impl Store {
         opened: Opened,
         opts: &ImportOptions,
     ) -> Result<ImportReport> {
+        self.import_opened_select(opened, opts, None)
+    }
+
+    /// Import the image `select` names ([`Plan::select`]), or every image
+    /// when it is `None`.
+    pub(crate) fn import_opened_select(
+        &self,
+        opened: Opened,
+        opts: &ImportOptions,
+        select: Option<&str>,
+    ) -> Result<ImportReport> {
         self.clean_temp_if_idle()?;
         let _shared = self.lock_shared()?;
         let session = self.new_session()?;
         let source = Source::load(opened, &session)?;
         let (format, mut plan) = plan_source(&source, opts.platform.as_ref())?;
+        if let Some(selector) = select {
+            plan.select(selector, &source.input)?;
+        }
+        for img in &plan.images {
+            let name = img
+                .refs
+                .first()
+                .cloned()
+                .unwrap_or_else(|| img.config_digest.to_string());
+            if let Some(w) = import_mismatch_warning(&name, &img.platform, opts.platform.as_ref()) {
+                plan.warnings.push(w);
+            }
+        }
         if let Some(tag) = &opts.tag {
             if plan.images.len() != 1 {
                 return Err(Error::TagNeedsOneImage(plan.images.len()));

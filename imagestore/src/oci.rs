@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::plan::{
-    chain_ids, compute_diff_id, config_platform, is_layer_media_type, parse_config, read_blob,
-    ImagePlan, LayerPlan, Plan,
+    chain_ids, classify_config, compute_diff_id, config_platform, is_layer_media_type, parse_json,
+    read_blob, ConfigKind, ImagePlan, LayerPlan, Plan,
 };
 use crate::platform::Platform;
 use crate::source::Source;
@@ -48,10 +48,7 @@ pub(crate) fn plan(
     wanted: Option<&Platform>,
 ) -> Result<Plan> {
     let data = source.read_small("index.json", "OCI image index")?;
-    let value: serde_json::Value = serde_json::from_slice(&data).map_err(|e| Error::BadJson {
-        what: "index.json".into(),
-        detail: e.to_string(),
-    })?;
+    let value: serde_json::Value = parse_json(&data, "index.json")?;
     let listed = value
         .get("manifests")
         .and_then(|m| m.as_array())
@@ -70,24 +67,20 @@ pub(crate) fn plan(
             detail,
         });
     }
-    let index: ImageIndex = ImageIndex::from_reader(&data[..]).map_err(|e| Error::BadJson {
-        what: "index.json".into(),
-        detail: e.to_string(),
-    })?;
+    let index: ImageIndex = parse_json(&data, "index.json")?;
     let mut walk = Walk {
         source,
         wanted,
         plan: Plan::default(),
         seen: HashSet::new(),
         skipped: Vec::new(),
-        single_fallback: false,
         format,
     };
     let extra_tags = match docker_manifest {
         Some(m) => m.repo_tags()?,
         None => Vec::new(),
     };
-    walk.index(&index, None, 0)?;
+    walk.index(&index, "index.json", None, 0)?;
     for img in &mut walk.plan.images {
         for (cfg, r) in &extra_tags {
             if cfg == &img.config_digest && !img.refs.contains(r) {
@@ -99,7 +92,10 @@ pub(crate) fn plan(
         let detail = if walk.skipped.is_empty() {
             "no image manifests found".to_string()
         } else {
-            format!("only non-image content: {}", walk.skipped.join("; "))
+            format!(
+                "the layout holds only non-image content: {}",
+                walk.skipped.join("; ")
+            )
         };
         return Err(Error::NoImage {
             input: source.input.clone(),
@@ -168,49 +164,53 @@ struct Walk<'a> {
     plan: Plan,
     seen: HashSet<Digest>,
     skipped: Vec<String>,
-    single_fallback: bool,
     format: Format,
 }
 
 impl Walk<'_> {
+    /// Walk one entry of the index `at` names (`index.json manifests[2]`).
     fn descriptor(
         &mut self,
         d: &Descriptor,
+        at: &str,
         refs: Vec<String>,
         depth: usize,
-        siblings: usize,
     ) -> Result<()> {
         let mt = d.media_type().to_string();
-        let digest = Digest::parse(d.digest().as_ref())?;
+        let digest = descriptor_digest(d, at)?;
         if depth > MAX_DEPTH {
             return Err(Error::Inconsistent {
                 image: digest.to_string(),
                 detail: format!("indexes nested deeper than {MAX_DEPTH}"),
             });
         }
+        let name = label(d, &digest, &refs);
         if is_attestation(d) {
-            self.skipped.push(format!("{digest}: attestation manifest"));
+            let of = annotation(d, "vnd.docker.reference.digest")
+                .map(|s| format!(" for {s}"))
+                .unwrap_or_default();
+            self.skipped
+                .push(format!("{name}: attestation manifest{of}"));
             return Ok(());
         }
         if INDEX_TYPES.contains(&mt.as_str()) {
             let data = read_blob(self.source, &digest, Some(d.size()), "image index")?;
-            let index = ImageIndex::from_reader(&data[..]).map_err(|e| Error::BadJson {
-                what: format!("image index {digest}"),
-                detail: e.to_string(),
-            })?;
-            return self.index(&index, Some(refs), depth + 1);
+            let what = format!("image index {digest}");
+            let index: ImageIndex = parse_json(&data, &what)?;
+            return self.index(&index, &what, Some(refs), depth + 1);
         }
         if MANIFEST_TYPES.contains(&mt.as_str()) {
-            if d.artifact_type().is_some() {
+            if let Some(t) = d.artifact_type() {
                 if self.seen.insert(digest.clone()) {
-                    self.skipped.push(format!("{digest}: artifact manifest"));
+                    self.skipped
+                        .push(format!("{name}: artifact manifest (artifact type {t})"));
                 }
                 return Ok(());
             }
-            return self.manifest(d, &digest, refs, siblings);
+            return self.manifest(d, &digest, &name, refs);
         }
         self.skipped
-            .push(format!("{digest}: media type {mt} is not an image"));
+            .push(format!("{name}: media type {mt} is not an image"));
         Ok(())
     }
 
@@ -219,6 +219,7 @@ impl Walk<'_> {
     fn index(
         &mut self,
         index: &ImageIndex,
+        name: &str,
         inherited: Option<Vec<String>>,
         depth: usize,
     ) -> Result<()> {
@@ -229,14 +230,18 @@ impl Walk<'_> {
                 .unwrap_or_else(|| descriptor_refs(d, &input))
         };
         let kids: Vec<&Descriptor> = index.manifests().iter().collect();
+        let at = |d: &Descriptor| {
+            let i = kids.iter().position(|k| std::ptr::eq(*k, d)).unwrap_or(0);
+            format!("{name} manifests[{i}]")
+        };
         let with_platform: Vec<&Descriptor> = kids
             .iter()
             .copied()
             .filter(|d| d.platform().is_some() && !is_attestation(d))
             .collect();
         if with_platform.is_empty() {
-            for d in kids {
-                self.descriptor(d, refs_of(d), depth, index.manifests().len())?;
+            for &d in &kids {
+                self.descriptor(d, &at(d), refs_of(d), depth)?;
             }
             return Ok(());
         }
@@ -246,8 +251,8 @@ impl Walk<'_> {
             .copied()
             .find(|d| descriptor_platform(d).is_some_and(|p| want.matches(&p)));
         if chosen.is_none() && self.wanted.is_none() && with_platform.len() == 1 {
+            // Not the host's, but the only one: taken (import warns).
             chosen = Some(with_platform[0]);
-            self.single_fallback = true;
         }
         let Some(chosen) = chosen else {
             let available: Vec<String> = with_platform
@@ -260,20 +265,22 @@ impl Walk<'_> {
                 available: available.join(", "),
             });
         };
-        self.descriptor(chosen, refs_of(chosen), depth, 1)?;
+        self.descriptor(chosen, &at(chosen), refs_of(chosen), depth)?;
         // Entries without a platform in a platform index are other images.
-        for d in kids.iter().filter(|d| d.platform().is_none()) {
-            self.descriptor(d, refs_of(d), depth, index.manifests().len())?;
+        for &d in kids.iter().filter(|d| d.platform().is_none()) {
+            self.descriptor(d, &at(d), refs_of(d), depth)?;
         }
         Ok(())
     }
 
+    /// Plan the image manifest `d` (`name` labels it in warnings), or skip
+    /// it with a warning when it is an artifact rather than an image.
     fn manifest(
         &mut self,
         d: &Descriptor,
         digest: &Digest,
+        name: &str,
         refs: Vec<String>,
-        siblings: usize,
     ) -> Result<()> {
         if !self.seen.insert(digest.clone()) {
             // Shared by several indexes: import once, keep every name.
@@ -296,35 +303,54 @@ impl Walk<'_> {
             None => "image manifest".to_string(),
         };
         let data = read_blob(self.source, digest, Some(d.size()), &what)?;
-        let manifest = ImageManifest::from_reader(&data[..]).map_err(|e| Error::BadJson {
-            what: format!("image manifest {digest}"),
-            detail: e.to_string(),
-        })?;
+        let manifest_name = format!("image manifest {digest}");
+        let manifest: ImageManifest = parse_json(&data, &manifest_name)?;
         let cfg_mt = manifest.config().media_type().to_string();
         let image_config = CONFIG_TYPES.contains(&cfg_mt.as_str());
-        let tar_layers = !manifest.layers().is_empty()
-            && manifest
+        let is_tar = |l: &Descriptor| is_layer_media_type(l.media_type().as_ref());
+        let all_tar = !manifest.layers().is_empty() && manifest.layers().iter().all(is_tar);
+        let skip = if let Some(t) = manifest.artifact_type() {
+            Some(format!("artifact type {t}"))
+        } else if !image_config && !all_tar {
+            Some(format!("config media type {cfg_mt}"))
+        } else if !manifest.layers().iter().any(is_tar) && !manifest.layers().is_empty() {
+            let mut types: Vec<String> = manifest
                 .layers()
                 .iter()
-                .all(|l| is_layer_media_type(l.media_type().as_ref()));
-        if manifest.artifact_type().is_some() || (!image_config && !tar_layers) {
-            self.skipped
-                .push(format!("{digest}: artifact (config media type {cfg_mt})"));
+                .map(|l| l.media_type().to_string())
+                .collect();
+            types.dedup();
+            Some(format!("layers of media type {}", types.join(", ")))
+        } else {
+            None
+        };
+        if let Some(why) = skip {
+            self.skipped.push(format!("{name}: artifact ({why})"));
             return Ok(());
         }
-        let cfg_digest = Digest::parse(manifest.config().digest().as_ref())?;
-        let what = format!("image config of manifest {digest}");
+        let cfg_digest = field_digest(
+            manifest.config().digest().as_ref(),
+            &manifest_name,
+            "config.digest",
+        )?;
+        let what = format!("image config {cfg_digest} of manifest {digest}");
         let config_bytes = read_blob(
             self.source,
             &cfg_digest,
             Some(manifest.config().size()),
             &what,
         )?;
-        let parsed = parse_config(&config_bytes, &format!("{what} ({cfg_digest})"));
+        let parsed = classify_config(&config_bytes, &what);
         let (platform, diff_ids) = match parsed {
-            Ok((cfg, diff_ids)) => (config_platform(&cfg), diff_ids),
+            Ok(ConfigKind::Image(cfg, diff_ids)) => (config_platform(&cfg), diff_ids),
+            Ok(ConfigKind::NotImage(why)) if image_config => {
+                self.skipped.push(format!(
+                    "{name}: artifact (config {cfg_digest} of media type {cfg_mt} {why})"
+                ));
+                return Ok(());
+            }
             Err(e) if image_config => return Err(e),
-            Err(_) => {
+            Ok(ConfigKind::NotImage(_)) | Err(_) => {
                 // Not an image config, but tar layers: an image all the
                 // same. Learn the diff_ids from the layers themselves.
                 self.plan.warnings.push(format!(
@@ -332,8 +358,12 @@ impl Walk<'_> {
                      layers imported, diff_ids computed from them"
                 ));
                 let mut ids = Vec::new();
-                for l in manifest.layers() {
-                    let ld = Digest::parse(l.digest().as_ref())?;
+                for (i, l) in manifest.layers().iter().enumerate() {
+                    let ld = field_digest(
+                        l.digest().as_ref(),
+                        &manifest_name,
+                        &format!("layers[{i}].digest"),
+                    )?;
                     ids.push(compute_diff_id(
                         self.source,
                         &format!("blobs/sha256/{}", ld.hex()),
@@ -358,27 +388,27 @@ impl Walk<'_> {
         if let Some(w) = self.wanted {
             if d.platform().is_none() && !w.matches(&platform) {
                 self.skipped
-                    .push(format!("{digest}: platform {platform}, not {w}"));
+                    .push(format!("{name}: platform {platform}, not {w}"));
                 return Ok(());
             }
-        } else if platform != Platform::host() && (siblings == 1 || self.single_fallback) {
-            self.plan.warnings.push(format!(
-                "image {cfg_digest} is for {platform}, not this host's {}; it is imported but will not run here",
-                Platform::host()
-            ));
         }
         let chains = chain_ids(&diff_ids);
         let mut layers = Vec::new();
         let parents = std::iter::once(None).chain(chains.iter().cloned().map(Some));
-        for (((l, diff_id), chain_id), parent) in manifest
+        for (i, (((l, diff_id), chain_id), parent)) in manifest
             .layers()
             .iter()
             .zip(diff_ids)
             .zip(chains.clone())
             .zip(parents)
+            .enumerate()
         {
             let lmt = l.media_type().to_string();
-            let ld = Digest::parse(l.digest().as_ref())?;
+            let ld = field_digest(
+                l.digest().as_ref(),
+                &manifest_name,
+                &format!("layers[{i}].digest"),
+            )?;
             if !is_layer_media_type(&lmt) {
                 return Err(Error::UnsupportedMediaType {
                     digest: ld.to_string(),
@@ -408,6 +438,45 @@ impl Walk<'_> {
     }
 }
 
+/// A descriptor's annotation `key`.
+fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a String> {
+    d.annotations().as_ref().and_then(|a| a.get(key))
+}
+
+/// How warnings name an entry: its digest, then the references it carries
+/// (or its raw ref name annotation).
+fn label(d: &Descriptor, digest: &Digest, refs: &[String]) -> String {
+    let names: Vec<&str> = if refs.is_empty() {
+        [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ]
+        .into_iter()
+        .filter_map(|k| annotation(d, k).map(String::as_str))
+        .collect()
+    } else {
+        refs.iter().map(String::as_str).collect()
+    };
+    if names.is_empty() {
+        digest.to_string()
+    } else {
+        format!("{digest} ({})", names.join(", "))
+    }
+}
+
+/// The digest a descriptor at `at` declares.
+fn descriptor_digest(d: &Descriptor, at: &str) -> Result<Digest> {
+    field_digest(d.digest().as_ref(), at, "digest")
+}
+
+/// Parse a digest found in document `what` at JSON path `field`.
+fn field_digest(s: &str, what: &str, field: &str) -> Result<Digest> {
+    Digest::parse(s).map_err(|e| Error::BadJson {
+        what: what.to_string(),
+        detail: format!("{field}: {e}"),
+    })
+}
+
 fn is_attestation(d: &Descriptor) -> bool {
     let ann = d.annotations().as_ref();
     if ann
@@ -432,3 +501,6 @@ fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,7 @@
 //! [`crate::oci`], carried out by [`crate::import`].
 
 use oci_spec::image::ImageConfiguration;
+use serde::de::DeserializeOwned;
 
 use std::io::BufReader;
 
@@ -10,6 +11,7 @@ use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
 use crate::format::Format;
+use crate::images::normalize_reference;
 use crate::platform::Platform;
 use crate::source::Source;
 
@@ -51,6 +53,89 @@ pub(crate) struct ImagePlan {
 pub(crate) struct Plan {
     pub images: Vec<ImagePlan>,
     pub warnings: Vec<String>,
+}
+
+impl ImagePlan {
+    /// How a listing names the image: its references, id, manifest and platform.
+    pub(crate) fn describe(&self) -> String {
+        let names = if self.refs.is_empty() {
+            "<untagged>".to_string()
+        } else {
+            self.refs.join(", ")
+        };
+        let manifest = match &self.manifest {
+            Some((d, _)) => format!(", manifest {d}"),
+            None => String::new(),
+        };
+        format!(
+            "{names} (id {}{manifest}, {})",
+            self.config_digest, self.platform
+        )
+    }
+
+    /// Whether `selector` names this image by one of its references (as
+    /// given, normalised, or just the tag).
+    fn named_by(&self, selector: &str) -> bool {
+        let normal = normalize_reference(selector).ok();
+        self.refs.iter().any(|r| {
+            r == selector
+                || normal.as_deref() == Some(r.as_str())
+                || r.rsplit_once(':')
+                    .is_some_and(|(repo, tag)| !repo.ends_with('/') && tag == selector)
+        })
+    }
+
+    /// Whether `selector` is this image's manifest digest or image id
+    /// (`sha256:` optional, a prefix allowed).
+    fn has_digest(&self, selector: &str) -> bool {
+        let hex = selector.strip_prefix("sha256:").unwrap_or(selector);
+        let is_hex = !hex.is_empty() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        is_hex
+            && (self.config_digest.hex().starts_with(hex)
+                || self
+                    .manifest
+                    .as_ref()
+                    .is_some_and(|(d, _)| d.hex().starts_with(hex)))
+    }
+}
+
+impl Plan {
+    /// Keep only the one image `selector` names: by reference first (as
+    /// `docker` resolves names before ids), else by digest or id prefix. No
+    /// match, or several, is an error that lists what the input holds.
+    pub(crate) fn select(&mut self, selector: &str, input: &str) -> Result<()> {
+        let find = |pred: &dyn Fn(&ImagePlan) -> bool| -> Vec<usize> {
+            (0..self.images.len())
+                .filter(|&i| pred(&self.images[i]))
+                .collect()
+        };
+        let mut matches = find(&|img| img.named_by(selector));
+        if matches.is_empty() {
+            matches = find(&|img| img.has_digest(selector));
+        }
+        let list = |idx: &mut dyn Iterator<Item = usize>| -> String {
+            idx.map(|i| self.images[i].describe())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match matches.as_slice() {
+            [one] => {
+                let img = self.images.swap_remove(*one);
+                self.images = vec![img];
+                Ok(())
+            }
+            [] => Err(Error::SelectorNotFound {
+                selector: selector.to_string(),
+                input: input.to_string(),
+                available: list(&mut (0..self.images.len())),
+            }),
+            several => Err(Error::AmbiguousSelector {
+                selector: selector.to_string(),
+                input: input.to_string(),
+                matches: list(&mut several.iter().copied()),
+            }),
+        }
+    }
 }
 
 /// Layer media types skiff unpacks (compression is detected from content).
@@ -119,24 +204,85 @@ pub(crate) fn check_bytes(
     Ok(())
 }
 
-/// Parse an image config and return it with its diff_ids.
+/// Parse a JSON document. An error names `what` (the blob or archive entry)
+/// and the JSON path of the field that failed (`rootfs.diff_ids[2]`).
+pub(crate) fn parse_json<T: DeserializeOwned>(data: &[u8], what: &str) -> Result<T> {
+    let bad = |detail: String| Error::BadJson {
+        what: what.to_string(),
+        detail,
+    };
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || inner.is_syntax() || inner.is_eof() {
+            bad(inner.to_string())
+        } else {
+            bad(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| bad(e.to_string()))?;
+    Ok(value)
+}
+
+/// What a blob in an image config's place turned out to be.
+pub(crate) enum ConfigKind {
+    /// An image config, with its diff_ids.
+    Image(Box<ImageConfiguration>, Vec<Digest>),
+    /// Not an image config (an artifact's, such as `{}`): why not.
+    NotImage(String),
+}
+
+/// The fields without which a config is no image config.
+const IMAGE_CONFIG_FIELDS: [&str; 3] = ["architecture", "os", "rootfs"];
+
+/// Parse an image config and return it with its diff_ids; a config that is
+/// no image config is an error too (see [`classify_config`]).
 pub(crate) fn parse_config(data: &[u8], what: &str) -> Result<(ImageConfiguration, Vec<Digest>)> {
-    // Check it is JSON at all first, for a clearer message.
-    serde_json::from_slice::<serde_json::Value>(data).map_err(|e| Error::BadJson {
-        what: what.to_string(),
-        detail: e.to_string(),
-    })?;
-    let cfg = ImageConfiguration::from_reader(data).map_err(|e| Error::BadJson {
-        what: what.to_string(),
-        detail: e.to_string(),
-    })?;
+    match classify_config(data, what)? {
+        ConfigKind::Image(cfg, diff_ids) => Ok((*cfg, diff_ids)),
+        ConfigKind::NotImage(why) => Err(Error::BadJson {
+            what: what.to_string(),
+            detail: format!("not an image config: it {why}"),
+        }),
+    }
+}
+
+/// Parse a blob in an image config's place. A JSON object without
+/// `architecture`, `os` or `rootfs` (an artifact's `{}`) is
+/// [`ConfigKind::NotImage`]; any other error names `what` and the field.
+pub(crate) fn classify_config(data: &[u8], what: &str) -> Result<ConfigKind> {
+    let value: serde_json::Value = parse_json(data, what)?;
+    let Some(map) = value.as_object() else {
+        return Ok(ConfigKind::NotImage(format!(
+            "is {}, not an object",
+            crate::docker::json_kind(&value)
+        )));
+    };
+    let missing: Vec<&str> = IMAGE_CONFIG_FIELDS
+        .into_iter()
+        .filter(|f| map.get(*f).is_none_or(|v| v.is_null()))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(ConfigKind::NotImage(format!(
+            "has no {}",
+            missing.join(", ")
+        )));
+    }
+    let cfg: ImageConfiguration = parse_json(data, what)?;
     let diff_ids = cfg
         .rootfs()
         .diff_ids()
         .iter()
-        .map(|d| Digest::parse(d))
+        .enumerate()
+        .map(|(i, d)| {
+            Digest::parse(d).map_err(|e| Error::BadJson {
+                what: what.to_string(),
+                detail: format!("rootfs.diff_ids[{i}]: {e}"),
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
-    Ok((cfg, diff_ids))
+    Ok(ConfigKind::Image(Box::new(cfg), diff_ids))
 }
 
 /// The platform an image config declares.

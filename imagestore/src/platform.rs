@@ -68,6 +68,46 @@ impl Platform {
     }
 }
 
+/// The host's platform when `image` (an image's `os/arch[/variant]`) does
+/// not run on it natively; `None` when it does, or when the image names no
+/// platform (`unknown`, empty).
+pub fn host_mismatch(image: &Platform) -> Option<Platform> {
+    let unnamed = |s: &str| s.is_empty() || s == "unknown";
+    if unnamed(&image.os) || unnamed(&image.arch) {
+        return None;
+    }
+    let host = Platform::host();
+    (!host.matches(image)).then_some(host)
+}
+
+/// Docker's warning for running an image of another platform, or `None`
+/// when `image` (as an image record holds it) runs on this host.
+pub fn run_mismatch_warning(image: &str) -> Option<String> {
+    let platform = Platform::parse(image).ok()?;
+    let host = host_mismatch(&platform)?;
+    Some(format!(
+        "The requested image's platform ({platform}) does not match the detected host \
+         platform ({host}) and no specific platform was requested"
+    ))
+}
+
+/// The import warning for image `name` of platform `image` when it does not
+/// run on this host, unless that platform was asked for (`requested`).
+pub fn import_mismatch_warning(
+    name: &str,
+    image: &Platform,
+    requested: Option<&Platform>,
+) -> Option<String> {
+    if requested.is_some_and(|r| r.matches(image)) {
+        return None;
+    }
+    let host = host_mismatch(image)?;
+    Some(format!(
+        "image {name} is for platform {image}, which does not match the detected host \
+         platform ({host}): it is imported, but will not run here"
+    ))
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.arch)?;
@@ -91,5 +131,32 @@ mod tests {
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux//x").is_err());
         assert_eq!(Platform::new("linux", "x86_64", None).arch, "amd64");
+    }
+
+    #[test]
+    fn test_platform_host_mismatch_names_both_platforms() {
+        let host = Platform::host();
+        assert_eq!(host_mismatch(&host), None);
+        assert_eq!(run_mismatch_warning(&host.to_string()), None);
+        let other = if host.arch == "arm64" {
+            "amd64"
+        } else {
+            "arm64"
+        };
+        let foreign = Platform::new("linux", other, None);
+        assert_eq!(host_mismatch(&foreign), Some(host.clone()));
+        let w = run_mismatch_warning(&foreign.to_string()).expect("warns");
+        assert_eq!(
+            w,
+            format!(
+                "The requested image's platform (linux/{other}) does not match the detected \
+                 host platform ({host}) and no specific platform was requested"
+            )
+        );
+        assert_eq!(
+            host_mismatch(&Platform::new("unknown", "unknown", None)),
+            None
+        );
+        assert_eq!(run_mismatch_warning("garbage"), None);
     }
 }

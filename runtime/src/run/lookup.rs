@@ -1,5 +1,6 @@
 //! Phase 1, lookup: the image, its config and mount description in the
 //! store; the job's name claimed (`ROOT/run/<job>/`, locked); the lease.
+//! An image of another platform than the host's is warned about here.
 
 use std::path::Path;
 
@@ -25,6 +26,11 @@ pub(super) struct Found {
 /// is read by id, no reference parsed.
 pub(super) fn lookup(store: &Store, run_root: &Path, image: &ImageId, name: &str) -> Result<Found> {
     let rec = store.image(image)?;
+    // As `docker run` does: the job still starts (and its exec then fails
+    // with "exec format error"), but the user was told why first.
+    if let Some(w) = imagestore::platform::run_mismatch_warning(&rec.platform) {
+        tracing::warn!("{w}");
+    }
     let config = store.image_config(&rec)?;
     let desc = store.mount_description(&rec)?;
     // The name is claimed first: a second job of the same name is refused
