@@ -22,9 +22,13 @@ const DOCKER_HUB: &str = "docker.io";
 const OFFICIAL: &str = "library/";
 
 /// A parsed, normalised image reference: `REGISTRY/REPOSITORY[:TAG][@DIGEST]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Two spellings of one name compare equal.
+#[derive(Debug, Clone)]
 pub struct ImageRef {
     inner: Reference,
+    /// The reference as given, for errors.
+    given: String,
 }
 
 impl ImageRef {
@@ -51,7 +55,10 @@ impl ImageRef {
             ));
         }
         let inner = Reference::try_from(reference).map_err(|e| bad(describe(reference, e)))?;
-        Ok(ImageRef { inner })
+        Ok(ImageRef {
+            inner,
+            given: reference.to_string(),
+        })
     }
 
     /// The registry: `docker.io` unless the reference names another.
@@ -101,7 +108,7 @@ impl ImageRef {
         match (self.inner.tag(), self.inner.digest()) {
             (Some(tag), None) => Ok(format!("{}:{tag}", self.name())),
             _ => Err(Error::InvalidReference {
-                reference: self.to_string(),
+                reference: self.given.clone(),
                 detail: "a tag cannot carry a digest (@…)".into(),
             }),
         }
@@ -121,6 +128,14 @@ impl ImageRef {
         s
     }
 }
+
+impl PartialEq for ImageRef {
+    fn eq(&self, other: &ImageRef) -> bool {
+        self.inner == other.inner
+    }
+}
+
+impl Eq for ImageRef {}
 
 impl fmt::Display for ImageRef {
     /// The full normalised form, `docker.io/library/busybox:latest`.
@@ -263,9 +278,17 @@ mod tests {
             d
         );
         assert_eq!(r.familiar(), format!("busybox@{d}"));
-        assert!(r.canonical_tag().is_err());
+        let e = r
+            .canonical_tag()
+            .expect_err("no tag with a digest")
+            .to_string();
+        assert!(e.contains(&format!("\"busybox@{d}\"")), "{e}");
         let both = ImageRef::parse(&format!("org/app:v1@{d}")).expect("parses");
         assert_eq!(both.tag(), Some("v1"));
+        assert_eq!(
+            ImageRef::parse("busybox").expect("short"),
+            ImageRef::parse("docker.io/library/busybox:latest").expect("full")
+        );
         assert_eq!(both.to_string(), format!("docker.io/org/app:v1@{d}"));
     }
 
