@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::plan::{
-    chain_ids, check_bytes, classify_config, config_platform, parse_json, ConfigKind, ImagePlan,
-    LayerPlan, Plan,
+    chain_ids, check_bytes, classify_config, config_platform, json_kind, parse_json, ConfigKind,
+    ImagePlan, LayerPlan, Plan,
 };
 use crate::platform::Platform;
 use crate::source::Source;
@@ -274,17 +274,6 @@ fn plan_entry(source: &Source, e: &ManifestEntry, i: usize, format: Format) -> R
         refs,
         format,
     }))
-}
-
-pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "a list",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

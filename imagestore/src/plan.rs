@@ -256,7 +256,7 @@ pub(crate) fn classify_config(data: &[u8], what: &str) -> Result<ConfigKind> {
     let Some(map) = value.as_object() else {
         return Ok(ConfigKind::NotImage(format!(
             "is {}, not an object",
-            crate::docker::json_kind(&value)
+            json_kind(&value)
         )));
     };
     let missing: Vec<&str> = IMAGE_CONFIG_FIELDS
@@ -283,6 +283,18 @@ pub(crate) fn classify_config(data: &[u8], what: &str) -> Result<ConfigKind> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(ConfigKind::Image(Box::new(cfg), diff_ids))
+}
+
+/// What kind of JSON value `v` is, for messages.
+pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// The platform an image config declares.
