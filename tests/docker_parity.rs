@@ -345,7 +345,8 @@ fn cases(id: &str) -> Vec<Case> {
         case("workdir_relative_flag", &["-w", "rel"], BUSYBOX, &["pwd"])
             .keywords(&["absolute path"]),
         case("workdir_image", &["--entrypoint", "pwd"], COMPAT, &[]),
-        case("workdir_image_relative", &[], RELWD, &["pwd"]).keywords(&[]),
+        case("workdir_image_relative", &[], RELWD, &["pwd"])
+            .keywords(&["must be an absolute path"]),
         // Exit codes and signals.
         case("exit_0", &[], BUSYBOX, &["true"]),
         case("exit_1", &[], BUSYBOX, &["false"]),
@@ -427,6 +428,24 @@ fn cases(id: &str) -> Vec<Case> {
             &["-m", "16m"],
             &format!("sh -c '{hog}'; echo status=$?"),
         ),
+        case(
+            "memory_swap",
+            &["-m", "16m", "--memory-swap", "32m"],
+            BUSYBOX,
+            &["cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"],
+        ),
+        case(
+            "cpu_shares",
+            &["-c", "512"],
+            BUSYBOX,
+            &["cat", "/sys/fs/cgroup/cpu/cpu.shares"],
+        ),
+        sh("pid_namespace", &[], "ps -o pid,comm"),
+        sh(
+            "non_root_write_denied",
+            &["-u", "1000"],
+            "touch /x; echo $?; touch /tmp/y && echo tmp-ok",
+        ),
         // The job's cgroup files (v1 on this host).
         case(
             "cgroup_cpu_quota",
@@ -486,6 +505,30 @@ fn cases(id: &str) -> Vec<Case> {
             &["--ulimit", "nproc=100"],
             "ulimit -u; ulimit -Hu",
         ),
+        sh(
+            "ulimit_soft_only_flag",
+            &["--ulimit", "nofile=100"],
+            "ulimit -n; ulimit -Hn",
+        ),
+        sh(
+            "ulimit_unlimited_flag",
+            &["--ulimit", "core=-1"],
+            "ulimit -c; ulimit -Hc",
+        ),
+        // Above the caller's (and here the daemon's) hard limit.
+        sh(
+            "ulimit_above_hard_limit",
+            &["--ulimit", "nofile=1048576:1048576"],
+            "ulimit -n",
+        )
+        .ignore_stderr(),
+        case(
+            "ulimit_bad_name",
+            &["--ulimit", "bogus=1"],
+            BUSYBOX,
+            &["true"],
+        )
+        .keywords(&["invalid ulimit type"]),
         // Capabilities.
         case(
             "caps_default",
@@ -794,24 +837,54 @@ fn differences(c: &Case, docker: &Out, skiff: &Out) -> Vec<String> {
 
 /// Two texts in two columns; `*` marks lines that differ.
 fn side_by_side(left: &str, right: &str) -> String {
-    const W: usize = 58;
     let l: Vec<&str> = left.lines().collect();
     let r: Vec<&str> = right.lines().collect();
-    let mut out = format!("      {:<W$} | skiff\n", "docker");
+    // The left column as wide as its longest line, between 20 and 200.
+    let w = l
+        .iter()
+        .map(|x| x.replace('\t', "\\t").chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(20, 200);
+    let mut out = format!("      {:<w$} | skiff\n", "docker");
     for i in 0..l.len().max(r.len()) {
         let a = l.get(i).copied().unwrap_or("");
         let b = r.get(i).copied().unwrap_or("");
         let mark = if l.get(i) == r.get(i) { ' ' } else { '*' };
         let a: String = a.replace('\t', "\\t");
         let b: String = b.replace('\t', "\\t");
-        let a = if a.chars().count() > W {
-            format!("{}…", a.chars().take(W - 1).collect::<String>())
+        let a = if a.chars().count() > w {
+            format!("{}…", a.chars().take(w - 1).collect::<String>())
         } else {
             a
         };
-        let _ = writeln!(out, "    {mark} {a:<W$} | {b}");
+        let _ = writeln!(out, "    {mark} {a:<w$} | {b}");
     }
     out
+}
+
+/// The rlimits of this process (whose limits a skiff job inherits) and of
+/// the Docker daemons (whose a Docker job inherits): an rlimit case can
+/// only match when they are the same.
+fn limits_hint() -> String {
+    let pick = |pid: &str| -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Max open files") || l.starts_with("Max processes"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut hint = format!("  rlimits: this test: {}\n", pick("self"));
+    for d in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = d.file_name().to_string_lossy().into_owned();
+        let comm = std::fs::read_to_string(d.path().join("comm")).unwrap_or_default();
+        if matches!(comm.trim(), "dockerd" | "containerd") {
+            let _ = writeln!(hint, "  rlimits: {} ({pid}): {}", comm.trim(), pick(&pid));
+        }
+    }
+    hint
 }
 
 fn report(c: &Case, docker: &Out, skiff: &Out, what: &[String]) -> String {
@@ -840,6 +913,9 @@ fn report(c: &Case, docker: &Out, skiff: &Out, what: &[String]) -> String {
             "  stderr:\n{}",
             side_by_side(&docker.stderr, &skiff.stderr)
         );
+    }
+    if c.name.starts_with("ulimit") && !what.is_empty() {
+        r.push_str(&limits_hint());
     }
     r
 }
