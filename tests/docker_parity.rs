@@ -1016,6 +1016,18 @@ fn test_case_table_is_well_formed() {
 /// on drop (the vendored ones stay loaded: other tests use them).
 struct DerivedImages {
     loaded: Vec<&'static str>,
+    /// Every image a case names, with its archive (to load it again).
+    archives: Vec<(&'static str, PathBuf)>,
+}
+
+impl DerivedImages {
+    /// The archive of `image` when it is one of the suite's own.
+    fn archive(&self, image: &str) -> Option<&Path> {
+        self.archives
+            .iter()
+            .find(|(tag, _)| *tag == image)
+            .map(|(_, p)| p.as_path())
+    }
 }
 
 impl Drop for DerivedImages {
@@ -1033,7 +1045,13 @@ impl Drop for DerivedImages {
 type DerivedSpec = (&'static str, Option<Vec<u8>>, fn(&mut serde_json::Value));
 
 fn derived_images(e: &Env, dir: &Path) -> Result<DerivedImages, String> {
-    let mut images = DerivedImages { loaded: Vec::new() };
+    let mut images = DerivedImages {
+        loaded: Vec::new(),
+        archives: vec![
+            (BUSYBOX, vendor_archive("busybox")),
+            (COMPAT, vendor_archive("compat")),
+        ],
+    };
     let busybox = vendor_archive("busybox");
     let files = layer(&[
         Entry::File("noexec.sh".into(), b"#!/bin/sh\necho ran\n".to_vec(), 0o644),
@@ -1053,6 +1071,7 @@ fn derived_images(e: &Env, dir: &Path) -> Result<DerivedImages, String> {
         derive(&busybox, tag, extra, edit, &path);
         docker_load(&path)?;
         images.loaded.push(tag);
+        images.archives.push((tag, path.clone()));
         let out = e.skiff(&["image", "import", path.to_str().expect("utf8")]);
         if !out.status.success() {
             return Err(format!(
@@ -1077,7 +1096,7 @@ fn test_docker_parity() {
     }
     let scratch = e.root.path().join("parity");
     std::fs::create_dir_all(&scratch).expect("scratch");
-    let _images = derived_images(&e, &scratch).unwrap_or_else(|why| panic!("{why}"));
+    let images = derived_images(&e, &scratch).unwrap_or_else(|why| panic!("{why}"));
     let inspect = Command::new("docker")
         .args(["image", "inspect", "-f", "{{.Id}}", BUSYBOX])
         .output()
@@ -1105,7 +1124,20 @@ fn test_docker_parity() {
             continue;
         }
         let t = Instant::now();
-        let docker = run_side(&e, c, Side::Docker, &scratch);
+        let mut docker = run_side(&e, c, Side::Docker, &scratch);
+        // Something else on this host may untag an image during the run
+        // (another suite's `docker rmi`, a prune): load it again, once.
+        if let (true, Some(archive)) = (
+            docker.stderr.contains("Unable to find image"),
+            images.archive(&c.image),
+        ) {
+            eprintln!(
+                "{}: {} was gone from Docker; loading it again",
+                c.name, c.image
+            );
+            docker_load(archive).unwrap_or_else(|why| panic!("{why}"));
+            docker = run_side(&e, c, Side::Docker, &scratch);
+        }
         let skiff = run_side(&e, c, Side::Skiff, &scratch);
         let what = differences(c, &docker, &skiff);
         if verbose {
@@ -1145,7 +1177,15 @@ fn test_docker_parity() {
     for x in &expected {
         eprintln!("  intended: {x}");
     }
-    e.assert_clean("state left after the parity cases: ", "job cgroups left: ");
+    // skiff leaves nothing behind (checked after the report, so a leak
+    // does not hide the mismatches).
+    if !e.state_dirs().is_empty() || !e.job_cgroups().is_empty() {
+        failures.push(format!(
+            "=== skiff left state {:?} and job cgroups {:?} after the cases\n",
+            e.state_dirs(),
+            e.job_cgroups()
+        ));
+    }
     assert!(
         failures.is_empty(),
         "{} of {} Docker parity case(s) fail:\n\n{}",
