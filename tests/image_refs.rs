@@ -248,7 +248,6 @@ fn test_refs_docker25_archive_one_name_and_digest_references() {
         format!("refs-hello@{manifest}"),
         format!("docker.io/library/refs-hello@{manifest}"),
         format!("refs-hello:other@{manifest}"),
-        format!("refs-hello@{id}"),
     ] {
         assert_eq!(
             resolve(&env, &reference).as_deref(),
@@ -259,6 +258,7 @@ fn test_refs_docker25_archive_one_name_and_digest_references() {
     // A digest of another name, or no image's digest, is no such image.
     for reference in [
         format!("alpine@{manifest}"),
+        format!("refs-hello@{id}"),
         format!("refs-hello@sha256:{}", "0".repeat(64)),
     ] {
         let e = resolve(&env, &reference).expect_err(&reference);
@@ -280,6 +280,11 @@ fn test_refs_bad_references_name_the_reference_and_the_fault() {
     let env = Env::new();
     for (reference, fault) in [
         ("Org/App:v1", "repository name must be lowercase"),
+        // Docker's words: "invalid reference format: repository name must be lowercase".
+        (
+            "Skiff-Vendor/busybox",
+            "invalid reference format: repository name must be lowercase",
+        ),
         ("busybox:", "the tag is empty"),
         ("busybox@sha256:abc", "digest"),
         ("sha256:xyz", "hex"),
@@ -426,8 +431,7 @@ fn test_refs_run_by_short_name() {
 
 /// The Docker engine is the oracle: it shows `docker.io/library/x` as `x`
 /// and `docker.io/org/app` as `org/app`, as skiff does; and it refuses
-/// `NAME@<image id>` for a loaded image, which skiff resolves (a documented
-/// difference).
+/// `NAME@<image id>` for a loaded image, as skiff does.
 /// `docker rmi`s the names this test loaded, even when it fails.
 struct DockerNames(Vec<String>);
 
@@ -479,12 +483,19 @@ fn test_refs_names_match_docker_images() {
                 .filter(|l| l.ends_with(&id[7..19]))
                 .map(String::from),
         );
-        // NAME@<image id>: Docker 20.10 has no such image (a loaded image
-        // has no repo digest); skiff resolves it (docs/store.md).
+        // NAME@<image id>: no such image on both sides (NAME@ takes a
+        // manifest digest, and a loaded image has none); the id alone works.
         let by_id = format!("{repo}@{id}");
         let out = docker(&["image", "inspect", &by_id]);
         assert!(!out.status.success(), "docker resolved {by_id}");
-        assert_eq!(resolve(&env, &by_id).as_ref(), Ok(&id), "{by_id}");
+        let e = resolve(&env, &by_id).expect_err(&by_id);
+        assert!(
+            e.contains("no such image") && e.contains("by its id alone"),
+            "{e}"
+        );
+        let out = docker(&["image", "inspect", "-f", "{{.Id}}", &id]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+        assert_eq!(resolve(&env, &id).as_ref(), Ok(&id));
     }
     let ls = env.json(&["image", "ls"]);
     let got: Vec<String> = ls

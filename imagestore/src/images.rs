@@ -342,8 +342,9 @@ impl ImageIndex {
     /// Resolve a reference as Docker does, in this order:
     /// - `sha256:<64 hex>` or 64 bare hex digits: that image id;
     /// - `NAME@sha256:X`: the image that NAME (any form) tags, when X is its
-    ///   manifest (repo) digest or its id; a tag beside the digest is
-    ///   ignored, as Docker ignores it;
+    ///   manifest (repo) digest; a tag beside the digest is ignored, as
+    ///   Docker ignores it. X being the image id is no match, as in Docker
+    ///   (the error says to use the id alone);
     /// - a tag in any form (`busybox`, `library/busybox:latest`,
     ///   `docker.io/library/busybox:latest` are one);
     /// - a unique prefix of an image id, with or without `sha256:`.
@@ -378,9 +379,16 @@ impl ImageIndex {
             }
         };
         if let Some(digest) = parsed.typed_digest()? {
-            return self
-                .by_name_and_digest(&parsed, &digest)?
-                .ok_or_else(not_found);
+            if let Some(rec) = self.by_name_and_digest(&parsed, &digest)? {
+                return Ok(rec);
+            }
+            if self.get(&digest)?.is_some() {
+                return Err(Error::ImageNotFound(format!(
+                    "{reference} ({digest} is an image id, and NAME@ takes a manifest digest, \
+                     as in Docker; run the image by its id alone)"
+                )));
+            }
+            return Err(not_found());
         }
         if let Some(id) = self.lookup_tag(&parsed.canonical_tag()?)? {
             return self.get(&id)?.ok_or_else(not_found);
@@ -407,8 +415,8 @@ impl ImageIndex {
         }
     }
 
-    /// The image tagged with `name`'s repository whose manifest digest or id
-    /// is `digest`.
+    /// The image tagged with `name`'s repository whose manifest (repo)
+    /// digest is `digest`.
     fn by_name_and_digest(&self, name: &ImageRef, digest: &Digest) -> Result<Option<ImageRecord>> {
         let repo = name.name();
         let tagged: Vec<Digest> = self
@@ -421,7 +429,7 @@ impl ImageIndex {
             let Some(rec) = self.get(&id)? else {
                 continue;
             };
-            if &rec.id == digest || rec.repo_digest() == Some(digest) {
+            if rec.repo_digest() == Some(digest) {
                 return Ok(Some(rec));
             }
         }
@@ -578,27 +586,30 @@ mod tests {
         let legacy = f.image(2, Format::DockerArchive);
         f.index.tag("busybox", &oci.id).expect("tag");
         f.index.tag("org/app:v1", &legacy.id).expect("tag");
-        // The manifest digest, when the source had a manifest, or the id.
+        // The manifest digest, when the source had a manifest.
         for r in [
             format!("busybox@{}", oci.manifest),
             format!("docker.io/library/busybox:other@{}", oci.manifest),
-            format!("busybox@{}", oci.id),
-            format!("org/app@{}", legacy.id),
         ] {
-            assert!(f.index.resolve(&r).is_ok(), "{r}");
+            assert_eq!(f.index.resolve(&r).expect(&r).id, oci.id, "{r}");
         }
         // Not: skiff's own manifest for a legacy save, another name's image,
-        // a name that does not tag it.
+        // a name that does not tag it, nor (as in Docker) the image id.
         for r in [
             format!("org/app@{}", legacy.manifest),
             format!("busybox@{}", legacy.id),
             format!("alpine@{}", oci.manifest),
+            format!("busybox@{}", oci.id),
+            format!("org/app@{}", legacy.id),
         ] {
-            assert!(
-                matches!(f.index.resolve(&r), Err(Error::ImageNotFound(_))),
-                "{r}"
-            );
+            let e = f.index.resolve(&r).expect_err(&r);
+            assert!(matches!(e, Error::ImageNotFound(_)), "{r}: {e:?}");
         }
+        let e = f
+            .index
+            .resolve(&format!("busybox@{}", oci.id))
+            .expect_err("an id");
+        assert!(e.to_string().contains("by its id alone"), "{e}");
     }
 
     #[test]

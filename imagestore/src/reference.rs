@@ -55,6 +55,14 @@ impl ImageRef {
             ));
         }
         let inner = Reference::try_from(reference).map_err(|e| bad(describe(reference, e)))?;
+        // The grammar lets a first component without a dot or port
+        // (`Org/app`) through as a registry, which then is not one: Docker's
+        // ParseNormalizedNamed refuses the uppercase remainder, so do we.
+        if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad(
+                "invalid reference format: repository name must be lowercase".into(),
+            ));
+        }
         Ok(ImageRef {
             inner,
             given: reference.to_string(),
@@ -171,27 +179,29 @@ fn describe(reference: &str, e: ParseError) -> String {
         ParseError::ReferenceInvalidFormat
             if Reference::try_from(reference.to_ascii_lowercase().as_str()).is_ok() =>
         {
-            "repository name must be lowercase".into()
+            "invalid reference format: repository name must be lowercase".into()
         }
-        ParseError::ReferenceInvalidFormat if reference.ends_with(':') => "the tag is empty".into(),
+        ParseError::ReferenceInvalidFormat if reference.ends_with(':') => "invalid reference format: the tag is empty".into(),
         ParseError::ReferenceInvalidFormat
             if digest_part.is_some() && Reference::try_from(name_part).is_ok() =>
         {
-            "the digest after '@' must be ALGORITHM:HEX, such as sha256: and 64 hex digits".into()
+            "invalid reference format: the digest after '@' must be ALGORITHM:HEX, such as sha256: and 64 hex digits".into()
         }
         ParseError::ReferenceInvalidFormat
             if reference.contains("//") || reference.ends_with('/') =>
         {
-            "a name component is empty".into()
+            "invalid reference format: a name component is empty".into()
         }
-        ParseError::ReferenceInvalidFormat if last.contains(':') => format!(
+        ParseError::ReferenceInvalidFormat if last.contains(':') => {
             "invalid reference format: expected [REGISTRY/]REPOSITORY[:TAG][@DIGEST], where a tag \
-             is up to 128 of [A-Za-z0-9_.-] not starting with '.' or '-' ({e})"
-        ),
-        ParseError::ReferenceInvalidFormat => format!(
+             is up to 128 of [A-Za-z0-9_.-] not starting with '.' or '-'"
+                .into()
+        }
+        ParseError::ReferenceInvalidFormat => {
             "invalid reference format: expected [REGISTRY/]REPOSITORY[:TAG][@DIGEST], where \
-             repository components are lowercase letters, digits and separators ({e})"
-        ),
+             repository components are lowercase letters, digits and separators"
+                .into()
+        }
         other => other.to_string(),
     }
 }
@@ -298,6 +308,8 @@ mod tests {
             ("", "empty"),
             ("Busybox", "must be lowercase"),
             ("org/App:v1", "must be lowercase"),
+            ("Skiff-Vendor/busybox", "must be lowercase"),
+            ("Org/app", "must be lowercase"),
             ("a b", "character"),
             ("busybox:", "tag is empty"),
             ("a//b", "name component is empty"),
