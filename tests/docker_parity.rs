@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::env::{docker_load, repo};
-use support::privilege::skip_or_fail;
+use support::env::{docker_load, have, repo};
+use support::privilege::{prerequisite, skip_or_fail};
 use support::run::{env, vendor_archive, Env, BUSYBOX, COMPAT};
 use support::tar::{derive, layer, Entry};
 
@@ -1086,6 +1086,9 @@ fn derived_images(e: &Env, dir: &Path) -> Result<DerivedImages, String> {
 #[test]
 fn test_docker_parity() {
     let Some(e) = env() else { return };
+    if !prerequisite(have("docker"), "the docker CLI (the parity suite's oracle)") {
+        return;
+    }
     for name in ["busybox", "compat"] {
         if let Err(why) = docker_load(&vendor_archive(name)) {
             skip_or_fail(&format!(
