@@ -30,6 +30,7 @@ mod plan;
 pub mod platform;
 pub mod process_lock;
 pub mod reference;
+mod reference_grammar;
 pub mod remove;
 pub mod resolve;
 pub mod session;

@@ -15,6 +15,7 @@ use oci_spec::distribution::{ParseError, Reference};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::reference_grammar;
 
 /// Docker Hub, the default registry.
 const DOCKER_HUB: &str = "docker.io";
@@ -54,7 +55,7 @@ impl ImageRef {
                 "64 hexadecimal digits are an image id, not a repository name".into(),
             ));
         }
-        let inner = Reference::try_from(reference).map_err(|e| bad(describe(reference, e)))?;
+        let inner = reference_grammar::parse(reference).map_err(|e| bad(describe(reference, e)))?;
         // The grammar lets a first component without a dot or port
         // (`Org/app`) through as a registry, which then is not one: Docker's
         // ParseNormalizedNamed refuses the uppercase remainder, so do we.
@@ -177,13 +178,13 @@ fn describe(reference: &str, e: ParseError) -> String {
     let last = name_part.rsplit('/').next().unwrap_or(name_part);
     match e {
         ParseError::ReferenceInvalidFormat
-            if Reference::try_from(reference.to_ascii_lowercase().as_str()).is_ok() =>
+            if reference_grammar::parse(&reference.to_ascii_lowercase()).is_ok() =>
         {
             "invalid reference format: repository name must be lowercase".into()
         }
         ParseError::ReferenceInvalidFormat if reference.ends_with(':') => "invalid reference format: the tag is empty".into(),
         ParseError::ReferenceInvalidFormat
-            if digest_part.is_some() && Reference::try_from(name_part).is_ok() =>
+            if digest_part.is_some() && reference_grammar::parse(name_part).is_ok() =>
         {
             "invalid reference format: the digest after '@' must be ALGORITHM:HEX, such as sha256: and 64 hex digits".into()
         }
