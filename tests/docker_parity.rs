@@ -373,17 +373,20 @@ fn cases(id: &str) -> Vec<Case> {
             "signal_kill_child_137",
             &[],
             "sleep 5 & kill -9 $!; wait $!",
-        ),
+        )
+        .ignore_stderr(),
         sh(
             "signal_term_child_143",
             &[],
             "sleep 5 & kill -TERM $!; wait $!",
-        ),
+        )
+        .ignore_stderr(),
         sh(
             "signal_nested_shell",
             &[],
             "sh -c 'kill -9 $$'; echo status=$?",
-        ),
+        )
+        .ignore_stderr(),
         // Root filesystem, tmpfs, volumes.
         case(
             "read_only_root",
@@ -433,7 +436,8 @@ fn cases(id: &str) -> Vec<Case> {
             "memory_oom_child",
             &["-m", "16m"],
             &format!("sh -c '{hog}'; echo status=$?"),
-        ),
+        )
+        .ignore_stderr(),
         case(
             "memory_swap",
             &["-m", "16m", "--memory-swap", "32m"],
@@ -474,6 +478,13 @@ fn cases(id: &str) -> Vec<Case> {
             &["--pids-limit", "50"],
             BUSYBOX,
             &["cat", "/sys/fs/cgroup/pids/pids.max"],
+        ),
+        // A runtime running as a non-root user reads its limits too.
+        case(
+            "cgroup_memory_limit_non_root",
+            &["-u", "1000", "-m", "64m"],
+            BUSYBOX,
+            &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
         ),
         sh(
             "cgroup_read_only",
@@ -577,8 +588,8 @@ fn cases(id: &str) -> Vec<Case> {
         sh(
             "proc_masked_paths",
             &[],
-            "grep -E ' /(proc|sys)/' /proc/mounts | grep -v -e ' /sys/fs/cgroup' -e ' /proc/interrupts ' \
-             | cut -d' ' -f2,3,4",
+            "grep -E ' /(proc|sys)/' /proc/mounts \
+             | grep -v -e ' /sys/fs/cgroup' -e ' /proc/interrupts ' | cut -d' ' -f2,3,4",
         )
         .norm(sorted),
         sh(
