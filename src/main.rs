@@ -36,6 +36,7 @@ enum Command {
         command: image_cmd::ImageCommand,
     },
     /// Run a job from an image, like `docker run`.
+    #[command(disable_help_flag = true)]
     Run(Box<run_cmd::RunArgs>),
     /// Measure skiff against other tools on this host.
     Bench(Box<bench_cmd::BenchArgs>),

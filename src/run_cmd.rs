@@ -30,11 +30,21 @@ pub struct RunArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub entrypoint: Option<String>,
     /// Hostname (default: the first 12 characters of the job name).
-    #[arg(long)]
+    #[arg(short = 'h', long)]
     pub hostname: Option<String>,
+    /// Print help (`-h` is `--hostname`, as in `docker run`).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Add a supplementary group: a gid, or a name in the image's /etc/group.
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
     /// Memory limit, e.g. 64m or 1g.
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
+    /// Memory plus swap, e.g. 128m, or -1 for unlimited swap (needs -m;
+    /// without it a job gets no swap).
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
     /// CPU quota in CPUs, e.g. 0.5 (0.01 to the host's CPUs; 0: no limit).
     #[arg(long, allow_hyphen_values = true)]
     pub cpus: Option<String>,
@@ -175,6 +185,7 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
         env,
         workdir: args.workdir.clone(),
         user: args.user.clone(),
+        group_add: args.group_add.clone(),
         hostname: args.hostname.clone(),
         limits: Limits {
             memory_bytes: args
@@ -182,6 +193,15 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
                 .as_deref()
                 .map(|m| parse_size("--memory", m))
                 .transpose()?,
+            memory_swap_bytes: match args.memory_swap.as_deref() {
+                None => None,
+                Some("-1") => Some(-1),
+                Some(s) => Some(
+                    parse_size("--memory-swap", s)?
+                        .try_into()
+                        .unwrap_or(i64::MAX),
+                ),
+            },
             cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,
             cpu_shares: args.cpu_shares,
             pids: args.pids_limit,

@@ -91,6 +91,27 @@ const INTENDED: &[Intended] = &[
                  a thermal side channel); the engine here (20.10) leaves /proc/interrupts readable",
     },
     Intended {
+        key: "cgroup_view_no_systemd",
+        cases: &["cgroup_hierarchies", "cgroup_mounts", "cgroup_self"],
+        reason: "/sys/fs/cgroup shows the hierarchies the job has its own cgroup in, without \
+                 name=systemd (libcontainer places jobs in the controllers' hierarchies only; \
+                 joining name=systemd would cost one more cgroup.procs write, the 7-15 ms \
+                 attach stall, per launch), and its directory is read-only too",
+    },
+    Intended {
+        key: "no_swap_by_default",
+        cases: &["memory_no_swap_by_default"],
+        reason: "-m alone gives no swap, so an OOM is an OOM (Docker: as much swap again); \
+                 --memory-swap sets it as in Docker",
+    },
+    Intended {
+        key: "exec_format_error_126",
+        cases: &["exit_script_no_shebang"],
+        reason: "an executable the kernel cannot run (ENOEXEC: no #! line, another \
+                 architecture) exits 126, 'cannot invoke'; Docker 20.10's runc fails the \
+                 exec after start and reports 1",
+    },
+    Intended {
         key: "bind_and_tmpfs_only",
         cases: &["named_volume"],
         reason: "only bind mounts and tmpfs: named volumes are refused",
@@ -441,6 +462,12 @@ fn cases(id: &str) -> Vec<Case> {
         case(
             "memory_swap",
             &["-m", "16m", "--memory-swap", "32m"],
+            BUSYBOX,
+            &["cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"],
+        ),
+        case(
+            "memory_no_swap_by_default",
+            &["-m", "16m"],
             BUSYBOX,
             &["cat", "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"],
         ),

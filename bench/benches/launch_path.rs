@@ -59,6 +59,7 @@ fn job() -> JobSpec {
         command: vec!["/bin/true".into()],
         limits: Limits {
             memory_bytes: Some(64 << 20),
+            memory_swap_bytes: None,
             pids: Some(64),
             ..Limits::default()
         },

@@ -181,6 +181,7 @@ pub fn job(i: usize) -> (JobSpec, String, String) {
         ];
         job.limits = Limits {
             memory_bytes: Some(OUTPUT_JOB_MEMORY),
+            memory_swap_bytes: None,
             pids: Some(OUTPUT_JOB_PIDS),
             ..Limits::default()
         };

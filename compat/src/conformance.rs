@@ -550,6 +550,7 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
                 |j| {
                     j.limits = runtime::job::Limits {
                         memory_bytes: Some(64 << 20),
+                        memory_swap_bytes: None,
                         cpus: Some(1.0),
                         cpu_shares: Some(512),
                         pids: Some(64),
@@ -600,14 +601,15 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
             ),
             |j| j.hostname = Some("jobhost".into()),
         ),
+        // As Docker with --network none: loopback entries, no hostname line.
         with(
             simple(
                 "hosts file",
                 Isolation,
                 BUSYBOX,
-                &["grep", "-c", "h1", "/etc/hosts"],
-                0,
-                stdout_is("1\n"),
+                &["sh", "-c", "grep -c localhost /etc/hosts; grep -c h1 /etc/hosts"],
+                1,
+                stdout_is("2\n0\n"),
             ),
             |j| j.hostname = Some("h1".into()),
         ),

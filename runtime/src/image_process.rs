@@ -38,9 +38,9 @@ fn key_of(entry: &str) -> &str {
     entry.split_once('=').map(|(k, _)| k).unwrap_or(entry)
 }
 
-/// The environment: the image's Env, then the overrides (a later `KEY=…`
-/// replaces an earlier one in place), a default PATH if there is none,
-/// `HOSTNAME`, and `HOME` from the user's passwd entry if unset.
+/// The environment, in Docker's order: a default `PATH` and `HOSTNAME`,
+/// then the image's Env and the overrides (a later `KEY=…` replaces an
+/// earlier one in place), and `HOME` from the user's passwd entry if unset.
 pub fn merge_env(
     image_env: &[String],
     overrides: &[String],
@@ -59,13 +59,9 @@ pub fn merge_env(
             env.push(entry.to_string());
         }
     };
-    if !image_env
-        .iter()
-        .chain(overrides)
-        .any(|e| key_of(e) == "PATH")
-    {
-        set(&mut env, &format!("PATH={DEFAULT_PATH}"));
-    }
+    // Docker's order: its default PATH and HOSTNAME first, then the image's
+    // and the caller's entries, each replacing an earlier one in place.
+    set(&mut env, &format!("PATH={DEFAULT_PATH}"));
     set(&mut env, &format!("HOSTNAME={hostname}"));
     for e in image_env.iter().chain(overrides) {
         set(&mut env, e);
@@ -148,6 +144,9 @@ mod tests {
         assert!(env.contains(&"PATH=/x".to_string()));
         assert!(env.contains(&"HOME=/h".to_string()));
         assert_eq!(env.iter().filter(|e| e.starts_with("HOME=")).count(), 1);
+        // Docker's order: PATH (replaced in place), HOSTNAME, the rest, HOME.
+        let env = merge_env(&v(&["A=1", "PATH=/x"]), &[], "h", "/root");
+        assert_eq!(env, v(&["PATH=/x", "HOSTNAME=h", "A=1", "HOME=/root"]));
     }
 
     #[test]

@@ -107,6 +107,9 @@ impl std::str::FromStr for Volume {
 pub struct Limits {
     /// Memory limit in bytes (`-m`).
     pub memory_bytes: Option<u64>,
+    /// `--memory-swap`: memory plus swap, in bytes, or -1 for unlimited
+    /// swap; needs `memory_bytes`. Unset: no swap (unlike Docker's 2×).
+    pub memory_swap_bytes: Option<i64>,
     /// CPU quota in CPUs (`--cpus`), turned into quota/period.
     pub cpus: Option<f64>,
     /// Relative CPU weight as docker's `--cpu-shares` (2..262144).
@@ -120,6 +123,7 @@ impl Limits {
     /// Whether any limit is set.
     pub fn any(&self) -> bool {
         self.memory_bytes.is_some()
+            || self.memory_swap_bytes.is_some()
             || self.cpus.is_some()
             || self.cpu_shares.is_some()
             || self.pids.is_some()
@@ -154,6 +158,9 @@ pub struct JobSpec {
     pub workdir: Option<String>,
     /// `-u`: `user`, `uid`, `user:group` or `uid:gid`.
     pub user: Option<String>,
+    /// `--group-add`: more supplementary groups (gids, or names in the
+    /// image's `/etc/group`).
+    pub group_add: Vec<String>,
     /// `--hostname`.
     pub hostname: Option<String>,
     /// Resource limits.
@@ -233,6 +240,7 @@ impl Default for JobSpec {
             env: Vec::new(),
             workdir: None,
             user: None,
+            group_add: Vec::new(),
             hostname: None,
             limits: Limits::default(),
             network: NetworkMode::default(),
@@ -328,6 +336,7 @@ impl Via {
 }
 
 const F_MEMORY: (&str, &str) = ("--memory", "memory_bytes");
+const F_SWAP: (&str, &str) = ("--memory-swap", "memory_swap_bytes");
 const F_CPUS: (&str, &str) = ("--cpus", "cpus");
 const F_SHARES: (&str, &str) = ("--cpu-shares", "cpu_shares");
 const F_PIDS: (&str, &str) = ("--pids-limit", "pids_limit");
@@ -368,6 +377,29 @@ impl JobSpec {
                          (accepted: {MIN_MEMORY_BYTES} to {MAX_BYTES} bytes)"
                     ),
                 ));
+            }
+        }
+        if let Some(swap) = l.memory_swap_bytes {
+            // Docker's rules and words.
+            match l.memory_bytes {
+                None => {
+                    return Err(bad(
+                        F_SWAP,
+                        swap.to_string(),
+                        "you should always set the memory limit when using the memoryswap                          limit (-m)"
+                            .into(),
+                    ))
+                }
+                Some(m) if swap != -1 && (swap < 0 || (swap as u64) < m) => {
+                    return Err(bad(
+                        F_SWAP,
+                        swap.to_string(),
+                        format!(
+                            "minimum memoryswap limit should be larger than the memory limit                              ({m} bytes), or -1 for unlimited swap"
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
         }
         if let Some(c) = l.cpus {

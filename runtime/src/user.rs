@@ -140,9 +140,42 @@ pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Re
     })
 }
 
+/// `--group-add`: each entry a gid, or a group name in the image's group
+/// file; appended to `user`'s supplementary groups, as Docker does.
+pub fn add_groups(user: &mut ExecUser, groups: &[String], group: Option<&str>) -> Result<()> {
+    for g in groups {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .and_then(|t| group_entries(t).find(|e| e.name == g.as_str()))
+                .map(|e| e.gid)
+                .ok_or_else(|| Error::GroupNotFound(g.clone()))?,
+        };
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_add_groups_numbers_and_names() {
+        let group = "root:x:0:\nnogroup:x:65534:\nstaff:x:50:\n";
+        let mut u = resolve_user("1000", None, Some(group)).expect("user");
+        add_groups(
+            &mut u,
+            &["1234".into(), "staff".into(), "0".into()],
+            Some(group),
+        )
+        .expect("groups");
+        assert_eq!(u.additional_gids, vec![0, 1234, 50]);
+        let e = add_groups(&mut u, &["wheel".into()], Some(group)).expect_err("unknown");
+        assert!(e.to_string().contains("wheel"), "{e}");
+    }
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nnobody:x:65534:\napp:x:1000:\nextra:x:2000:app\n";

@@ -223,6 +223,7 @@ fn job(cfg: &LaunchConfig, name: &str) -> JobSpec {
         command: cfg.command.clone(),
         limits: Limits {
             memory_bytes: Some(cfg.memory_bytes),
+            memory_swap_bytes: None,
             pids: Some(cfg.pids_limit),
             ..Limits::default()
         },

@@ -322,11 +322,12 @@ pub fn resources(limits: &Limits) -> Result<LinuxResources> {
     let mut b = LinuxResourcesBuilder::default().devices(default_device_rules()?);
     if let Some(m) = limits.memory_bytes {
         // Docker sets swap = 2 × memory by default when only -m is given; skiff
-        // forbids swap instead so that an OOM is an OOM.
+        // forbids swap instead so that an OOM is an OOM. `--memory-swap`
+        // (memory + swap, or -1) as Docker.
         b = b.memory(
             LinuxMemoryBuilder::default()
                 .limit(m as i64)
-                .swap(m as i64)
+                .swap(limits.memory_swap_bytes.unwrap_or(m as i64))
                 .build()
                 .map_err(bad)?,
         );
@@ -388,6 +389,7 @@ mod tests {
     fn test_resources_limits_to_oci() {
         let r = resources(&Limits {
             memory_bytes: Some(64 << 20),
+            memory_swap_bytes: None,
             cpus: Some(1.5),
             cpu_shares: Some(512),
             pids: Some(32),

@@ -14,7 +14,7 @@ use crate::oci::{self, ProcessPlan, SpecPaths};
 use crate::safe_root::SafeRoot;
 use crate::seccomp;
 use crate::state::JobRecord;
-use crate::user::resolve_user;
+use crate::user::{add_groups, resolve_user};
 
 use super::{JobCtx, Runner};
 
@@ -39,15 +39,16 @@ pub(super) enum Prepared {
     NotRunnable(LookupError),
 }
 
-fn hosts_file(hostname: &str, network: NetworkMode) -> String {
+/// Docker's `/etc/hosts` for a job: the host's with `--network host`, else
+/// the loopback entries only (with `--network none` Docker adds no line for
+/// the hostname: there is no address to give it).
+fn hosts_file(network: NetworkMode) -> String {
     if network == NetworkMode::Host {
         if let Ok(h) = fs::read_to_string("/etc/hosts") {
             return h;
         }
     }
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-    )
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
 }
 
 /// Docker's rules for a job's process, applied to its image's config: the
@@ -74,11 +75,13 @@ pub fn plan_process(
         .clone()
         .or_else(|| cfg.user().clone())
         .unwrap_or_default();
-    let user = resolve_user(
+    let group_file = read("/etc/group")?;
+    let mut user = resolve_user(
         &user_spec,
         read("/etc/passwd")?.as_deref(),
-        read("/etc/group")?.as_deref(),
+        group_file.as_deref(),
     )?;
+    add_groups(&mut user, &job.group_add, group_file.as_deref())?;
     let hostname = job
         .hostname
         .clone()
@@ -151,7 +154,7 @@ pub fn is_proc_magic_link(path: &str) -> bool {
 /// `etc`, from where [`oci::build_spec`] bind-mounts them over the image's.
 pub fn write_etc_files(etc: &Path, hostname: &str, network: NetworkMode) -> Result<()> {
     fs::write(etc.join("hostname"), format!("{hostname}\n")).ctx("write", etc.join("hostname"))?;
-    fs::write(etc.join("hosts"), hosts_file(hostname, network)).ctx("write", etc.join("hosts"))?;
+    fs::write(etc.join("hosts"), hosts_file(network)).ctx("write", etc.join("hosts"))?;
     let resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
     fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))
 }
