@@ -296,9 +296,10 @@ fn ls(store: &Store, json: bool) -> anyhow::Result<()> {
             rows.push(mk(Some(r)));
         }
     }
+    // `docker images`' order: newest first, then by name.
     rows.sort_by(|a, b| {
-        (a.reference.is_none(), &a.repository, &a.tag, &a.id).cmp(&(
-            b.reference.is_none(),
+        (std::cmp::Reverse(a.created), &a.repository, &a.tag, &a.id).cmp(&(
+            std::cmp::Reverse(b.created),
             &b.repository,
             &b.tag,
             &b.id,

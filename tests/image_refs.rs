@@ -44,7 +44,15 @@ fn tiny_image(marker: &str) -> (Value, Vec<u8>) {
 
 /// A legacy `docker save` archive of [`tiny_image`] tagged `tag` as written.
 fn save_archive(path: &Path, tag: &str, marker: &str) {
-    let (config, layer) = tiny_image(marker);
+    save_archive_created(path, tag, marker, None);
+}
+
+/// [`save_archive`] with the config's `created` time (RFC 3339).
+fn save_archive_created(path: &Path, tag: &str, marker: &str, created: Option<&str>) {
+    let (mut config, layer) = tiny_image(marker);
+    if let Some(c) = created {
+        config["created"] = json!(c);
+    }
     let tar = docker_save(&[("l/layer.tar".into(), layer)], &config, tag);
     std::fs::write(path, tar).expect("write archive");
 }
@@ -449,18 +457,25 @@ fn test_refs_names_match_docker_images() {
         return;
     }
     let env = Env::new();
-    // (repository, tag) as the archive spells them.
+    // (repository, tag) as the archive spells them, and created times that
+    // order them the other way round from their names: `docker images`
+    // lists the newest first.
     let names = [
-        ("docker.io/library/skiff-refs-x", "1"),
-        ("docker.io/skiff-refs/app", "v1"),
+        (
+            "docker.io/library/skiff-refs-x",
+            "1",
+            "2020-01-01T00:00:00Z",
+        ),
+        ("docker.io/skiff-refs/app", "v1", "2024-01-01T00:00:00Z"),
     ];
+    let mut ids = Vec::new();
     let mut loaded = DockerNames(Vec::new());
     let docker = |args: &[&str]| Command::new("docker").args(args).output().expect("docker");
     let mut want = Vec::new();
-    for (i, (repo, tag)) in names.iter().enumerate() {
+    for (i, (repo, tag, created)) in names.iter().enumerate() {
         let name = format!("{repo}:{tag}");
         let a = env.path(&format!("{i}.tar"));
-        save_archive(&a, &name, &format!("oracle {i}"));
+        save_archive_created(&a, &name, &format!("oracle {i}"), Some(created));
         if let Err(e) = docker_load(&a) {
             prerequisite(false, &format!("a Docker engine ({e})"));
             return;
@@ -474,15 +489,7 @@ fn test_refs_names_match_docker_images() {
         let tags: Value = serde_json::from_slice(&out.stdout).expect("RepoTags");
         let inspect = env.json(&["image", "inspect", &name]);
         assert_eq!(inspect["repo_tags"], tags, "{name}");
-        // `docker images`' row for this image (its arguments filter by
-        // familiar name, so list all and pick by id).
-        let out = docker(&["images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"]);
-        want.extend(
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.ends_with(&id[7..19]))
-                .map(String::from),
-        );
+        ids.push(id[7..19].to_string());
         // NAME@<image id>: no such image on both sides (NAME@ takes a
         // manifest digest, and a loaded image has none); the id alone works.
         let by_id = format!("{repo}@{id}");
@@ -497,6 +504,15 @@ fn test_refs_names_match_docker_images() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
         assert_eq!(resolve(&env, &id).as_ref(), Ok(&id));
     }
+    // `docker images`' rows for these images, in its order (its arguments
+    // filter by familiar name, so list all and pick by id).
+    let out = docker(&["images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"]);
+    want.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| ids.iter().any(|id| l.ends_with(id.as_str())))
+            .map(String::from),
+    );
     let ls = env.json(&["image", "ls"]);
     let got: Vec<String> = ls
         .as_array()
@@ -511,7 +527,10 @@ fn test_refs_names_match_docker_images() {
             )
         })
         .collect();
-    want.sort();
     assert_eq!(got, want, "skiff image ls vs docker images");
-    assert_eq!(want[0].split(' ').next(), Some("skiff-refs-x"), "{want:?}");
+    assert_eq!(
+        want[0].split(' ').next(),
+        Some("skiff-refs/app"),
+        "{want:?}"
+    );
 }
