@@ -20,6 +20,10 @@ pub enum ImageCommand {
         /// Platform to take from multi-platform indexes (default: this host's).
         #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
         platform: Option<String>,
+        /// Import only the image this names, when the input holds several: a
+        /// reference or tag, or a manifest digest or image id (a unique prefix).
+        #[arg(long, value_name = "REF|DIGEST")]
+        select: Option<String>,
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
@@ -83,8 +87,9 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             path,
             tag,
             platform,
+            select,
             json,
-        } => import(&store, &path, tag, platform, json),
+        } => import(&store, &path, tag, platform, select, json),
         ImageCommand::Ls { json } => ls(&store, json),
         ImageCommand::Inspect { reference, .. } => inspect(&store, &reference),
         ImageCommand::Rm { reference, json } => {
@@ -193,12 +198,14 @@ fn import(
     path: &str,
     tag: Option<String>,
     platform: Option<String>,
+    select: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
     let platform = platform.map(|p| Platform::parse(&p)).transpose()?;
     let opts = ImportOptions {
         tag,
         platform,
+        select,
         progress: progress(json),
     };
     let report = import_path(store, path, &opts)?;

@@ -270,3 +270,77 @@ fn test_artifacts_docker_archive_skips_an_entry_whose_config_is_not_an_image() {
         "names the skipped entry: {err}"
     );
 }
+
+/// A layout of three images: `app:a`, `app:b` and `tools:a`; their
+/// manifest digests.
+fn three_images(env: &Env) -> (String, Vec<String>) {
+    let mut l = Layout::new(env.path("layout"));
+    let digests = ["app:a", "app:b", "tools:a"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            l.image(name, |cfg| {
+                cfg["config"]["Env"] = json!([format!("N={i}")]);
+            })
+        })
+        .collect();
+    (l.finish().to_string(), digests)
+}
+
+#[test]
+fn test_artifacts_select_imports_one_image_through_the_library() {
+    let Some(env) = root_env() else {
+        return;
+    };
+    let (path, digests) = three_images(&env);
+    let store = imagestore::Store::open(env.root()).expect("store");
+    let import = |select: &str| {
+        let opts = imagestore::ImportOptions {
+            select: Some(select.to_string()),
+            ..Default::default()
+        };
+        store.import(&imagestore::Input::Path(PathBuf::from(&path)), &opts)
+    };
+    let r = import("app:b").expect("by reference");
+    assert_eq!(r.images.len(), 1);
+    assert_eq!(r.images[0].manifest.to_string(), digests[1]);
+    let r = import(&digests[2]).expect("by manifest digest");
+    assert_eq!(r.images[0].manifest.to_string(), digests[2]);
+    let id = r.images[0].id.clone();
+    let r = import(&id.hex()[..12]).expect("by id prefix");
+    assert_eq!(r.images[0].id, id);
+    let e = import("a")
+        .expect_err("the tag `a` names two images")
+        .to_string();
+    assert!(e.contains("matches several images"), "{e}");
+    let e = import("nope:1").expect_err("no such image").to_string();
+    assert!(
+        e.contains("\"nope:1\"") && digests.iter().all(|d| e.contains(d.as_str())),
+        "names the selector and lists what the layout holds: {e}"
+    );
+    let ls = env.json(&["image", "ls"]);
+    assert_eq!(
+        ls.as_array().expect("rows").len(),
+        2,
+        "only what was selected: {ls}"
+    );
+}
+
+#[test]
+fn test_artifacts_select_flag_of_image_import() {
+    let Some(env) = root_env() else {
+        return;
+    };
+    let (path, digests) = three_images(&env);
+    let r = env.json(&["image", "import", "--select", "tools:a", &path]);
+    let images = r["images"].as_array().expect("images");
+    assert_eq!(images.len(), 1, "{r}");
+    assert_eq!(images[0]["manifest"], digests[2].as_str());
+    let out = env.run(&["image", "import", "--select", "nope", &path]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"nope\"") && err.contains("app:a") && err.contains("tools:a"),
+        "{err}"
+    );
+}

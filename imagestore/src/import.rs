@@ -41,6 +41,10 @@ pub struct ImportOptions {
     pub tag: Option<String>,
     /// Platform to pick from multi-platform indexes (default: the host's).
     pub platform: Option<Platform>,
+    /// Import only the one image this names when the input holds several:
+    /// a reference (or bare tag), else a manifest digest or image id
+    /// (`sha256:` optional, a unique prefix). No match is an error.
+    pub select: Option<String>,
     /// Progress display; hidden by default.
     pub progress: ProgressBar,
 }
@@ -50,6 +54,7 @@ impl Default for ImportOptions {
         ImportOptions {
             tag: None,
             platform: None,
+            select: None,
             progress: ProgressBar::hidden(),
         }
     }
@@ -116,23 +121,12 @@ impl Store {
         opened: Opened,
         opts: &ImportOptions,
     ) -> Result<ImportReport> {
-        self.import_opened_select(opened, opts, None)
-    }
-
-    /// Import the image `select` names ([`Plan::select`]), or every image
-    /// when it is `None`.
-    pub(crate) fn import_opened_select(
-        &self,
-        opened: Opened,
-        opts: &ImportOptions,
-        select: Option<&str>,
-    ) -> Result<ImportReport> {
         self.clean_temp_if_idle()?;
         let _shared = self.lock_shared()?;
         let session = self.new_session()?;
         let source = Source::load(opened, &session)?;
         let (format, mut plan) = plan_source(&source, opts.platform.as_ref())?;
-        if let Some(selector) = select {
+        if let Some(selector) = &opts.select {
             plan.select(selector, &source.input)?;
         }
         for img in &plan.images {

@@ -618,8 +618,11 @@ mod tests {
 
         fn import(&self, path: &Path, select: Option<&str>) -> crate::Result<crate::ImportReport> {
             let opened = Opened::open(&Input::Path(path.to_path_buf()))?;
-            self.store
-                .import_opened_select(opened, &ImportOptions::default(), select)
+            let opts = ImportOptions {
+                select: select.map(str::to_string),
+                ..ImportOptions::default()
+            };
+            self.store.import_opened(opened, &opts)
         }
     }
 
