@@ -246,8 +246,15 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
     // IMAGE is resolved here, once (an archive path is imported first); the
     // job runs from the image's id.
     let image = store
-        .resolve_or_import(&args.image_and_command[0], &ImportOptions::default())?
-        .id;
+        .resolve_or_import(&args.image_and_command[0], &ImportOptions::default())
+        .map(|resolved| {
+            // An archive imported on the way: its warnings (skipped
+            // artifacts, another platform) as `skiff image import` prints them.
+            for w in resolved.import.iter().flat_map(|r| &r.warnings) {
+                eprintln!("skiff: warning: {w}");
+            }
+            resolved.id
+        })?;
     let mut runner = Runner::new(store)?;
     let result = runner.run(&image, job, &backend, JobIo::Inherit)?;
     if args.json {

@@ -136,6 +136,20 @@ fn test_platform_run_of_a_foreign_image_warns_before_exec_fails() {
             "{image}: warned before the failure: {err:?}"
         );
     }
+    // `skiff run ARCHIVE` on a store that lacks it imports it on the way
+    // and prints that import's warning too.
+    let Some(fresh) = support::run::env() else {
+        return;
+    };
+    let out = fresh.run(None, &[path]);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "skiff: warning: image docker.io/library/foreign:1 is for platform linux/{other}"
+        )),
+        "the import's warning: {err:?}"
+    );
+    fresh.assert_clean("no job state left", "no job cgroup left");
     // A native image is not warned about.
     let out = run.run(None, &[support::run::BUSYBOX, "true"]);
     assert!(out.status.success(), "{}", stderr(&out));

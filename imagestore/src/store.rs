@@ -119,10 +119,8 @@ impl Store {
     /// The image's configuration (from its verified config blob).
     pub fn image_config(&self, rec: &ImageRecord) -> Result<oci_spec::image::ImageConfiguration> {
         let data = self.content.read(&rec.config)?;
-        oci_spec::image::ImageConfiguration::from_reader(&data[..]).map_err(|e| Error::BadJson {
-            what: format!("image config {}", rec.config),
-            detail: e.to_string(),
-        })
+        // Names the field of a damaged config, as at import.
+        crate::plan::parse_json(&data, &format!("image config {}", rec.config))
     }
 
     /// The mount description of an image's root filesystem.
