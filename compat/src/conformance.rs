@@ -562,7 +562,9 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
         },
         // The job's own cgroup, read-only at /sys/fs/cgroup, as Docker
         // mounts it: v1 hierarchies on the host, cgroup2 in a cgroup
-        // namespace on v2. One script reads either layout.
+        // namespace on v2. One script reads either layout. The write puts
+        // the limit back unchanged, which succeeds when the mount is
+        // writable (a lower value could fail for usage instead: EBUSY).
         with(
             simple(
                 "cgroup files show the job's limits, read-only",
@@ -579,7 +581,7 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
                        cat $c/memory/memory.limit_in_bytes $c/pids/pids.max; \
                        f=$c/memory/memory.limit_in_bytes; \
                      fi; \
-                     (echo 1 > $f) 2>/dev/null && echo writable || echo read-only",
+                     (cat $f > $f) 2>/dev/null && echo writable || echo read-only",
                 ],
                 0,
                 stdout_is("50000 100000\n67108864\n50\nread-only\n"),
