@@ -350,9 +350,22 @@ impl Walk<'_> {
                 return Ok(());
             }
             Err(e) if image_config => return Err(e),
-            Ok(ConfigKind::NotImage(_)) | Err(_) => {
-                // Not an image config, but tar layers: an image all the
-                // same. Learn the diff_ids from the layers themselves.
+            // A config that claims to be an image config (it has
+            // architecture, os and rootfs) but does not parse as one, under
+            // another media type: the runtime could not read it, so this is
+            // no image (found by the import_layout fuzzer: it was imported,
+            // and `verify` and `run` then rejected it).
+            Err(e) => {
+                self.skipped.push(format!(
+                    "{name}: artifact (config {cfg_digest} of media type {cfg_mt} is not an \
+                     image config: {e})"
+                ));
+                return Ok(());
+            }
+            Ok(ConfigKind::NotImage(_)) => {
+                // Another kind of config (Helm's, say) over tar layers: an
+                // image all the same, as go-containerregistry reads it.
+                // Learn the diff_ids from the layers themselves.
                 self.plan.warnings.push(format!(
                     "manifest {digest}: config media type {cfg_mt} is not an image config; \
                      layers imported, diff_ids computed from them"
@@ -655,6 +668,47 @@ mod tests {
         assert!(w.contains("application/vnd.in-toto+json"), "{w}");
         assert!(w.contains(&format!("skipped {empty}")), "{w}");
         assert!(w.contains("has no architecture, os, rootfs"), "{w}");
+    }
+
+    #[test]
+    fn test_oci_tar_layers_under_a_config_that_is_no_image_config_are_skipped() {
+        // Found by the import_layout fuzzer: such an entry was imported with
+        // diff_ids computed from its layers, and its config then failed
+        // `verify` and `run` ("rootfs: missing field `type`").
+        let f = Fixture::new();
+        let mut l = f.layout();
+        l.manifest(
+            &image_config(&host_arch(), 1),
+            CONFIG,
+            vec![],
+            ref_name("app:1"),
+        );
+        let (ld, ls) = l.blob(&[0u8; 1024]);
+        let layers = vec![
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": ld.to_string(), "size": ls}),
+        ];
+        let cfg = format!(
+            r#"{{"architecture":"{}","os":"linux","rootfs":{{"difftype":"layers","diff_ids":[]}}}}"#,
+            host_arch()
+        );
+        let odd = l.manifest(
+            cfg.as_bytes(),
+            "application/vnd.example.config+json",
+            layers,
+            ref_name("odd:1"),
+        );
+        let path = l.finish();
+        let report = f.import(&path, None).expect("the image imports");
+        assert_eq!(report.images.len(), 1, "{report:?}");
+        let w = report.warnings.join("\n");
+        assert!(
+            w.contains(&format!("skipped {odd}")) && w.contains("odd:1"),
+            "{w}"
+        );
+        assert!(w.contains("rootfs"), "the reason names the field: {w}");
+        let v = f.store.verify(false).expect("verify");
+        assert!(v.problems.is_empty() && v.leftovers.is_empty(), "{v:?}");
     }
 
     #[test]

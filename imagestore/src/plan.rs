@@ -236,18 +236,6 @@ pub(crate) enum ConfigKind {
 /// The fields without which a config is no image config.
 const IMAGE_CONFIG_FIELDS: [&str; 3] = ["architecture", "os", "rootfs"];
 
-/// Parse an image config and return it with its diff_ids; a config that is
-/// no image config is an error too (see [`classify_config`]).
-pub(crate) fn parse_config(data: &[u8], what: &str) -> Result<(ImageConfiguration, Vec<Digest>)> {
-    match classify_config(data, what)? {
-        ConfigKind::Image(cfg, diff_ids) => Ok((*cfg, diff_ids)),
-        ConfigKind::NotImage(why) => Err(Error::BadJson {
-            what: what.to_string(),
-            detail: format!("not an image config: it {why}"),
-        }),
-    }
-}
-
 /// Parse a blob in an image config's place. A JSON object without
 /// `architecture`, `os` or `rootfs` (an artifact's `{}`) is
 /// [`ConfigKind::NotImage`]; any other error names `what` and the field.

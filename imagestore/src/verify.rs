@@ -36,7 +36,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::error::Result;
 use crate::fsutil::{list_dir, remove_tree};
 use crate::images::ImageRecord;
-use crate::plan::{chain_ids, parse_config};
+use crate::plan::{chain_ids, classify_config, ConfigKind};
 use crate::session;
 use crate::snapshot::SnapshotInfo;
 use crate::store::Store;
@@ -446,8 +446,11 @@ fn check_image(
         Ok(c) => c,
         Err(e) => return Some(format!("config {}: {e}", rec.config)),
     };
-    let diff_ids = match parse_config(&config, &format!("image config {}", rec.config)) {
-        Ok((_, d)) => d,
+    let diff_ids = match classify_config(&config, &format!("image config {}", rec.config)) {
+        Ok(ConfigKind::Image(_, d)) => d,
+        // Another kind of config over tar layers (Helm's): import took the
+        // diff_ids from the layers, so the record's own are the reference.
+        Ok(ConfigKind::NotImage(_)) => rec.layers.iter().map(|l| l.diff_id.clone()).collect(),
         Err(e) => return Some(e.to_string()),
     };
     let recorded: Vec<&Digest> = rec.layers.iter().map(|l| &l.diff_id).collect();
