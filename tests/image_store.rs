@@ -549,3 +549,35 @@ fn test_store_import_of_a_tar_without_an_image_says_what_is_missing() {
         assert_eq!(tree(&env.root()), before, "{path}: the store changed");
     }
 }
+
+/// The race `run_faults`' churn test once hit: a job reads the image's
+/// record, then `image rm` and `image gc` remove it before the job takes its
+/// lease. The lease must refuse ("no such image", a clean 125), not succeed
+/// over snapshots that are gone (the job's overlay mount then failed with
+/// ENOENT).
+#[test]
+fn test_store_lease_refuses_an_image_removed_after_its_record_was_read() {
+    if !prerequisite(is_root(), "root") {
+        return;
+    }
+    let env = Env::new();
+    let store = imagestore::Store::open(env.root()).expect("open store");
+    let report = store
+        .import(
+            &imagestore::Input::from_arg(vendor("compat.tar").to_str().expect("utf8")),
+            &imagestore::ImportOptions::default(),
+        )
+        .expect("import");
+    let id = report.images[0].id.clone();
+    let rec = store
+        .image(&imagestore::ImageId::from_config(id.clone()))
+        .expect("record");
+    store.remove_image(&id.to_string()).expect("image rm");
+    store.gc().expect("image gc");
+    let e = store
+        .lease("job", &rec)
+        .expect_err("the image is gone")
+        .to_string();
+    assert!(e.contains("no such image") && e.contains("snapshot"), "{e}");
+    assert_eq!(env.count("leases"), 0, "no lease left behind");
+}

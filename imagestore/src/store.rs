@@ -132,8 +132,21 @@ impl Store {
     /// them until the lease is dropped or its holder dies. One lease per
     /// name: a name whose lease a live process holds is refused
     /// ([`Error::LeaseInUse`]); a stale one (its holder died) is replaced.
+    ///
+    /// An image removed (`image rm` then `image gc`) after the caller read
+    /// its record is [`Error::ImageNotFound`]: its snapshots are checked
+    /// under the store lock that `gc` takes exclusively, so once the lease
+    /// is taken they stay.
     pub fn lease(&self, name: &str, rec: &ImageRecord) -> Result<Lease> {
         let _shared = self.lock_shared()?;
+        for c in rec.chain() {
+            if self.snapshots.get(&c)?.is_none() {
+                return Err(Error::ImageNotFound(format!(
+                    "{} (removed while the job was starting: its snapshot {c} is gone)",
+                    rec.id
+                )));
+            }
+        }
         let path = self
             .leases_dir()
             .join(format!("{}.lease", lease_file_stem(name)));
