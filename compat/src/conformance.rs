@@ -508,7 +508,11 @@ pub fn cases(work_dir: &Path) -> Vec<Case> {
                     137,
                     None,
                 ),
-                |j| j.limits.memory_bytes = Some(16 << 20),
+                // 32 MiB leaves room for a Go runtime's init (runc's) in
+                // the job's cgroup before `start`: under a slow QEMU guest
+                // with cgroup v2, 16 MiB once killed runc's init before
+                // `start` ("cannot start a container that has stopped").
+                |j| j.limits.memory_bytes = Some(32 << 20),
             );
             c.expect.oom_killed = true;
             c.expect.accounting = true;
