@@ -135,6 +135,16 @@ pub struct LauncherArgs {
     /// (without it, output goes only to descriptors sent with the request).
     #[arg(long = "output-dir", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
+    /// Warm sandboxes kept ready in total (0: off). Each waiting sandbox
+    /// costs about 1 MB; see docs/warm-sandboxes.md.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub warm: usize,
+    /// Warm sandboxes kept per image and shape.
+    #[arg(long = "warm-per-key", value_name = "N", default_value_t = 2)]
+    pub warm_per_key: usize,
+    /// Seconds a warm sandbox may wait before it is discarded.
+    #[arg(long = "warm-ttl", value_name = "SECS", default_value_t = 300)]
+    pub warm_ttl: u64,
 }
 
 fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
@@ -317,6 +327,11 @@ pub fn launcher(root: &Path, args: LauncherArgs) -> anyhow::Result<()> {
         .transpose()?;
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
     let mut runner = Runner::new(store)?;
+    runner.set_warm(runtime::warm::WarmConfig {
+        total: args.warm,
+        per_key: args.warm_per_key.max(1),
+        ttl: std::time::Duration::from_secs(args.warm_ttl),
+    });
     runtime::pool::serve(&mut runner, &sock, dir.as_ref())?;
     Ok(())
 }

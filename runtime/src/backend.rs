@@ -283,14 +283,17 @@ pub fn delete_binary(runtime: &Path, id: &str, state_root: &Path) -> Result<()> 
 
 /// Reap any orphans reparented to this subreaper (the runtime's helpers).
 /// Call only when no job of this process is running.
-pub fn reap_orphans() {
+pub fn reap_orphans() -> Vec<i32> {
+    let mut reaped = Vec::new();
     loop {
         // SAFETY: waitpid with a null status pointer.
         let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
         if r <= 0 {
             break;
         }
+        reaped.push(r);
     }
+    reaped
 }
 
 /// crun 1.8 refuses hybrid hosts because `/sys/fs/cgroup/unified/cgroup.controllers`

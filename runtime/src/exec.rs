@@ -114,7 +114,7 @@ impl SkiffExecutor {
     }
 }
 
-fn die(msg: &str, code: i32) -> ! {
+pub(crate) fn die(msg: &str, code: i32) -> ! {
     let line = format!("skiff: {msg}\n");
     // SAFETY: writing a valid buffer to fd 2, then exiting without running
     // destructors (we are in a forked child).
@@ -124,7 +124,7 @@ fn die(msg: &str, code: i32) -> ! {
     }
 }
 
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     // SAFETY: plain libc calls on a local, initialised signal set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -142,84 +142,100 @@ fn reset_signals() {
     }
 }
 
+/// The job's last steps in its init, shared by the cold executor and a warm
+/// sandbox's: close what the launcher left open, die with the launcher,
+/// enter the working directory inside the root, install `seccomp` (when
+/// not installed already), and `execve` the command, trying `$PATH` as
+/// `execvp` does. Never returns: 126/127 as Docker when nothing runs.
+pub(crate) fn exec_job(
+    args: &[String],
+    env: &[String],
+    cwd: &str,
+    seccomp: Option<&crate::seccomp::Bpf>,
+) -> ! {
+    let Some(cmd) = args.first() else {
+        die("no command", EXIT_CANNOT_INVOKE)
+    };
+    let to_c = |s: &str| match CString::new(s) {
+        Ok(c) => c,
+        Err(_) => die(&format!("{s:?} holds a NUL byte"), EXIT_CANNOT_INVOKE),
+    };
+    let argv: Vec<CString> = args.iter().map(|a| to_c(a)).collect();
+    let envp: Vec<CString> = env.iter().map(|e| to_c(e)).collect();
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    reset_signals();
+    // Nothing of the launcher's stays open past this point; the job
+    // dies with its launcher; the cwd is resolved inside the root.
+    if let Err(e) = crate::confine::close_inherited_fds() {
+        die(
+            &format!("close inherited descriptors: {e}"),
+            EXIT_CANNOT_INVOKE,
+        );
+    }
+    if let Err(e) = crate::confine::die_with_launcher() {
+        die(&e.to_string(), EXIT_CANNOT_INVOKE);
+    }
+    match crate::confine::enter_workdir(cwd) {
+        Ok(()) => {}
+        // Not searchable by the job's user: libcontainer entered it as
+        // root (as runc does); keep that only if it is inside the root.
+        Err(crate::confine::WorkdirError::Resolve(e))
+            if e.raw_os_error() == Some(libc::EACCES)
+                && crate::confine::cwd_is_inside_root().unwrap_or(false) => {}
+        Err(e) => die(
+            &format!("working directory {cwd:?}: {e}"),
+            EXIT_CANNOT_INVOKE,
+        ),
+    }
+    let candidates: Vec<String> = if cmd.contains('/') {
+        vec![cmd.clone()]
+    } else {
+        crate::path_lookup::candidates(env, cmd).collect()
+    };
+    let c_candidates: Vec<CString> = candidates.iter().map(|c| to_c(c)).collect();
+    if let Some(bpf) = seccomp {
+        // The last step before execve, as runtimes do; no_new_privs is set.
+        if let Err(e) = crate::seccomp::install(bpf.bytes()) {
+            die(&format!("install seccomp filter: {e}"), EXIT_CANNOT_INVOKE);
+        }
+    }
+    let mut denied = None;
+    for c in &c_candidates {
+        // SAFETY: argv and envp are NULL-terminated arrays of valid C
+        // strings that outlive the call.
+        unsafe { libc::execve(c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EISDIR) => {
+                denied = Some(err);
+                continue;
+            }
+            _ => die(&format!("exec: {cmd:?}: {err}"), EXIT_CANNOT_INVOKE),
+        }
+    }
+    match denied {
+        Some(_) => die(
+            &LookupError::NotExecutable(cmd.clone()).to_string(),
+            EXIT_CANNOT_INVOKE,
+        ),
+        None => die(
+            &LookupError::NotFound(cmd.clone()).to_string(),
+            EXIT_NOT_FOUND,
+        ),
+    }
+}
+
 impl Executor for SkiffExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         let process = spec.process().as_ref().ok_or(ExecutorError::InvalidArg)?;
         let args = process.args().as_ref().ok_or(ExecutorError::InvalidArg)?;
         let env: Vec<String> = process.env().clone().unwrap_or_default();
-        let cmd = args.first().ok_or(ExecutorError::InvalidArg)?;
-        let to_c = |s: &str| CString::new(s).map_err(|_| ExecutorError::InvalidArg);
-        let argv: Vec<CString> = args.iter().map(|a| to_c(a)).collect::<Result<_, _>>()?;
-        let envp: Vec<CString> = env.iter().map(|e| to_c(e)).collect::<Result<_, _>>()?;
-        let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
-        argv_p.push(std::ptr::null());
-        let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
-        envp_p.push(std::ptr::null());
-        reset_signals();
-        // Nothing of the launcher's stays open past this point; the job
-        // dies with its launcher; the cwd is resolved inside the root.
-        if let Err(e) = crate::confine::close_inherited_fds() {
-            die(
-                &format!("close inherited descriptors: {e}"),
-                EXIT_CANNOT_INVOKE,
-            );
-        }
-        if let Err(e) = crate::confine::die_with_launcher() {
-            die(&e.to_string(), EXIT_CANNOT_INVOKE);
-        }
         let cwd = process.cwd().to_string_lossy().into_owned();
-        match crate::confine::enter_workdir(&cwd) {
-            Ok(()) => {}
-            // Not searchable by the job's user: libcontainer entered it as
-            // root (as runc does); keep that only if it is inside the root.
-            Err(crate::confine::WorkdirError::Resolve(e))
-                if e.raw_os_error() == Some(libc::EACCES)
-                    && crate::confine::cwd_is_inside_root().unwrap_or(false) => {}
-            Err(e) => die(
-                &format!("working directory {cwd:?}: {e}"),
-                EXIT_CANNOT_INVOKE,
-            ),
-        }
-        let candidates: Vec<String> = if cmd.contains('/') {
-            vec![cmd.clone()]
-        } else {
-            crate::path_lookup::candidates(&env, cmd).collect()
-        };
-        let c_candidates: Vec<CString> = candidates
-            .iter()
-            .map(|c| to_c(c))
-            .collect::<Result<_, _>>()?;
-        if let Some(bpf) = &self.seccomp {
-            // The last step before execve, as runtimes do; no_new_privs is set.
-            if let Err(e) = crate::seccomp::install(bpf.bytes()) {
-                die(&format!("install seccomp filter: {e}"), EXIT_CANNOT_INVOKE);
-            }
-        }
-        let mut denied = None;
-        for c in &c_candidates {
-            // SAFETY: argv and envp are NULL-terminated arrays of valid C
-            // strings that outlive the call.
-            unsafe { libc::execve(c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::ENOENT) | Some(libc::ENOTDIR) => continue,
-                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EISDIR) => {
-                    denied = Some(err);
-                    continue;
-                }
-                _ => die(&format!("exec: {cmd:?}: {err}"), EXIT_CANNOT_INVOKE),
-            }
-        }
-        match denied {
-            Some(_) => die(
-                &LookupError::NotExecutable(cmd.clone()).to_string(),
-                EXIT_CANNOT_INVOKE,
-            ),
-            None => die(
-                &LookupError::NotFound(cmd.clone()).to_string(),
-                EXIT_NOT_FOUND,
-            ),
-        }
+        exec_job(args, &env, &cwd, self.seccomp.as_ref())
     }
 
     fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {

@@ -49,6 +49,7 @@ pub mod supervise;
 pub mod timing;
 pub mod ulimit;
 pub mod user;
+pub mod warm;
 
 pub use backend::Backend;
 pub use error::{Error, Result};

@@ -286,7 +286,7 @@ pub fn handle(
         // The pool's edge: the reference is resolved here, once; the job
         // runs from the image's id.
         let image = runner.store().resolve(&req.image)?.image_id();
-        runner.run(&image, req.job, &backend, io)
+        runner.run_pooled(&image, req.job, &backend, io)
     };
     match run() {
         Ok(r) => Reply::Ok(r),
@@ -349,6 +349,22 @@ impl<'a> RequestReader<'a> {
         Frame::Line(line, fds)
     }
 
+    /// Whether a line (or the end of the stream) can be had without
+    /// blocking longer than `timeout_ms`.
+    pub fn readable(&self, timeout_ms: i32) -> bool {
+        use std::os::fd::AsRawFd;
+        if self.eof || self.pending.contains(&b'\n') {
+            return true;
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd that lives for the call.
+        unsafe { libc::poll(&mut pfd, 1, timeout_ms) != 0 }
+    }
+
     /// The next line, or `None` at end of stream. Blank lines are skipped.
     pub fn next_frame(&mut self) -> Result<Option<Frame>> {
         let mut buf = vec![0u8; 64 * 1024];
@@ -403,10 +419,40 @@ impl<'a> RequestReader<'a> {
 /// reply line per request line back to it. A malformed, too large or
 /// invalid request gets an error reply; only I/O errors on the socket end
 /// the loop early. Output paths are opened beneath `dir`, if given.
+///
+/// With warm sandboxes on ([`Runner::set_warm`]), used sandboxes are torn
+/// down after the reply is written, the stock is refilled while no request
+/// is waiting, and stale sandboxes are discarded when idle; all of them go
+/// when the socket closes.
 pub fn serve(runner: &mut Runner, sock: &UnixStream, dir: Option<&OutputDir>) -> Result<()> {
     let mut reader = RequestReader::new(sock);
+    let served = serve_requests(runner, &mut reader, sock, dir);
+    runner.warm_shutdown();
+    served
+}
+
+/// How often an idle launcher with warm sandboxes checks them.
+const WARM_TICK_MS: i32 = 1000;
+
+fn serve_requests(
+    runner: &mut Runner,
+    reader: &mut RequestReader<'_>,
+    sock: &UnixStream,
+    dir: Option<&OutputDir>,
+) -> Result<()> {
     let mut out = sock;
-    while let Some(frame) = reader.next_frame()? {
+    loop {
+        if runner.warm().enabled() {
+            runner.warm_after_reply();
+            while !reader.readable(0) && runner.warm_refill_one() {}
+            while !reader.readable(WARM_TICK_MS) {
+                runner.warm_tick();
+                while !reader.readable(0) && runner.warm_refill_one() {}
+            }
+        }
+        let Some(frame) = reader.next_frame()? else {
+            return Ok(());
+        };
         let reply = match frame {
             Frame::Line(line, fds) => match parse_request(&line) {
                 Ok(req) => handle(runner, req, &fds, dir),
@@ -422,7 +468,6 @@ pub fn serve(runner: &mut Runner, sock: &UnixStream, dir: Option<&OutputDir>) ->
         text.push(b'\n');
         out.write_all(&text).ctx("write a reply to", "socket")?;
     }
-    Ok(())
 }
 
 /// The caller's end of one launcher process.

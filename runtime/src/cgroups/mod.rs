@@ -8,6 +8,7 @@
 //! backend from the OCI spec's `linux.resources` (see [`resources`]); the
 //! driver names the paths, reads accounting, and kills and removes.
 
+pub mod handoff;
 mod v1;
 mod v2;
 mod view;
@@ -25,6 +26,7 @@ use oci_spec::runtime::{
 use crate::error::{Error, Result};
 use crate::job::Limits;
 
+pub use handoff::AccountingBase;
 pub use v1::CgroupV1;
 pub use v2::CgroupV2;
 pub use view::{CgroupView, JobCgroupMount, ViewBind, MOUNT_POINT};
@@ -71,6 +73,12 @@ pub trait CgroupDriver: std::fmt::Debug {
     fn view(&self, job: &str) -> CgroupView;
     /// Read the job's accounting.
     fn stats(&self, job: &str) -> Result<CgroupStats>;
+    /// Write `limits` into the cgroup of a job created without any (a warm
+    /// sandbox at handoff), as the launch backend would have at create.
+    fn apply_limits(&self, job: &str, limits: &Limits) -> Result<()>;
+    /// Reset or baseline the accounting counters (a warm sandbox at
+    /// handoff); [`handoff::since`] then gives the job's own figures.
+    fn reset_accounting(&self, job: &str) -> Result<AccountingBase>;
     /// Pids in the job's cgroup.
     fn pids(&self, job: &str) -> Result<Vec<i32>>;
     /// Kill every task in the job's cgroup, then remove it. Missing is fine.

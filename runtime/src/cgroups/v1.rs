@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    kill_and_rmdir, read_key, read_pids, read_u64, subdirs, CgroupDriver, CgroupStats,
-    CgroupVersion, CgroupView,
+    kill_and_rmdir, read_key, read_pids, read_u64, subdirs, AccountingBase, CgroupDriver,
+    CgroupStats, CgroupVersion, CgroupView,
 };
 use crate::error::Result;
+use crate::job::Limits;
 
 /// The controllers skiff (through the launch backend) places jobs in, and
 /// so removes them from.
@@ -102,6 +103,14 @@ impl CgroupDriver for CgroupV1 {
             cpu_usec: read_u64(&self.dir("cpuacct", job).join("cpuacct.usage")).map(|ns| ns / 1000),
             oom_kills: read_key(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0),
         })
+    }
+
+    fn apply_limits(&self, job: &str, limits: &Limits) -> Result<()> {
+        super::handoff::apply_v1(&|ctrl| self.dir(ctrl, job), limits)
+    }
+
+    fn reset_accounting(&self, job: &str) -> Result<AccountingBase> {
+        super::handoff::reset_v1(&self.dir("memory", job), &self.dir("cpuacct", job))
     }
 
     fn pids(&self, job: &str) -> Result<Vec<i32>> {

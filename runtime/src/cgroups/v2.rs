@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use super::{
-    kill_and_rmdir, read_key, read_pids, read_u64, subdirs, CgroupDriver, CgroupStats,
-    CgroupVersion, CgroupView,
+    kill_and_rmdir, read_key, read_pids, read_u64, subdirs, AccountingBase, CgroupDriver,
+    CgroupStats, CgroupVersion, CgroupView,
 };
 use crate::error::Result;
+use crate::job::Limits;
 
 /// The v2 driver.
 #[derive(Debug, Clone)]
@@ -68,6 +69,14 @@ impl CgroupDriver for CgroupV2 {
             cpu_usec: read_key(&d.join("cpu.stat"), "usage_usec"),
             oom_kills: read_key(&d.join("memory.events"), "oom_kill").unwrap_or(0),
         })
+    }
+
+    fn apply_limits(&self, job: &str, limits: &Limits) -> Result<()> {
+        super::handoff::apply_v2(&self.dir(job), limits)
+    }
+
+    fn reset_accounting(&self, job: &str) -> Result<AccountingBase> {
+        super::handoff::reset_v2(&self.dir(job))
     }
 
     fn pids(&self, job: &str) -> Result<Vec<i32>> {

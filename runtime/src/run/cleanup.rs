@@ -16,8 +16,8 @@ use super::{JobCtx, JobResult, Runner};
 use crate::timing::ms_since;
 
 /// The cleanup phase: the job's accounting and the first error, if any.
-pub(super) fn cleanup(
-    runner: &Runner,
+pub(crate) fn cleanup(
+    runner: &mut Runner,
     ctx: &mut JobCtx<'_>,
     lease: Lease,
 ) -> (CgroupStats, Option<Error>) {
@@ -33,7 +33,9 @@ pub(super) fn cleanup(
         if state.join("init.pid").exists() {
             first_err = backend::delete_binary(runtime, name, &state).err();
         }
-        backend::reap_orphans();
+        // A warm sandbox that died meanwhile may be among them.
+        let reaped = backend::reap_orphans();
+        runner.warm.forget_reaped(&reaped);
     }
     if let Err(e) = runner.cgroups.remove(name) {
         first_err.get_or_insert(e);
@@ -54,7 +56,7 @@ pub(super) fn cleanup(
 }
 
 /// Put the cgroup's accounting into the result (137 for an OOM kill).
-pub(super) fn apply_stats(res: &mut JobResult, stats: &CgroupStats) {
+pub(crate) fn apply_stats(res: &mut JobResult, stats: &CgroupStats) {
     res.cpu_usec = stats.cpu_usec;
     res.peak_memory_bytes = stats.peak_memory_bytes;
     if stats.oom_kills > 0 {

@@ -17,20 +17,21 @@ use super::{JobCtx, Runner};
 
 /// A started job and the launcher's ends of its stdio.
 #[derive(Debug)]
-pub(super) struct Launched {
+pub(crate) struct Launched {
     /// Pids and create/start timings.
-    pub(super) started: Started,
+    pub(crate) started: Started,
     /// Forwarded signals, blocked until the job ends.
-    pub(super) signals: SignalGuard,
+    pub(crate) signals: SignalGuard,
     /// Read end of the job's stdout.
-    pub(super) out_r: OwnedFd,
+    pub(crate) out_r: OwnedFd,
     /// Read end of the job's stderr.
-    pub(super) err_r: OwnedFd,
+    pub(crate) err_r: OwnedFd,
     /// The caller's stdin and the job's stdin pipe (`-i`).
-    pub(super) stdin_feed: Option<(RawFd, OwnedFd)>,
+    pub(crate) stdin_feed: Option<(RawFd, OwnedFd)>,
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+/// A close-on-exec pipe (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -41,7 +42,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// The launch phase. `inherit`: the job's stdin may come from the caller.
-pub(super) fn launch(
+pub(crate) fn launch(
     runner: &Runner,
     ctx: &JobCtx<'_>,
     ready: Ready,
@@ -52,6 +53,7 @@ pub(super) fn launch(
         executor,
         mut record,
         bundle,
+        plan: _,
     } = ready;
     let signals = SignalGuard::install()?;
     let (out_r, out_w) = pipe()?;

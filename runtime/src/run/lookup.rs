@@ -11,20 +11,20 @@ use crate::state::JobDir;
 
 /// What the lookup found and holds for the job.
 #[derive(Debug)]
-pub(super) struct Found {
+pub(crate) struct Found {
     /// The image's config.
-    pub(super) config: oci_spec::image::ImageConfiguration,
+    pub(crate) config: oci_spec::image::ImageConfiguration,
     /// The image's layers, for the overlay.
-    pub(super) desc: MountDescription,
+    pub(crate) desc: MountDescription,
     /// The job's state directory.
-    pub(super) dir: JobDir,
+    pub(crate) dir: JobDir,
     /// Keeps the image's snapshots from `image gc` while the job runs.
-    pub(super) lease: Lease,
+    pub(crate) lease: Lease,
 }
 
 /// The lookup phase. The image was resolved before the job began: here it
 /// is read by id, no reference parsed.
-pub(super) fn lookup(store: &Store, run_root: &Path, image: &ImageId, name: &str) -> Result<Found> {
+pub(crate) fn lookup(store: &Store, run_root: &Path, image: &ImageId, name: &str) -> Result<Found> {
     let rec = store.image(image)?;
     // As `docker run` does: the job still starts (and its exec then fails
     // with "exec format error"), but the user was told why first.

@@ -12,12 +12,12 @@
 //!
 //! Each phase's milliseconds land in [`Phases`].
 
-mod cleanup;
-mod launch;
-mod lookup;
-mod rootfs;
-mod spec;
-mod wait;
+pub(crate) mod cleanup;
+pub(crate) mod launch;
+pub(crate) mod lookup;
+pub(crate) mod rootfs;
+pub(crate) mod spec;
+pub(crate) mod wait;
 
 use std::fs;
 use std::os::fd::RawFd;
@@ -91,6 +91,10 @@ pub struct JobResult {
     pub runtime: String,
     /// Per-phase timings.
     pub phases: Phases,
+    /// With warm sandboxes on: whether a waiting sandbox ran the job
+    /// (`false`: the cold path, a miss). Absent when they are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_hit: Option<bool>,
 }
 
 /// Where a job's stdio goes.
@@ -113,11 +117,13 @@ pub enum JobIo {
 /// cgroup layout and moves the process into a private mount namespace.
 #[derive(Debug)]
 pub struct Runner {
-    store: Store,
-    cgroups: Box<dyn CgroupDriver>,
-    run_root: PathBuf,
-    bounding: Vec<oci_spec::runtime::Capability>,
-    seccomp: seccomp::Cache,
+    pub(crate) store: Store,
+    pub(crate) cgroups: Box<dyn CgroupDriver>,
+    pub(crate) run_root: PathBuf,
+    pub(crate) bounding: Vec<oci_spec::runtime::Capability>,
+    pub(crate) seccomp: seccomp::Cache,
+    /// Warm sandboxes (empty and off unless [`Runner::set_warm`]).
+    pub(crate) warm: crate::warm::Stock,
     /// A shared lock on [`launchers_lock_path`] while this launcher lives.
     _launcher: imagestore::process_lock::ProcessLock,
 }
@@ -227,6 +233,7 @@ impl Runner {
             run_root,
             bounding: oci::caller_bounding_set(),
             seccomp,
+            warm: crate::warm::Stock::default(),
             _launcher: launcher,
         })
     }
@@ -312,7 +319,7 @@ impl Runner {
         ctx.phases.rootfs_ms = ms_since(t);
 
         let t = Instant::now();
-        let prepared = match spec::spec(self, ctx, config, &rootfs)? {
+        let prepared = match spec::spec(self, ctx, config, &rootfs, None)? {
             spec::Prepared::Ready(p) => p,
             spec::Prepared::NotRunnable(e) => {
                 eprintln!("skiff: {e}");

@@ -11,7 +11,7 @@ use crate::mounts;
 use super::JobCtx;
 
 /// The rootfs phase; returns the mounted rootfs.
-pub(super) fn rootfs(ctx: &mut JobCtx<'_>, desc: &imagestore::MountDescription) -> Result<PathBuf> {
+pub(crate) fn rootfs(ctx: &mut JobCtx<'_>, desc: &imagestore::MountDescription) -> Result<PathBuf> {
     let scratch = ctx.scratch.clone();
     fs::create_dir(&scratch).ctx("create", &scratch)?;
     if ctx.job.scratch == ScratchMode::Tmpfs {

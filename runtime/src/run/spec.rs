@@ -3,6 +3,7 @@
 //! the job's `/etc` files; `config.json`; the job record for `gc`.
 
 use std::fs;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use crate::cgroups;
@@ -15,24 +16,27 @@ use crate::safe_root::SafeRoot;
 use crate::seccomp;
 use crate::state::JobRecord;
 use crate::user::{add_groups, resolve_user};
+use crate::warm::executor::{AnyExecutor, WarmExecutor};
 
 use super::{JobCtx, Runner};
 
 /// What the launch phase needs.
 #[derive(Debug)]
-pub(super) struct Ready {
+pub(crate) struct Ready {
     /// skiff's in-container executor (with the plan's precompiled filter,
-    /// if any; libcontainer only).
-    pub(super) executor: SkiffExecutor,
+    /// if any; libcontainer only): the job's, or a warm sandbox's.
+    pub(crate) executor: AnyExecutor,
     /// The job record, completed with the init pid at create.
-    pub(super) record: JobRecord,
+    pub(crate) record: JobRecord,
     /// `scratch/bundle`, holding `config.json`.
-    pub(super) bundle: PathBuf,
+    pub(crate) bundle: PathBuf,
+    /// Docker's rules applied (a warm sandbox keeps the user and cwd).
+    pub(crate) plan: ProcessPlan,
 }
 
 /// The spec phase's outcome.
 #[derive(Debug)]
-pub(super) enum Prepared {
+pub(crate) enum Prepared {
     /// Ready to launch.
     Ready(Ready),
     /// The command cannot run (127 / 126), decided without launching.
@@ -159,21 +163,27 @@ pub fn write_etc_files(etc: &Path, hostname: &str, network: NetworkMode) -> Resu
     fs::write(etc.join("resolv.conf"), resolv).ctx("write", etc.join("resolv.conf"))
 }
 
-/// The spec phase.
-pub(super) fn spec(
+/// Whether `cmd` lies under one of the job's volumes (not looked up in
+/// the image: the volume hides that part of it).
+pub(crate) fn in_volume(job: &JobSpec, cmd: &str) -> bool {
+    job.volumes
+        .iter()
+        .any(|v| cmd.starts_with(&format!("{}/", v.target.trim_end_matches('/'))))
+}
+
+/// The spec phase. `warm_channel`: for a warm sandbox, its end of the job
+/// channel; the command is then not looked up (it comes at handoff).
+pub(crate) fn spec(
     runner: &mut Runner,
     ctx: &JobCtx<'_>,
     config: &oci_spec::image::ImageConfiguration,
     rootfs: &Path,
+    warm_channel: Option<RawFd>,
 ) -> Result<Prepared> {
     let job = ctx.job;
     let root = SafeRoot::open(rootfs).ctx("open", rootfs)?;
     let plan = plan_process(job, config, &root, &runner.bounding)?;
-    let in_volume = job
-        .volumes
-        .iter()
-        .any(|v| plan.args[0].starts_with(&format!("{}/", v.target.trim_end_matches('/'))));
-    if !in_volume {
+    if warm_channel.is_none() && !in_volume(job, &plan.args[0]) {
         if let Err(e) = lookup_command(&root, &plan.args[0], &plan.env, &plan.cwd) {
             return Ok(Prepared::NotRunnable(e));
         }
@@ -218,10 +228,15 @@ pub(super) fn spec(
         cgroup_path,
     };
     ctx.dir.write_record(&record)?;
+    let executor = match warm_channel {
+        Some(fd) => AnyExecutor::Warm(WarmExecutor::new(fd, &seccomp)),
+        None => AnyExecutor::Cold(SkiffExecutor::new(&seccomp)),
+    };
     Ok(Prepared::Ready(Ready {
-        executor: SkiffExecutor::new(&seccomp),
+        executor,
         record,
         bundle,
+        plan,
     }))
 }
 

@@ -26,7 +26,7 @@ impl JobControl for InitControl {
 }
 
 /// The wait phase: the result, without accounting (cleanup adds it).
-pub(super) fn wait(ctx: &JobCtx<'_>, launched: Launched, io: JobIo) -> Result<JobResult> {
+pub(crate) fn wait(ctx: &JobCtx<'_>, launched: Launched, io: JobIo) -> Result<JobResult> {
     let job = ctx.job;
     let (out_sink, err_sink) = match io {
         JobIo::Inherit => (OutputSink::Fd(1), OutputSink::Fd(2)),
