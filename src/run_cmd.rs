@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// Accepted for docker compatibility: jobs are always removed.
     #[arg(long)]
     pub rm: bool,
+    /// Run the job through a warm sandbox, as a pool launcher with
+    /// `--warm` does: a sandbox is created, waits in skiff's executor, and
+    /// the job is handed to it. Made for this one job, so no faster; it
+    /// shows that path gives the same results (libcontainer, no `-i`).
+    #[arg(long)]
+    pub warm: bool,
     /// Add a capability (or ALL).
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -266,7 +272,18 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
             resolved.id
         })?;
     let mut runner = Runner::new(store)?;
-    let result = runner.run(&image, job, &backend, JobIo::Inherit)?;
+    let result = if args.warm {
+        runner.run_pooled(
+            &image,
+            job,
+            &backend,
+            JobIo::Inherit,
+            runtime::warm::WarmPolicy::Require,
+        )?
+    } else {
+        runner.run(&image, job, &backend, JobIo::Inherit)?
+    };
+    runner.warm_shutdown();
     if args.json {
         use std::io::Write;
         let text = serde_json::to_string(&result)?;

@@ -884,6 +884,8 @@ pub use runtime::error::error_chain;
 pub struct InProcess {
     runner: Runner,
     backend: Backend,
+    /// Every job through a warm sandbox ([`InProcess::warm`]).
+    warm: Option<runtime::warm::WarmPolicy>,
 }
 
 impl InProcess {
@@ -892,6 +894,25 @@ impl InProcess {
         Ok(InProcess {
             runner: Runner::new(store)?,
             backend,
+            warm: None,
+        })
+    }
+
+    /// A launcher on `store` that puts every job through a warm sandbox:
+    /// a waiting one when the previous job left one of the same shape,
+    /// else one made on the job's path. Used sandboxes are torn down and
+    /// the stock refilled between jobs, as a pool launcher does.
+    pub fn warm(store: Store) -> Result<InProcess> {
+        let mut runner = Runner::new(store)?;
+        runner.set_warm(runtime::warm::WarmConfig {
+            total: 2,
+            per_key: 1,
+            ..Default::default()
+        });
+        Ok(InProcess {
+            runner,
+            backend: Backend::Libcontainer,
+            warm: Some(runtime::warm::WarmPolicy::Require),
         })
     }
 }
@@ -928,10 +949,20 @@ impl Launch for InProcess {
             .store()
             .resolve(image)
             .map_err(runtime::Error::from);
-        match resolved.and_then(|rec| {
-            self.runner
-                .run(&rec.image_id(), job.clone(), &self.backend, io)
-        }) {
+        let ran = resolved.and_then(|rec| match self.warm {
+            Some(policy) => {
+                let r =
+                    self.runner
+                        .run_pooled(&rec.image_id(), job.clone(), &self.backend, io, policy);
+                self.runner.warm_after_reply();
+                while self.runner.warm_refill_one() {}
+                r
+            }
+            None => self
+                .runner
+                .run(&rec.image_id(), job.clone(), &self.backend, io),
+        });
+        match ran {
             Ok(result) => Ok(Outcome {
                 result,
                 stdout: read_capture(&mut out),

@@ -29,6 +29,7 @@ impl Launch for Launcher {
             stdout: Some(Sink::Fd(0)),
             stderr: Some(Sink::Fd(1)),
             output_cap: Some(conformance::OUTPUT_CAP),
+            warm: self.warm_policy(),
         };
         let reply = self
             .request_with_fds(&req, &[out.as_fd(), err.as_fd()])

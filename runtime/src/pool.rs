@@ -96,10 +96,13 @@ pub struct Request {
     /// Bytes kept per stream; the rest is counted in `output_dropped_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_cap: Option<u64>,
+    /// Whether to use a warm sandbox: `prefer` (default), `require`, `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<crate::warm::WarmPolicy>,
 }
 
 /// The fields of [`Request`] besides the flattened [`JobSpec`] ones.
-const REQUEST_FIELDS: &[&str] = &["image", "runtime", "stdout", "stderr", "output_cap"];
+const REQUEST_FIELDS: &[&str] = &["image", "runtime", "stdout", "stderr", "output_cap", "warm"];
 
 /// Why a request was refused before anything ran.
 #[derive(Debug, thiserror::Error)]
@@ -286,7 +289,7 @@ pub fn handle(
         // The pool's edge: the reference is resolved here, once; the job
         // runs from the image's id.
         let image = runner.store().resolve(&req.image)?.image_id();
-        runner.run_pooled(&image, req.job, &backend, io)
+        runner.run_pooled(&image, req.job, &backend, io, req.warm.unwrap_or_default())
     };
     match run() {
         Ok(r) => Reply::Ok(r),
@@ -480,6 +483,7 @@ pub struct Launcher {
     sock: Option<UnixStream>,
     replies: BufReader<UnixStream>,
     runtime: Option<String>,
+    warm: Option<crate::warm::WarmPolicy>,
 }
 
 impl Launcher {
@@ -511,6 +515,7 @@ impl Launcher {
             sock: Some(ours),
             replies,
             runtime: None,
+            warm: None,
         })
     }
 
@@ -523,6 +528,16 @@ impl Launcher {
     /// The `runtime` set by [`Launcher::set_runtime`].
     pub fn runtime(&self) -> Option<&str> {
         self.runtime.as_deref()
+    }
+
+    /// The `warm` policy that [`Launch::launch`] puts in its requests.
+    pub fn set_warm_policy(&mut self, warm: Option<crate::warm::WarmPolicy>) {
+        self.warm = warm;
+    }
+
+    /// The policy set by [`Launcher::set_warm_policy`].
+    pub fn warm_policy(&self) -> Option<crate::warm::WarmPolicy> {
+        self.warm
     }
 
     /// The launcher's pid (for counting its fds and mounts).

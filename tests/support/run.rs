@@ -21,6 +21,10 @@ use super::privilege::{gate, missing_for_jobs, skip_or_fail};
 pub const BUSYBOX: &str = conformance::BUSYBOX;
 pub const COMPAT: &str = conformance::COMPAT;
 
+/// The "runtime" that [`Env::run`] turns into `skiff run --warm`: the job
+/// handed to a warm sandbox.
+pub const WARM: &str = "warm";
+
 /// What `skiff run` tests need: [`missing_for_jobs`] and the vendored
 /// busybox image.
 pub fn missing_prerequisite() -> Option<String> {
@@ -92,8 +96,15 @@ impl Env {
     pub fn run(&self, runtime: Option<&str>, args: &[&str]) -> Output {
         let mut c = self.cmd();
         c.arg("run");
-        if let Some(r) = runtime {
-            c.args(["--runtime", r]);
+        match runtime {
+            // skiff's warm-sandbox path (libcontainer).
+            Some(WARM) => {
+                c.arg("--warm");
+            }
+            Some(r) => {
+                c.args(["--runtime", r]);
+            }
+            None => {}
         }
         c.args(args).output().expect("run skiff")
     }

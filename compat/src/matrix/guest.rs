@@ -274,10 +274,14 @@ fn run_all(params: &BTreeMap<String, String>, report: &mut GuestReport) -> Resul
     for rt in runtimes.split(',').filter(|r| !r.is_empty()) {
         let t = Instant::now();
         let run = (|| -> Result<SuiteRun, String> {
-            let backend = Backend::parse(rt).map_err(|e| e.to_string())?;
             let store = imagestore::Store::open(root).map_err(|e| e.to_string())?;
-            let mut launch =
-                InProcess::new(store, backend).map_err(|e| conformance::error_chain(&e))?;
+            let mut launch = if rt == super::WARM {
+                InProcess::warm(store)
+            } else {
+                let backend = Backend::parse(rt).map_err(|e| e.to_string())?;
+                InProcess::new(store, backend)
+            }
+            .map_err(|e| conformance::error_chain(&e))?;
             let work = Path::new("/tmp/suite").join(rt);
             fs::create_dir_all(&work).map_err(|e| e.to_string())?;
             let r = conformance::run_suite(&mut launch, &work);

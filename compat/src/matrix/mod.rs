@@ -64,7 +64,11 @@ pub enum MatrixError {
 /// The default kernel axis.
 pub const DEFAULT_KERNELS: &str = "host,6.1-v2,6.1-v1,6.12-v2";
 /// The default runtime axis.
-pub const DEFAULT_RUNTIMES: &str = "libcontainer,runc,crun,youki";
+pub const DEFAULT_RUNTIMES: &str = "libcontainer,warm,runc,crun,youki";
+
+/// The runtime column of skiff's warm sandboxes: libcontainer, every job
+/// handed to a sandbox created before it (or, on a miss, for it).
+pub const WARM: &str = "warm";
 
 /// One kernel column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +326,9 @@ pub struct Options {
 
 /// Where a runtime's binary is, or why it is absent.
 pub fn find_runtime(name: &str) -> Result<Option<PathBuf>, String> {
+    if name == WARM {
+        return Ok(None);
+    }
     match Backend::parse(name) {
         Ok(Backend::Libcontainer) => Ok(None),
         Ok(Backend::Binary(p)) => Ok(Some(p)),
@@ -394,9 +401,15 @@ fn host_column(opts: &Options, log: &mut dyn Write) -> (KernelRow, Vec<Cell>) {
         let run = (|| -> Result<SuiteRun, String> {
             let mut cmd = Command::new(&opts.skiff);
             cmd.arg("--root").arg(&store_root).arg("launcher");
+            if rt == WARM {
+                cmd.args(["--warm", "2", "--warm-per-key", "1"]);
+            }
             cmd.stderr(std::process::Stdio::null());
             let mut launcher = Launcher::spawn(cmd).map_err(|e| e.to_string())?;
             launcher.set_runtime(runtime.as_ref().map(|_| rt.clone()));
+            if rt == WARM {
+                launcher.set_warm_policy(Some(runtime::warm::WarmPolicy::Require));
+            }
             let dir = work.join(format!("suite-{rt}"));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let r = conformance::run_suite(&mut launcher, &dir);

@@ -91,10 +91,10 @@ pub struct JobResult {
     pub runtime: String,
     /// Per-phase timings.
     pub phases: Phases,
-    /// With warm sandboxes on: whether a waiting sandbox ran the job
-    /// (`false`: the cold path, a miss). Absent when they are off.
+    /// With warm sandboxes asked about: whether a waiting sandbox ran the
+    /// job (`hit`), one made for it (`made`), or the cold path (`miss`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub warm_hit: Option<bool>,
+    pub warm: Option<crate::warm::WarmUse>,
 }
 
 /// Where a job's stdio goes.

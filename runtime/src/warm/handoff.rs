@@ -204,6 +204,5 @@ fn run_inner(
     res.wall_ms = ms_since(t0);
     res.runtime = backend.name();
     res.name = job.name.clone();
-    res.warm_hit = Some(true);
     Ok(res)
 }

@@ -57,6 +57,33 @@ impl Default for WarmConfig {
     }
 }
 
+/// What a request asks of the warm stock (`"warm"` in a pool request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmPolicy {
+    /// A waiting sandbox if one matches, else the cold path (the default).
+    #[default]
+    Prefer,
+    /// Always through a sandbox: on a miss, one is created for this job on
+    /// its path (tests and the compatibility matrix use it to put every
+    /// case through the warm path). An ineligible job is refused.
+    Require,
+    /// The cold path.
+    Off,
+}
+
+/// How a job ran, when warm sandboxes were asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarmUse {
+    /// A waiting sandbox ran it.
+    Hit,
+    /// A sandbox made for it on its path ran it ([`WarmPolicy::Require`]).
+    Made,
+    /// The cold path ran it.
+    Miss,
+}
+
 /// The stock key: the image id and the shape, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -219,20 +246,29 @@ impl crate::run::Runner {
     }
 
     /// Run a job through a waiting sandbox of its key when there is one,
-    /// else the cold path ([`Runner::run`]). Eligible: libcontainer,
-    /// captured output, no stdin; others always take the cold path.
+    /// else the cold path ([`Runner::run`]), as `policy` says. Eligible:
+    /// libcontainer without stdin; others always take the cold path.
     pub fn run_pooled(
         &mut self,
         image: &ImageId,
         mut job: JobSpec,
         backend: &crate::backend::Backend,
         io: crate::run::JobIo,
+        policy: WarmPolicy,
     ) -> crate::error::Result<crate::run::JobResult> {
-        let eligible = self.warm.enabled()
-            && *backend == crate::backend::Backend::Libcontainer
-            && !job.stdin
-            && matches!(io, crate::run::JobIo::Capture { .. });
-        if !eligible {
+        // stdin (`-i`) would need the launcher's copy loop from the start.
+        let eligible = *backend == crate::backend::Backend::Libcontainer && !job.stdin;
+        if policy == WarmPolicy::Require && !eligible {
+            return Err(crate::error::Error::InvalidOption {
+                what: "warm",
+                value: "require".into(),
+                detail: "warm sandboxes run libcontainer jobs without stdin (-i)".into(),
+            });
+        }
+        if policy == WarmPolicy::Off
+            || !eligible
+            || (!self.warm.enabled() && policy == WarmPolicy::Prefer)
+        {
             return self.run(image, job, backend, io);
         }
         let t0 = Instant::now();
@@ -240,14 +276,28 @@ impl crate::run::Runner {
             job.name = crate::state::random_id();
         }
         let key = Key::of(image, &job);
-        self.warm.want(&key, &job);
-        while let Some(i) = self.warm.ready.iter().position(|s| s.key == key) {
-            let mut s = self.warm.ready.remove(i);
+        if self.warm.enabled() {
+            self.warm.want(&key, &job);
+        }
+        let mut made = false;
+        loop {
+            let s = match self.warm.ready.iter().position(|s| s.key == key) {
+                Some(i) => self.warm.ready.remove(i),
+                None if policy == WarmPolicy::Require && !made => {
+                    made = true;
+                    let s = create::create(self, image, &shape_of(&job))?;
+                    self.warm.counters.created += 1;
+                    s
+                }
+                None => break,
+            };
+            let mut s = s;
             if self.is_stale(&mut s) {
                 self.warm.counters.discarded += 1;
                 discard::discard(self, s);
                 continue;
             }
+            let used = if made { WarmUse::Made } else { WarmUse::Hit };
             match handoff::prepare(&s, &job) {
                 Err(e) => {
                     self.warm.ready.push(s);
@@ -263,19 +313,34 @@ impl crate::run::Runner {
                         launch_ms: crate::timing::ms_since(t0),
                         wall_ms: crate::timing::ms_since(t0),
                         runtime: backend.name(),
-                        warm_hit: Some(true),
+                        warm: Some(used),
                         ..Default::default()
                     });
                 }
                 Ok(Ok(h)) => {
-                    self.warm.counters.hits += 1;
-                    return handoff::run(self, s, &job, h, io, t0);
+                    if used == WarmUse::Hit {
+                        self.warm.counters.hits += 1;
+                    }
+                    let create_ms = s.create_ms;
+                    let mut res = handoff::run(self, s, &job, h, io, t0)?;
+                    if used == WarmUse::Made {
+                        // The sandbox was made on the job's path: show it as create.
+                        res.phases.create_ms = create_ms;
+                        res.phases.lookup_ms = (res.phases.lookup_ms - create_ms).max(0.0);
+                    }
+                    res.warm = Some(used);
+                    return Ok(res);
                 }
             }
         }
+        if policy == WarmPolicy::Require {
+            return Err(crate::error::Error::Protocol(
+                "warm: require: the sandbox made for the job went stale before use".into(),
+            ));
+        }
         self.warm.counters.misses += 1;
         let mut res = self.run(image, job, backend, io)?;
-        res.warm_hit = Some(false);
+        res.warm = Some(WarmUse::Miss);
         Ok(res)
     }
 
