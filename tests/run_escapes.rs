@@ -13,7 +13,7 @@ use compat::conformance::Launch;
 use runtime::JobSpec;
 use support::env::build_c;
 use support::run;
-use support::run::{backends, env, stdout, vendor_archive, Env, BUSYBOX};
+use support::run::{backends, backends_and_warm, env, stdout, vendor_archive, Env, BUSYBOX};
 use support::tar::{derive, layer, Entry};
 
 /// Host files a job must never reach: a marker with a secret, and a canary
@@ -101,7 +101,7 @@ fn test_escape_workdir_flag_proc_self_fd() {
     let Some(e) = env() else { return };
     let plant = Plant::new();
     let script = plant.probe_script();
-    for rt in backends() {
+    for rt in backends_and_warm() {
         for n in 3..=64 {
             let wd = format!("/proc/self/fd/{n}");
             let out = e.run(rt, &["-w", &wd, BUSYBOX, "sh", "-c", &script]);
@@ -124,7 +124,7 @@ fn test_escape_image_workdir_proc_self_fd() {
         hostile(&e, &tag, &[], |c| {
             c["WorkingDir"] = format!("/proc/self/fd/{n}").into();
         });
-        for rt in backends() {
+        for rt in backends_and_warm() {
             let out = e.run(rt, &[&tag, "sh", "-c", &script]);
             if let Some(why) = plant.escaped(&e, &text(&out)) {
                 panic!("{rt:?} image WorkingDir fd {n}: {why}");
@@ -156,7 +156,7 @@ fn test_escape_image_workdir_symlinks() {
     hostile(&e, "hostile/workdir-links:root", &entries, |c| {
         c["WorkingDir"] = "/wdroot".into();
     });
-    for rt in backends() {
+    for rt in backends_and_warm() {
         // The image's own WORKDIR, a symlink to a leaked descriptor.
         let out = e.run(rt, &["hostile/workdir-links:1", "sh", "-c", &script]);
         if let Some(why) = plant.escaped(&e, &text(&out)) {
@@ -470,12 +470,9 @@ fn test_escape_workdir_through_a_descriptor_the_caller_leaked() {
     let script = plant.probe_script();
     let leaked = std::fs::File::open(plant.dir.path().join("canary")).expect("open host dir");
     let raw = leaked.as_raw_fd();
-    for rt in backends() {
+    for rt in backends_and_warm() {
         let mut c = e.cmd();
-        c.arg("run");
-        if let Some(r) = rt {
-            c.args(["--runtime", r]);
-        }
+        c.arg("run").args(run::runtime_args(rt));
         c.args(["-w", "/proc/self/fd/9", BUSYBOX, "sh", "-c", &script]);
         // SAFETY: dup2 in the forked child before exec; async-signal-safe.
         unsafe {

@@ -13,7 +13,7 @@ use compat::conformance::Launch;
 use runtime::JobSpec;
 use support::env::{build_c, docker_load};
 use support::privilege::skip_or_fail;
-use support::run::{backends, env, stdout, vendor_archive, Env, BUSYBOX};
+use support::run::{backends_and_warm, env, stdout, vendor_archive, Env, BUSYBOX};
 use support::tar::{derive, layer, Entry};
 
 const TAG: &str = "probe/setuid:1";
@@ -58,7 +58,7 @@ fn test_no_new_privs_off_lets_setuid_binaries_gain_root() {
     };
     let out = e.skiff(&["image", "import", archive.to_str().expect("utf8")]);
     assert!(out.status.success(), "import: {}", text(&out));
-    for runtime in backends() {
+    for runtime in backends_and_warm() {
         let label = runtime.unwrap_or("libcontainer");
         // The default: no_new_privs is set, the setuid bit is ignored.
         for opts in [

@@ -12,7 +12,7 @@ use compat::conformance::Launch;
 use runtime::JobSpec;
 use support::env::docker_load;
 use support::privilege::skip_or_fail;
-use support::run::{backends, env, stdout, vendor_archive, BUSYBOX};
+use support::run::{backends_and_warm, env, stdout, vendor_archive, BUSYBOX};
 
 /// Distinctive limits for the caller, below any host's defaults.
 const SOFT: u64 = 777;
@@ -43,14 +43,11 @@ fn text(out: &Output) -> String {
 #[test]
 fn test_jobs_inherit_the_callers_rlimits_and_take_ulimits() {
     let Some(e) = env() else { return };
-    for runtime in backends() {
+    for runtime in backends_and_warm() {
         let label = runtime.unwrap_or("libcontainer");
         let run = |args: &[&str]| {
             let mut c = e.cmd();
-            c.arg("run");
-            if let Some(r) = runtime {
-                c.args(["--runtime", r]);
-            }
+            c.arg("run").args(support::run::runtime_args(runtime));
             with_nofile(c).args(args).output().expect("skiff run")
         };
         // Inherited: the caller's 777/888, not a fixed 1024/1024.

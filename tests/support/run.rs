@@ -95,17 +95,7 @@ impl Env {
     /// Run `skiff run [runtime] ARGS`.
     pub fn run(&self, runtime: Option<&str>, args: &[&str]) -> Output {
         let mut c = self.cmd();
-        c.arg("run");
-        match runtime {
-            // skiff's warm-sandbox path (libcontainer).
-            Some(WARM) => {
-                c.arg("--warm");
-            }
-            Some(r) => {
-                c.args(["--runtime", r]);
-            }
-            None => {}
-        }
+        c.arg("run").args(runtime_args(runtime));
         c.args(args).output().expect("run skiff")
     }
 
@@ -467,6 +457,22 @@ pub fn probe_syscalls(
         .filter_map(|l| l.split_once(' '))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// [`backends`], then skiff's warm-sandbox path ([`WARM`]).
+pub fn backends_and_warm() -> Vec<Option<&'static str>> {
+    let mut v = backends();
+    v.push(Some(WARM));
+    v
+}
+
+/// The `skiff run` options that select `rt` (see [`Env::run`]).
+pub fn runtime_args(rt: Option<&str>) -> Vec<&str> {
+    match rt {
+        Some(WARM) => vec!["--warm"],
+        Some(r) => vec!["--runtime", r],
+        None => vec![],
+    }
 }
 
 /// libcontainer (`None`), then runc and crun where installed; with
