@@ -32,9 +32,10 @@ pub enum BenchCommand {
     /// named by --root is never touched.
     Import(ImportArgs),
 
-    /// Launch latency and throughput: `skiff run` and skiff's launcher pool
-    /// against runc, crun, podman, docker and the kernel's floor (`unshare`),
-    /// on the same busybox job, interleaved round by round. Writes
+    /// Launch latency and throughput: `skiff run`, skiff's launcher pool
+    /// and the pool with warm sandboxes against runc, crun, podman, docker
+    /// and the kernel's floor (`unshare`), on the same busybox job,
+    /// interleaved round by round. Writes
     /// `launch.json` and SVG/PNG plots into --out. The default of `skiff bench`.
     ///
     /// Uses a private bench store under --workdir; the store named by --root
@@ -100,7 +101,7 @@ pub struct LaunchArgs {
     pub warmup: Option<usize>,
 
     /// Contenders, comma-separated [default: all that are installed]:
-    /// skiff, skiff-pool, runc, crun, podman, docker, floor, true.
+    /// skiff, skiff-pool, skiff-warm, runc, crun, podman, docker, floor, true.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub contenders: Option<Vec<String>>,
 

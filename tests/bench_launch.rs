@@ -1,6 +1,8 @@
-//! `skiff bench launch` in its smallest form: 3 rounds, skiff and the floor
-//! only, no throughput. Checks that the table prints and that the results
-//! file and the CDF plot (SVG and PNG) exist and parse; never checks timings.
+//! `skiff bench launch` in its smallest form: 3 rounds, skiff, the warm
+//! pool and the floor only, no throughput. Checks that the table prints and
+//! that the results file and the CDF plot (SVG and PNG) exist and parse,
+//! with the warm pool's hit counts and the skiff contenders' CPU breakdown
+//! by process; never checks timings.
 //!
 //! Needs root, overlayfs, cgroups and the vendored busybox image; without
 //! them it prints why and skips, unless `SKIFF_REQUIRE_PRIVILEGED=1`.
@@ -37,7 +39,7 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
             "--rounds",
             "3",
             "--contenders",
-            "skiff,floor",
+            "skiff,skiff-warm,floor",
         ])
         .args(["--no-throughput", "--warmup", "1", "--quiet"])
         .arg("--image")
@@ -65,18 +67,27 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
     for col in ["median", "p95", "p99", "vs skiff", "vs floor"] {
         assert!(header.contains(col), "header lacks {col}: {header}");
     }
-    for name in ["skiff ", "floor "] {
+    assert!(
+        header.contains("warm hits"),
+        "header lacks warm hits: {header}"
+    );
+    for name in ["skiff ", "skiff-warm ", "floor "] {
         assert!(
             stdout.lines().any(|l| l.starts_with(name)),
             "no row for {name} in:\n{stdout}"
         );
     }
     assert!(stdout.contains("goals (issue 3)"), "{stdout}");
+    assert!(
+        stdout.contains("cpu per job by process"),
+        "no CPU breakdown in:\n{stdout}"
+    );
 
     // The results file.
     let data = std::fs::read(out.join("launch.json")).expect("launch.json exists");
     let v: Value = serde_json::from_slice(&data).expect("launch.json parses");
     assert_eq!(v["benchmark"], "launch");
+    assert_eq!(v["schema"], 2);
     assert_eq!(v["rounds"], 3);
     for key in [
         "date",
@@ -101,8 +112,9 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
         .collect();
     assert_eq!(
         names,
-        ["skiff", "floor"],
-        "only the contenders asked for run"
+        ["skiff", "skiff-warm", "floor"],
+        "only the contenders asked for run (skipped: {})",
+        v["skipped"]
     );
     for c in contenders {
         assert_eq!(c["samples_ms"].as_array().map(Vec::len), Some(3));
@@ -117,6 +129,52 @@ fn bench_launch_smallest_run_writes_table_json_and_plots() {
         ] {
             assert!(num(c, key) > 0.0, "{key} of {} is not positive", c["name"]);
         }
+        let skiff = c["name"] != "floor";
+        // How the jobs used warm sandboxes: every timed launch counted once.
+        let warm = &c["warm"];
+        if skiff {
+            let counts: Vec<u64> = ["hit", "made", "miss", "unknown"]
+                .iter()
+                .map(|k| {
+                    warm[k]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("warm.{k} of {}: {warm}", c["name"]))
+                })
+                .collect();
+            assert_eq!(counts.iter().sum::<u64>(), 3, "{}: {warm}", c["name"]);
+            if c["name"] == "skiff-warm" {
+                assert_eq!(counts[3], 0, "the warm pool reports every job: {warm}");
+                assert_eq!(
+                    counts[1], 0,
+                    "policy prefer makes no sandbox on a job's path"
+                );
+            }
+        } else {
+            assert!(warm.is_null(), "floor has no warm counts: {warm}");
+        }
+        // CPU per job by process: non-negative parts that add up to the total.
+        let b = &c["cpu_breakdown"];
+        if !skiff {
+            assert!(b.is_null(), "floor has no CPU breakdown: {b}");
+            continue;
+        }
+        assert_eq!(b["jobs"], 3, "{}: {b}", c["name"]);
+        let total = num(b, "total_ms");
+        assert!(total > 0.0, "{}: {b}", c["name"]);
+        let parts = b["parts"].as_array().expect("parts is a list");
+        assert!(parts.len() >= 2, "{}: {b}", c["name"]);
+        let mut sum = 0.0;
+        for p in parts {
+            assert!(p["name"].is_string() && p["what"].is_string(), "{p}");
+            let ms = p["ms"].as_f64().expect("ms is a number");
+            assert!(ms >= 0.0, "{}: negative part {p}", c["name"]);
+            sum += ms;
+        }
+        assert!(
+            (sum - total).abs() <= 0.001 * total.max(1.0),
+            "{}: parts sum to {sum}, total {total}",
+            c["name"]
+        );
     }
     assert_eq!(
         v["throughput"].as_array().map(Vec::len),

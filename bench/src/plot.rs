@@ -25,6 +25,7 @@ fn colour(name: &str) -> RGBColor {
     match name {
         "skiff" => RGBColor(31, 119, 180),
         "skiff-pool" => RGBColor(23, 190, 207),
+        "skiff-warm" => RGBColor(188, 189, 34),
         "runc" => RGBColor(255, 127, 14),
         "crun" => RGBColor(214, 39, 40),
         "podman" => RGBColor(148, 103, 189),
@@ -354,6 +355,7 @@ where
         .map(|b| match b.contender.as_str() {
             "skiff" => "skiff run".to_string(),
             "skiff-pool" => "skiff pool".to_string(),
+            "skiff-warm" => "skiff warm".to_string(),
             other => other.to_string(),
         })
         .collect();

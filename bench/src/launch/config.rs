@@ -31,6 +31,8 @@ pub enum Contender {
     Skiff,
     /// skiff's launcher pool: request to result.
     SkiffPool,
+    /// skiff's launcher pool with warm sandboxes (`skiff launcher --warm N`).
+    SkiffWarm,
     /// `runc run`.
     Runc,
     /// `crun run` (with the hybrid-cgroup workaround where needed).
@@ -47,9 +49,10 @@ pub enum Contender {
 
 impl Contender {
     /// Every contender, in running order.
-    pub const ALL: [Contender; 8] = [
+    pub const ALL: [Contender; 9] = [
         Contender::Skiff,
         Contender::SkiffPool,
+        Contender::SkiffWarm,
         Contender::Runc,
         Contender::Crun,
         Contender::Podman,
@@ -63,6 +66,7 @@ impl Contender {
         match self {
             Contender::Skiff => "skiff",
             Contender::SkiffPool => "skiff-pool",
+            Contender::SkiffWarm => "skiff-warm",
             Contender::Runc => "runc",
             Contender::Crun => "crun",
             Contender::Podman => "podman",
@@ -72,10 +76,15 @@ impl Contender {
         }
     }
 
-    /// Parse a name (`pool` is accepted for `skiff-pool`).
+    /// Parse a name (`pool` is accepted for `skiff-pool`, `warm` for
+    /// `skiff-warm`).
     pub fn parse(name: &str) -> Result<Contender> {
         let name = name.trim();
-        let name = if name == "pool" { "skiff-pool" } else { name };
+        let name = match name {
+            "pool" => "skiff-pool",
+            "warm" => "skiff-warm",
+            other => other,
+        };
         Contender::ALL
             .into_iter()
             .find(|c| c.name() == name)
@@ -92,12 +101,33 @@ impl Contender {
             self,
             Contender::Skiff
                 | Contender::SkiffPool
+                | Contender::SkiffWarm
                 | Contender::Runc
                 | Contender::Crun
                 | Contender::Floor
         )
     }
 }
+
+impl Contender {
+    /// skiff itself (`skiff run`, the pool, the warm pool): a failure stops
+    /// the benchmark, and its CPU time is broken down by process.
+    pub fn is_skiff(self) -> bool {
+        matches!(
+            self,
+            Contender::Skiff | Contender::SkiffPool | Contender::SkiffWarm
+        )
+    }
+
+    /// Served by `skiff launcher` processes.
+    pub fn is_pool(self) -> bool {
+        matches!(self, Contender::SkiffPool | Contender::SkiffWarm)
+    }
+}
+
+/// Sandboxes each `skiff-warm` launcher keeps waiting (`--warm` and
+/// `--warm-per-key`: the benchmark's job has one key).
+pub const WARM_STOCK: usize = 2;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use runtime::pool::{Launcher, Reply, Request};
 use runtime::timing::{ms, ms_since};
+use runtime::warm::WarmUse;
 use runtime::{JobResult, Phases};
 
 use super::config::Contender;
@@ -27,7 +28,7 @@ pub const PHASES: [&str; 7] = [
 /// request and reply on the pipes).
 pub fn outside_phase(c: Contender) -> &'static str {
     match c {
-        Contender::SkiffPool => "request+reply",
+        Contender::SkiffPool | Contender::SkiffWarm => "request+reply",
         _ => "process+setup",
     }
 }
@@ -41,6 +42,36 @@ pub struct Sample {
     pub cpu_ms: Option<f64>,
     /// skiff only: [`PHASES`] then the outside part, in milliseconds.
     pub phases: Vec<f64>,
+    /// skiff only: the job cgroup's CPU milliseconds (`JobResult.cpu_usec`).
+    pub job_cpu_ms: Option<f64>,
+    /// `skiff run` only: the skiff process's own CPU milliseconds.
+    pub own_cpu_ms: Option<f64>,
+    /// The pool only: the launcher's CPU clock and its bench cgroup's usage
+    /// (milliseconds since they started) when the request was sent. A job's
+    /// CPU is the difference to the next request's mark, so that the work
+    /// after the reply (teardown, refill) counts.
+    pub mark: Option<Mark>,
+    /// skiff only: whether a warm sandbox ran it.
+    pub warm: Option<WarmUse>,
+}
+
+/// CPU counters of a pool contender at one instant (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Mark {
+    /// The launcher's CPU clock.
+    pub launcher_ms: f64,
+    /// The contender's bench cgroup's `cpuacct.usage`.
+    pub cgroup_ms: Option<f64>,
+}
+
+impl Mark {
+    /// Read `launcher`'s clock and the cgroup usage now.
+    pub fn now(launcher_pid: u32, cgroup: Option<&super::cpu::BenchCgroup>) -> Mark {
+        Mark {
+            launcher_ms: process_cpu(launcher_pid).map(ms).unwrap_or(0.0),
+            cgroup_ms: cgroup.and_then(|c| c.usage_ms()),
+        }
+    }
 }
 
 fn children_cpu() -> Duration {
@@ -117,29 +148,48 @@ pub fn command(argv: &[OsString], hide_unified: bool) -> Command {
 }
 
 /// Run `argv` to completion, timed; it must exit 0. With `skiff_json`, the
-/// last stdout line is `skiff run --json`'s result, whose phases are kept.
+/// last stdout line is `skiff run --json`'s result, whose phases are kept,
+/// and the process's own CPU time is read before it is reaped.
 pub fn process(
     argv: &[OsString],
     hide_unified: bool,
     skiff_json: bool,
 ) -> Result<Sample, RunError> {
     let mut cmd = command(argv, hide_unified);
+    let program = || argv[0].to_string_lossy().into_owned();
     let cpu0 = children_cpu();
     let t = Instant::now();
-    let out = cmd.output().map_err(|source| RunError::Spawn {
-        program: argv[0].to_string_lossy().into_owned(),
-        source,
-    })?;
+    let (out, own) = if skiff_json {
+        let child = cmd.spawn().map_err(|source| RunError::Spawn {
+            program: program(),
+            source,
+        })?;
+        output_reading_cpu(child).map_err(|source| RunError::Wait {
+            program: program(),
+            source,
+        })?
+    } else {
+        let out = cmd.output().map_err(|source| RunError::Spawn {
+            program: program(),
+            source,
+        })?;
+        (out, None)
+    };
     let wall_ms = ms_since(t);
     let cpu_ms = ms(children_cpu().saturating_sub(cpu0));
     if !out.status.success() {
         return Err(RunError::Exit {
-            program: argv[0].to_string_lossy().into_owned(),
+            program: program(),
             status: out.status,
             stderr: tail(&out.stderr),
         });
     }
-    let mut phases = Vec::new();
+    let mut sample = Sample {
+        wall_ms,
+        cpu_ms: Some(cpu_ms),
+        own_cpu_ms: own.map(ms),
+        ..Sample::default()
+    };
     if skiff_json {
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text
@@ -154,13 +204,48 @@ pub fn process(
         if r.exit_code != 0 {
             return Err(RunError::JobExit(r.exit_code));
         }
-        phases = phase_list(&r.phases, wall_ms - r.wall_ms);
+        sample.phases = phase_list(&r.phases, wall_ms - r.wall_ms);
+        sample.job_cpu_ms = r.cpu_usec.map(|u| u as f64 / 1e3);
+        sample.warm = r.warm;
     }
-    Ok(Sample {
-        wall_ms,
-        cpu_ms: Some(cpu_ms),
-        phases,
-    })
+    Ok(sample)
+}
+
+/// `Child::wait_with_output`, but the child's own CPU time (its CPU clock)
+/// is read once it has exited and before it is reaped (`waitid` with
+/// `WNOWAIT`): the time of the process itself, without its children.
+fn output_reading_cpu(
+    mut child: std::process::Child,
+) -> std::io::Result<(std::process::Output, Option<Duration>)> {
+    use std::io::Read as _;
+    let mut stderr = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let mut stdout = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout)?;
+    }
+    let pid = child.id();
+    let waited = nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid as i32)),
+        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+    );
+    let own = waited.ok().and_then(|_| process_cpu(pid));
+    let status = child.wait()?;
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok((
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        own,
+    ))
 }
 
 /// CPU time of process `pid` (all its threads, not its children), from its
@@ -175,25 +260,32 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 }
 
 /// One request to a pool launcher, timed from sending it to reading the
-/// reply. CPU time: the launcher's own (its CPU clock) plus the job
-/// cgroup's (the container's processes).
-pub fn pool(l: &mut Launcher, req: &Request) -> Result<Sample, RunError> {
-    let c0 = process_cpu(l.pid());
+/// reply. CPU time: the launcher's own during the request (its CPU clock)
+/// plus the job cgroup's (the container's processes); and the [`Mark`] at
+/// the start, from which the caller computes the whole job's CPU.
+pub fn pool(
+    l: &mut Launcher,
+    req: &Request,
+    cgroup: Option<&super::cpu::BenchCgroup>,
+) -> Result<Sample, RunError> {
+    let mark = Mark::now(l.pid(), cgroup);
     let t = Instant::now();
     let reply = l.request(req).map_err(|e| RunError::Request(Box::new(e)))?;
     let wall_ms = ms_since(t);
     let c1 = process_cpu(l.pid());
     match reply {
         Reply::Ok(r) if r.exit_code == 0 => {
-            let launcher = match (c0, c1) {
-                (Some(a), Some(b)) => Some(ms(b.saturating_sub(a))),
-                _ => None,
-            };
-            let cpu_ms = launcher.map(|l| l + r.cpu_usec.unwrap_or(0) as f64 / 1e3);
+            let launcher = c1.map(|b| (ms(b) - mark.launcher_ms).max(0.0));
+            let job_cpu_ms = r.cpu_usec.map(|u| u as f64 / 1e3);
+            let cpu_ms = launcher.map(|l| l + job_cpu_ms.unwrap_or(0.0));
             Ok(Sample {
                 wall_ms,
                 cpu_ms,
                 phases: phase_list(&r.phases, wall_ms - r.wall_ms),
+                job_cpu_ms,
+                own_cpu_ms: None,
+                mark: Some(mark),
+                warm: r.warm,
             })
         }
         Reply::Ok(r) => Err(RunError::JobExit(r.exit_code)),

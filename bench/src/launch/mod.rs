@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `skiff` | `skiff run --json …` as a whole process (libcontainer path) |
 //! | `skiff-pool` | one request to an already running `skiff launcher` (no process start for skiff) |
+//! | `skiff-warm` | the same to a `skiff launcher --warm N`: a waiting sandbox runs the job |
 //! | `runc`, `crun` | `RUNTIME run` of a bundle written by skiff's own spec builder, same rootfs |
 //! | `podman` | `podman run --rm --network none` from a private storage root |
 //! | `docker` | `docker run --rm --network none` on the engine of this host |
@@ -18,7 +19,8 @@
 //!
 //! Each launch records its wall-clock time, its CPU time (the children's
 //! `getrusage` delta; for the pool, the launcher's CPU clock plus the job
-//! cgroup's) and, for skiff, the phases of the launch. Then, unless
+//! cgroup's) and, for skiff, the phases of the launch, how it used warm
+//! sandboxes and its CPU broken down by process (see [`cpu`]). Then, unless
 //! disabled, throughput: jobs per second at each concurrency level, for the
 //! contenders that can run side by side (see [`throughput`]).
 //!
@@ -30,6 +32,7 @@
 //! (see `docs/bench.md`).
 
 pub mod config;
+pub mod cpu;
 pub mod exec;
 pub mod goals;
 pub mod prepare;
@@ -46,16 +49,17 @@ use crate::results::Skipped;
 use crate::stats::{percentile, Summary};
 use crate::ui::Ui;
 
-use self::exec::Sample;
+use self::cpu::CpuSums;
+use self::exec::{Mark, Sample};
 use self::prepare::Prepared;
 
 pub use self::config::{
     default_image, Contender, LaunchConfig, DEFAULT_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_PIDS,
-    DEFAULT_ROUNDS, DEFAULT_WARMUP, QUICK_ROUNDS, QUICK_WARMUP,
+    DEFAULT_ROUNDS, DEFAULT_WARMUP, QUICK_ROUNDS, QUICK_WARMUP, WARM_STOCK,
 };
 pub use crate::results::launch::{
-    Goal, JobInfo, LatencyResult, LaunchHost, LaunchResults, Level, PhaseBreakdown, PhaseMedian,
-    ThroughputResult, SCHEMA,
+    CpuBreakdown, CpuPart, Goal, JobInfo, LatencyResult, LaunchHost, LaunchResults, Level,
+    PhaseBreakdown, PhaseMedian, ThroughputResult, WarmCounts, SCHEMA,
 };
 
 /// Per-contender samples gathered during the rounds.
@@ -65,7 +69,21 @@ struct Collected {
     cpu: Vec<f64>,
     phases: BTreeMap<usize, Vec<f64>>,
     failed: Option<String>,
+    /// skiff: how each timed job ran.
+    warm: WarmCounts,
+    /// skiff: the job cgroups' CPU ms, summed.
+    job_cpu: f64,
+    /// `skiff run`: the skiff processes' own CPU ms, summed.
+    own_cpu: f64,
+    /// The pool: each timed request's [`Mark`].
+    marks: Vec<Mark>,
 }
+
+/// Where the breakdown's total comes from, per kind of contender.
+const POOL_TOTAL: &str = "the launchers' bench cgroup (cpuacct.usage, hierarchical), from \
+                          one request to the next: the refill after a job counts for it";
+const RUN_TOTAL: &str = "getrusage(RUSAGE_CHILDREN) of each `skiff run`: it and every \
+                         process it waited for";
 
 /// Run the launch benchmark.
 pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
@@ -115,11 +133,23 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
     } else {
         1
     };
+    // Before `ready`: dropped after the launchers are (on failure too).
+    let mut cgroups = None;
+    if wanted.iter().any(|c| c.is_pool()) {
+        match cpu::BenchCgroups::new() {
+            Ok(g) => cgroups = Some(g),
+            Err(e) => notes.push(format!(
+                "no bench cgroup for the pool launchers ({}): their CPU breakdown has no \
+                 total, only the launcher's clock and the job cgroup",
+                error_chain(&e)
+            )),
+        }
+    }
     let mut ready: Vec<Prepared> = Vec::new();
     let mut skipped = Vec::new();
     for c in Contender::ALL.into_iter().filter(|c| wanted.contains(c)) {
         ui.spin(format!("preparing {}", c.name()));
-        let p = prepare::contender(c, cfg, &dir, &image, max_slots);
+        let p = prepare::contender(c, cfg, &dir, &image, max_slots, cgroups.as_mut());
         ui.clear();
         match p {
             Ok(p) => ready.push(p),
@@ -168,7 +198,7 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
                     }
                 }
                 Err(e) => {
-                    if p.which == Contender::Skiff || p.which == Contender::SkiffPool {
+                    if p.which.is_skiff() {
                         ui.clear();
                         return Err(Error::SkiffFailed {
                             round,
@@ -183,6 +213,21 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
         }
     }
     ui.clear();
+    // The pool's last timed job ends at a mark taken once its launcher is
+    // idle again (teardown and refill done).
+    for (p, col) in ready.iter().zip(collected.iter_mut()) {
+        if let (Some(&pid), false) = (p.launcher_pids().first(), col.marks.is_empty()) {
+            let cg = p.cgroup();
+            cpu::settle(
+                &|| {
+                    cg.and_then(|c| c.usage_ms())
+                        .or(Some(Mark::now(pid, None).launcher_ms))
+                },
+                std::time::Duration::from_secs(3),
+            );
+            col.marks.push(Mark::now(pid, cg));
+        }
+    }
 
     // Throughput.
     let mut tput = Vec::new();
@@ -194,12 +239,18 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
             .filter(|(_, (p, c))| p.which.in_throughput() && c.failed.is_none())
             .map(|(i, _)| i)
             .collect();
-        let jobs_total: usize = runnable.len()
-            * cfg
-                .concurrency
-                .iter()
-                .map(|c| throughput::jobs_for(*c, cfg.jobs_per_level, cfg.quick) + c)
-                .sum::<usize>();
+        let jobs_total: usize = runnable
+            .iter()
+            .map(|&i| {
+                let stock = ready[i].warm_stock();
+                cfg.concurrency
+                    .iter()
+                    .map(|c| {
+                        throughput::jobs_for_stock(*c, cfg.jobs_per_level, cfg.quick, stock) + c
+                    })
+                    .sum::<usize>()
+            })
+            .sum();
         ui.steps(jobs_total as u64, "throughput");
         for i in runnable {
             let p = &mut ready[i];
@@ -223,6 +274,11 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
     for p in ready.iter_mut() {
         teardown_notes.extend(p.finish());
     }
+    if let Some(mut g) = cgroups.take() {
+        for d in g.remove() {
+            teardown_notes.push(format!("could not remove the bench cgroup {}", d.display()));
+        }
+    }
     notes.extend(teardown_notes);
 
     // Summaries.
@@ -238,7 +294,8 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
     let floor_median = median_of(Contender::Floor).filter(|m| *m > 0.0);
     let mut contenders = Vec::new();
     let mut phases = Vec::new();
-    for (p, col) in ready.iter().zip(collected) {
+    for (p, mut col) in ready.iter().zip(collected) {
+        let cpu_breakdown = breakdown_of(p, &mut col);
         if let Some(why) = col.failed {
             skipped.push(Skipped {
                 name: p.which.name().into(),
@@ -268,6 +325,8 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
             cpu_samples_ms: col.cpu,
             cpu_source: p.cpu_source().into(),
             samples_ms: col.wall,
+            warm: p.which.is_skiff().then_some(col.warm),
+            cpu_breakdown,
         });
     }
     notes.push(
@@ -319,7 +378,58 @@ fn record(col: &mut Collected, s: &Sample) {
     if let Some(c) = s.cpu_ms {
         col.cpu.push(c);
     }
+    col.warm.add(s.warm);
+    col.job_cpu += s.job_cpu_ms.unwrap_or(0.0);
+    col.own_cpu += s.own_cpu_ms.unwrap_or(0.0);
+    if let Some(m) = s.mark {
+        col.marks.push(m);
+    }
     for (i, v) in s.phases.iter().enumerate() {
         col.phases.entry(i).or_default().push(*v);
     }
+}
+
+/// A skiff contender's CPU per job by process, over the timed rounds; for
+/// the pool with a bench cgroup, its per-launch CPU samples become the
+/// cgroup's usage from one request to the next.
+fn breakdown_of(p: &Prepared, col: &mut Collected) -> Option<CpuBreakdown> {
+    if !p.which.is_skiff() || col.wall.is_empty() {
+        return None;
+    }
+    if p.which == Contender::Skiff {
+        return CpuSums {
+            jobs: col.wall.len(),
+            total_ms: Some(col.cpu.iter().sum()),
+            own_ms: col.own_cpu,
+            job_ms: col.job_cpu,
+        }
+        .breakdown(false, RUN_TOTAL);
+    }
+    // The pool: n timed marks, then the closing one.
+    let n = col.wall.len();
+    if col.marks.len() != n + 1 {
+        return None;
+    }
+    let (first, last) = (col.marks[0], col.marks[n]);
+    let total = match (first.cgroup_ms, last.cgroup_ms) {
+        (Some(a), Some(b)) => {
+            let per: Option<Vec<f64>> = col
+                .marks
+                .windows(2)
+                .map(|w| Some(w[1].cgroup_ms? - w[0].cgroup_ms?))
+                .collect();
+            if let Some(per) = per {
+                col.cpu = per;
+            }
+            Some(b - a)
+        }
+        _ => None,
+    };
+    CpuSums {
+        jobs: n,
+        total_ms: total,
+        own_ms: last.launcher_ms - first.launcher_ms,
+        job_ms: col.job_cpu,
+    }
+    .breakdown(true, POOL_TOTAL)
 }

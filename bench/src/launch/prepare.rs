@@ -11,7 +11,7 @@
 //! oci/<runtime>/bundle-N config.json of slot N (skiff's spec builder; own cgroup)
 //! oci/<runtime>/state    the runtime's --root
 //! podman/                podman's private storage (--root, --runroot, --tmpdir)
-//! launcher-N.log         the pool launchers' stderr
+//! skiff-pool-N.log       the pool launchers' stderr (skiff-warm-N.log: the warm pool's)
 //! ```
 
 use std::ffi::OsString;
@@ -29,7 +29,8 @@ use runtime::pool::{Launcher, Request};
 use runtime::timing::ms_since;
 use runtime::{Backend, JobSpec, Limits, NetworkMode};
 
-use super::config::{Contender, LaunchConfig};
+use super::config::{Contender, LaunchConfig, WARM_STOCK};
+use super::cpu::{BenchCgroup, BenchCgroups};
 use super::exec::{self, Sample};
 use crate::error::{Error, IoContext, Result, RunError, Unavailable};
 use crate::results::launch::LaunchHost;
@@ -126,6 +127,10 @@ pub(crate) enum How {
         log_dir: PathBuf,
         launchers: Vec<Launcher>,
         request: Box<Request>,
+        /// The bench cgroup the launchers start in (see [`super::cpu`]).
+        cgroup: Option<BenchCgroup>,
+        /// Warm sandboxes each launcher keeps (`None`: the plain pool).
+        warm: Option<usize>,
     },
 }
 
@@ -133,12 +138,46 @@ impl Prepared {
     /// Where its CPU time per launch comes from.
     pub fn cpu_source(&self) -> &'static str {
         match self.which {
-            Contender::SkiffPool => "the launcher's CPU clock plus the job cgroup's CPU time",
+            Contender::SkiffPool | Contender::SkiffWarm if self.cgroup().is_some() => {
+                "the launchers' bench cgroup (cpuacct.usage, hierarchical: launcher, \
+                 intermediate, init, job, cleanup, refills) from this request to the next"
+            }
+            Contender::SkiffPool | Contender::SkiffWarm => {
+                "the launcher's CPU clock plus the job cgroup's CPU time"
+            }
+            Contender::Skiff => {
+                "getrusage(RUSAGE_CHILDREN) of the launch: skiff run and every process it \
+                 waited for (intermediate, init, job)"
+            }
             Contender::Docker => "getrusage(RUSAGE_CHILDREN): the docker client only",
             Contender::Podman => {
                 "getrusage(RUSAGE_CHILDREN): podman and what it waited for (not conmon)"
             }
             _ => "getrusage(RUSAGE_CHILDREN) of the launch",
+        }
+    }
+
+    /// The bench cgroup of a pool contender.
+    pub fn cgroup(&self) -> Option<&BenchCgroup> {
+        match &self.how {
+            How::Pool { cgroup, .. } => cgroup.as_ref(),
+            How::Process { .. } => None,
+        }
+    }
+
+    /// The warm stock of each launcher (`skiff-warm` only).
+    pub fn warm_stock(&self) -> Option<usize> {
+        match &self.how {
+            How::Pool { warm, .. } => *warm,
+            How::Process { .. } => None,
+        }
+    }
+
+    /// The launchers' pids (the pool only).
+    pub fn launcher_pids(&self) -> Vec<u32> {
+        match &self.how {
+            How::Pool { launchers, .. } => launchers.iter().map(Launcher::pid).collect(),
+            How::Process { .. } => Vec::new(),
         }
     }
 
@@ -158,29 +197,34 @@ impl Prepared {
             How::Pool { .. } => {
                 self.ensure_launchers(slot + 1)?;
                 let How::Pool {
-                    launchers, request, ..
+                    launchers,
+                    request,
+                    cgroup,
+                    ..
                 } = &mut self.how
                 else {
                     return Err(RunError::NoLauncher(which.name()));
                 };
-                exec::pool(&mut launchers[slot], request)
+                exec::pool(&mut launchers[slot], request, cgroup.as_ref())
             }
         }
     }
 
     /// For the pool: start launchers until there are `n`.
     pub(crate) fn ensure_launchers(&mut self, n: usize) -> std::result::Result<(), RunError> {
+        let which = self.which.name();
         let How::Pool {
             spawn,
             log_dir,
             launchers,
+            cgroup,
             ..
         } = &mut self.how
         else {
             return Ok(());
         };
         while launchers.len() < n {
-            let log = log_dir.join(format!("launcher-{}.log", launchers.len()));
+            let log = log_dir.join(format!("{which}-{}.log", launchers.len()));
             let err = fs::File::create(&log).map_err(|source| RunError::Io {
                 op: "create",
                 path: log.clone(),
@@ -188,6 +232,9 @@ impl Prepared {
             })?;
             let mut cmd = Command::new(&spawn[0]);
             cmd.args(&spawn[1..]).stderr(Stdio::from(err));
+            if let Some(cg) = cgroup.as_ref() {
+                cg.enter_on_spawn(&mut cmd);
+            }
             launchers.push(Launcher::spawn(cmd).map_err(|e| RunError::SpawnLauncher(Box::new(e)))?);
         }
         Ok(())
@@ -233,12 +280,15 @@ fn job(cfg: &LaunchConfig, name: &str) -> JobSpec {
 }
 
 /// Make `c` ready (with one untimed trial launch), or say why it cannot run.
+/// Pool contenders start their launchers in a cgroup of `cgroups` when
+/// there are bench cgroups.
 pub fn contender(
     c: Contender,
     cfg: &LaunchConfig,
     dir: &Path,
     image: &BenchImage,
     slots: usize,
+    cgroups: Option<&mut BenchCgroups>,
 ) -> std::result::Result<Prepared, Unavailable> {
     let mem = size_arg(cfg.memory_bytes);
     let pids = cfg.pids_limit.to_string();
@@ -284,15 +334,29 @@ pub fn contender(
                 teardown: None,
             }
         }
-        Contender::SkiffPool => {
+        Contender::SkiffPool | Contender::SkiffWarm => {
             let mut spawn = vec![cfg.skiff_exe.clone().into_os_string(), "--root".into()];
             spawn.push(image.store_root.clone().into_os_string());
             spawn.push("launcher".into());
+            let warm = (c == Contender::SkiffWarm).then_some(WARM_STOCK);
+            let flags = match warm {
+                Some(n) => {
+                    let n = n.to_string();
+                    spawn.extend(os(&["--warm", &n, "--warm-per-key", &n]));
+                    format!(" --warm {n} --warm-per-key {n}")
+                }
+                None => String::new(),
+            };
             Prepared {
                 which: c,
                 command: format!(
-                    "one request to a running `skiff launcher` (same job: -m {mem}, pids {pids}, \
-                     network none, {cmd_words})"
+                    "one request to a running `skiff launcher{flags}` (same job: -m {mem}, \
+                     pids {pids}, network none, {cmd_words}{})",
+                    if warm.is_some() {
+                        "; request warm policy prefer"
+                    } else {
+                        ""
+                    }
                 ),
                 version: skiff_version(),
                 how: How::Pool {
@@ -302,8 +366,11 @@ pub fn contender(
                     request: Box::new(Request {
                         image: image.id.clone(),
                         job: job(cfg, ""),
+                        warm: warm.map(|_| runtime::warm::WarmPolicy::Prefer),
                         ..Request::default()
                     }),
+                    cgroup: cgroups.and_then(|g| g.child(c.name()).ok()),
+                    warm,
                 },
                 teardown: None,
             }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout;
 use crate::error::{IoContext, Result};
-use crate::results::launch::LaunchResults;
+use crate::results::launch::{CpuBreakdown, LaunchResults, WarmCounts};
 use crate::units::{fmt_ms as ms, size_arg};
 
 /// What [`LaunchResults::write`] wrote.
@@ -41,6 +41,31 @@ impl LaunchResults {
 
 fn ratio(r: Option<f64>) -> String {
     r.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// `hits/jobs` when the jobs reported how they used warm sandboxes.
+fn hits(w: Option<&WarmCounts>) -> String {
+    match w {
+        Some(w) if w.unknown < w.jobs() => {
+            let made = if w.made > 0 {
+                format!(", {} made", w.made)
+            } else {
+                String::new()
+            };
+            format!("{}/{}{made}", w.hit, w.jobs())
+        }
+        _ => "-".into(),
+    }
+}
+
+/// `launcher 4.1 + job-cgroup 0.6 + other 1.2 = 5.9`.
+fn parts(b: &CpuBreakdown) -> String {
+    let p: Vec<String> = b
+        .parts
+        .iter()
+        .map(|p| format!("{} {}", p.name, ms(p.ms)))
+        .collect();
+    format!("{} = {}", p.join(" + "), ms(b.total_ms))
 }
 
 /// The terminal report: latency table, phases, throughput, goals.
@@ -92,6 +117,7 @@ pub fn table(r: &LaunchResults) -> String {
         "vs skiff".into(),
         "vs floor".into(),
         "cpu".into(),
+        "warm hits".into(),
         "version".into(),
     ]];
     for c in &r.contenders {
@@ -105,14 +131,31 @@ pub fn table(r: &LaunchResults) -> String {
             ratio(c.ratio_vs_skiff),
             ratio(c.ratio_vs_floor),
             c.cpu_median_ms.map(ms).unwrap_or_else(|| "-".into()),
+            hits(c.warm.as_ref()),
             c.version.clone().unwrap_or_default(),
         ]);
     }
     out.push_str(&layout(&rows));
     out.push_str(
         "milliseconds per launch; vs skiff = median / `skiff run` median (above 1: skiff is \
-         faster); vs floor = median / unshare's median; cpu = median CPU ms per launch\n",
+         faster); vs floor = median / unshare's median; cpu = median CPU ms per launch; \
+         warm hits = jobs a waiting sandbox ran / timed jobs\n",
     );
+    let mut first = true;
+    for c in &r.contenders {
+        if let Some(b) = &c.cpu_breakdown {
+            if first {
+                out.push_str("\ncpu per job by process (mean ms over the timed rounds)\n");
+                first = false;
+            }
+            out.push_str(&format!(
+                "  {}: {} ({})\n",
+                c.name,
+                parts(b),
+                b.total_source
+            ));
+        }
+    }
     for s in &r.skipped {
         out.push_str(&format!("skipped {}: {}\n", s.name, s.reason));
     }
@@ -177,6 +220,27 @@ pub fn table(r: &LaunchResults) -> String {
         }
         out.push_str("\nthroughput\n");
         out.push_str(&layout(&rows));
+        for t in &r.throughput {
+            for l in &t.levels {
+                let w = l.warm.as_ref().filter(|w| w.unknown < w.jobs());
+                if w.is_none() && l.cpu_breakdown.is_none() {
+                    continue;
+                }
+                let mut line = format!("  {} c={} ({} jobs):", t.name, l.concurrency, l.jobs);
+                if let Some(w) = w {
+                    line.push_str(&format!(
+                        " warm hits {} ({:.0}%);",
+                        hits(Some(w)),
+                        100.0 * w.hit_rate().unwrap_or(0.0)
+                    ));
+                }
+                if let Some(b) = &l.cpu_breakdown {
+                    line.push_str(&format!(" cpu ms/job {}", parts(b)));
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
         for t in &r.throughput {
             for l in &t.levels {
                 if let Some(e) = &l.first_error {

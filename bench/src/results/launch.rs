@@ -8,8 +8,56 @@ use super::Skipped;
 use crate::error::Result;
 use crate::host::HostInfo;
 
-/// Schema version of `launch.json`.
-pub const SCHEMA: u32 = 1;
+pub use crate::launch::cpu::{CpuBreakdown, CpuPart};
+
+/// Schema version of `launch.json` (2: `warm` and `cpu_breakdown` on
+/// contenders and throughput levels).
+pub const SCHEMA: u32 = 2;
+
+/// How the jobs of a skiff contender ran, from `JobResult.warm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmCounts {
+    /// A waiting sandbox ran it.
+    pub hit: usize,
+    /// A sandbox was made for it on its path (policy `require` only).
+    pub made: usize,
+    /// The cold path ran it.
+    pub miss: usize,
+    /// No `warm` in the result (warm sandboxes not asked about).
+    pub unknown: usize,
+}
+
+impl WarmCounts {
+    /// Count one job.
+    pub fn add(&mut self, w: Option<runtime::warm::WarmUse>) {
+        use runtime::warm::WarmUse;
+        match w {
+            Some(WarmUse::Hit) => self.hit += 1,
+            Some(WarmUse::Made) => self.made += 1,
+            Some(WarmUse::Miss) => self.miss += 1,
+            None => self.unknown += 1,
+        }
+    }
+
+    /// Add another tally.
+    pub fn merge(&mut self, o: &WarmCounts) {
+        self.hit += o.hit;
+        self.made += o.made;
+        self.miss += o.miss;
+        self.unknown += o.unknown;
+    }
+
+    /// All jobs counted.
+    pub fn jobs(&self) -> usize {
+        self.hit + self.made + self.miss + self.unknown
+    }
+
+    /// Hits over jobs.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let n = self.jobs();
+        (n > 0).then(|| self.hit as f64 / n as f64)
+    }
+}
 
 /// One contender's latencies.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +92,12 @@ pub struct LatencyResult {
     pub cpu_median_ms: Option<f64>,
     /// Where the CPU time comes from.
     pub cpu_source: String,
+    /// skiff contenders: how the timed jobs ran (warm hit, made, miss).
+    #[serde(default)]
+    pub warm: Option<WarmCounts>,
+    /// skiff contenders: mean CPU per job by process (see `docs/bench.md`).
+    #[serde(default)]
+    pub cpu_breakdown: Option<CpuBreakdown>,
 }
 
 /// One phase's median.
@@ -83,6 +137,12 @@ pub struct Level {
     pub jobs_per_s: f64,
     /// Mean CPU milliseconds per job.
     pub cpu_ms_per_job: Option<f64>,
+    /// skiff contenders: how the level's jobs ran.
+    #[serde(default)]
+    pub warm: Option<WarmCounts>,
+    /// skiff contenders: mean CPU per job by process.
+    #[serde(default)]
+    pub cpu_breakdown: Option<CpuBreakdown>,
 }
 
 /// One contender's throughput.
