@@ -522,7 +522,12 @@ impl JobSpec {
     /// The JSON field names of a job (limits flattened), for checking a
     /// request's keys: taken from the serialised default, so it cannot drift.
     pub fn json_fields() -> Vec<String> {
-        match serde_json::to_value(JobSpec::default()) {
+        // Fields skipped when unset must be set here to be listed.
+        let all = JobSpec {
+            scratch_size: Some(0),
+            ..JobSpec::default()
+        };
+        match serde_json::to_value(all) {
             Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
             _ => Vec::new(),
         }

@@ -682,11 +682,13 @@ mod tests {
                 "cpu_shares":512,"pids_limit":64,"network":"none","read_only":true,
                 "volumes":[],"tmpfs":["/t:size=1m"],"cap_add":[],"cap_drop":[],
                 "seccomp":"default","stdin":false,"timeout_ms":1000,"stop_timeout_ms":10,
-                "scratch":"tmpfs","runtime":"runc","stdout":{"fd":0},"stderr":{"path":"e"},
-                "output_cap":5}"#,
+                "scratch":"tmpfs","scratch_size_bytes":8388608,"runtime":"runc",
+                "stdout":{"fd":0},"stderr":{"path":"e"},"output_cap":5,"warm":"require"}"#,
         )
         .expect("every field known");
         assert_eq!(req.job.limits.cpus, Some(0.5));
+        assert_eq!(req.job.scratch_size, Some(8 << 20));
+        assert_eq!(req.warm, Some(crate::warm::WarmPolicy::Require));
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl Runner {
 
         let t = Instant::now();
         let prepared = match spec::spec(self, ctx, config, &rootfs, None)? {
-            spec::Prepared::Ready(p) => p,
+            spec::Prepared::Ready(p) => *p,
             spec::Prepared::NotRunnable(e) => {
                 eprintln!("skiff: {e}");
                 return Ok(JobResult {

@@ -38,7 +38,7 @@ pub(crate) struct Ready {
 #[derive(Debug)]
 pub(crate) enum Prepared {
     /// Ready to launch.
-    Ready(Ready),
+    Ready(Box<Ready>),
     /// The command cannot run (127 / 126), decided without launching.
     NotRunnable(LookupError),
 }
@@ -232,12 +232,12 @@ pub(crate) fn spec(
         Some(fd) => AnyExecutor::Warm(WarmExecutor::new(fd, &seccomp)),
         None => AnyExecutor::Cold(SkiffExecutor::new(&seccomp)),
     };
-    Ok(Prepared::Ready(Ready {
+    Ok(Prepared::Ready(Box::new(Ready {
         executor,
         record,
         bundle,
         plan,
-    }))
+    })))
 }
 
 #[cfg(test)]

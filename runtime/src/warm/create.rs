@@ -94,7 +94,7 @@ pub(crate) fn create(runner: &mut Runner, image: &ImageId, shape: &JobSpec) -> R
             &rootfs,
             Some(theirs.as_raw_fd()),
         )? {
-            Prepared::Ready(r) => r,
+            Prepared::Ready(r) => *r,
             Prepared::NotRunnable(e) => return Err(Error::Protocol(e.to_string())),
         };
         let resolv = fs::read(ctx.sub("etc").join("resolv.conf")).unwrap_or_default();
