@@ -407,3 +407,12 @@ impl crate::run::Runner {
         self.warm.wanted.clear();
     }
 }
+
+impl Drop for crate::run::Runner {
+    /// Sandboxes die with their runner: killed, reaped, unmounted and
+    /// removed, so that a later runner of the store (or `gc`) finds no
+    /// live sandbox behind an unlocked directory.
+    fn drop(&mut self) {
+        self.warm_shutdown();
+    }
+}
