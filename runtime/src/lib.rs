@@ -43,6 +43,7 @@ pub mod pool;
 pub mod readonly_exe;
 pub mod run;
 pub mod safe_root;
+pub mod sandbox;
 pub mod seccomp;
 pub mod state;
 pub mod supervise;

@@ -98,7 +98,7 @@ pub struct Request {
     pub output_cap: Option<u64>,
     /// Whether to use a warm sandbox: `prefer` (default), `require`, `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warm: Option<crate::warm::WarmPolicy>,
+    pub warm: Option<crate::sandbox::WarmPolicy>,
 }
 
 /// The fields of [`Request`] besides the flattened [`JobSpec`] ones.
@@ -483,7 +483,7 @@ pub struct Launcher {
     sock: Option<UnixStream>,
     replies: BufReader<UnixStream>,
     runtime: Option<String>,
-    warm: Option<crate::warm::WarmPolicy>,
+    warm: Option<crate::sandbox::WarmPolicy>,
 }
 
 impl Launcher {
@@ -531,12 +531,12 @@ impl Launcher {
     }
 
     /// The `warm` policy that [`Launch::launch`] puts in its requests.
-    pub fn set_warm_policy(&mut self, warm: Option<crate::warm::WarmPolicy>) {
+    pub fn set_warm_policy(&mut self, warm: Option<crate::sandbox::WarmPolicy>) {
         self.warm = warm;
     }
 
     /// The policy set by [`Launcher::set_warm_policy`].
-    pub fn warm_policy(&self) -> Option<crate::warm::WarmPolicy> {
+    pub fn warm_policy(&self) -> Option<crate::sandbox::WarmPolicy> {
         self.warm
     }
 
@@ -688,7 +688,7 @@ mod tests {
         .expect("every field known");
         assert_eq!(req.job.limits.cpus, Some(0.5));
         assert_eq!(req.job.scratch_size, Some(8 << 20));
-        assert_eq!(req.warm, Some(crate::warm::WarmPolicy::Require));
+        assert_eq!(req.warm, Some(crate::sandbox::WarmPolicy::Require));
     }
 
     #[test]

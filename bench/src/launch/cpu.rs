@@ -28,35 +28,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
+pub use crate::results::launch::{CpuBreakdown, CpuPart};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Mean CPU milliseconds per job, by process.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CpuBreakdown {
-    /// Jobs the means are over.
-    pub jobs: usize,
-    /// All of it: the sum of `parts`.
-    pub total_ms: f64,
-    /// Where `total_ms` comes from.
-    pub total_source: String,
-    /// The parts, each a mean per job; they add up to `total_ms`.
-    pub parts: Vec<CpuPart>,
-}
-
-/// One part of a [`CpuBreakdown`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CpuPart {
-    /// `launcher`, `skiff-process`, `job-cgroup` or `other`.
-    pub name: String,
-    /// Mean CPU milliseconds per job.
-    pub ms: f64,
-    /// What it counts.
-    pub what: String,
-}
 
 /// Sums over jobs, turned into a [`CpuBreakdown`] by [`CpuSums::breakdown`].
 #[derive(Debug, Clone, Copy, Default)]

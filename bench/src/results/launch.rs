@@ -8,7 +8,29 @@ use super::Skipped;
 use crate::error::Result;
 use crate::host::HostInfo;
 
-pub use crate::launch::cpu::{CpuBreakdown, CpuPart};
+/// Mean CPU milliseconds per job, by process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuBreakdown {
+    /// Jobs the means are over.
+    pub jobs: usize,
+    /// All of it: the sum of `parts`.
+    pub total_ms: f64,
+    /// Where `total_ms` comes from.
+    pub total_source: String,
+    /// The parts, each a mean per job; they add up to `total_ms`.
+    pub parts: Vec<CpuPart>,
+}
+
+/// One part of a [`CpuBreakdown`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuPart {
+    /// `launcher`, `skiff-process`, `job-cgroup` or `other`.
+    pub name: String,
+    /// Mean CPU milliseconds per job.
+    pub ms: f64,
+    /// What it counts.
+    pub what: String,
+}
 
 /// Schema version of `launch.json` (2: `warm` and `cpu_breakdown` on
 /// contenders and throughput levels).

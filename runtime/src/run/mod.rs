@@ -94,7 +94,7 @@ pub struct JobResult {
     /// With warm sandboxes asked about: whether a waiting sandbox ran the
     /// job (`hit`), one made for it (`made`), or the cold path (`miss`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub warm: Option<crate::warm::WarmUse>,
+    pub warm: Option<crate::sandbox::WarmUse>,
 }
 
 /// Where a job's stdio goes.
@@ -123,7 +123,7 @@ pub struct Runner {
     pub(crate) bounding: Vec<oci_spec::runtime::Capability>,
     pub(crate) seccomp: seccomp::Cache,
     /// Warm sandboxes (empty and off unless [`Runner::set_warm`]).
-    pub(crate) warm: crate::warm::Stock,
+    pub(crate) warm: crate::sandbox::Stock,
     /// A shared lock on [`launchers_lock_path`] while this launcher lives.
     _launcher: imagestore::process_lock::ProcessLock,
 }
@@ -233,7 +233,7 @@ impl Runner {
             run_root,
             bounding: oci::caller_bounding_set(),
             seccomp,
-            warm: crate::warm::Stock::default(),
+            warm: crate::sandbox::Stock::default(),
             _launcher: launcher,
         })
     }

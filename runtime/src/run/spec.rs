@@ -13,10 +13,10 @@ use crate::image_process::{merge_env, process_args};
 use crate::job::{JobSpec, NetworkMode};
 use crate::oci::{self, ProcessPlan, SpecPaths};
 use crate::safe_root::SafeRoot;
+use crate::sandbox::executor::{AnyExecutor, WarmExecutor};
 use crate::seccomp;
 use crate::state::JobRecord;
 use crate::user::{add_groups, resolve_user};
-use crate::warm::executor::{AnyExecutor, WarmExecutor};
 
 use super::{JobCtx, Runner};
 

@@ -12,8 +12,8 @@
 //! capabilities and `no_new_privs`: nothing in a frame can change those; a
 //! malformed frame only ends the sandbox (exit 126, message on its stderr).
 
-/// The largest body: as a pool request line.
-pub const MAX_FRAME_BYTES: usize = crate::pool::MAX_REQUEST_BYTES;
+/// The largest body: 1 MiB, as a pool request line.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
 /// A job as the sandbox receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
