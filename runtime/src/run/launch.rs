@@ -41,6 +41,23 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Between libcontainer's create and start: the init's pid and start time
+/// into the job record (for `gc`), and `lo` up for `--network none`.
+pub(crate) fn on_created(
+    dir: &crate::state::JobDir,
+    record: &mut crate::state::JobRecord,
+    network: NetworkMode,
+    pid: i32,
+) -> Result<()> {
+    record.init_pid = Some(pid);
+    record.init_start_time = process_start_time(pid);
+    dir.write_record(record)?;
+    if network == NetworkMode::None {
+        backend::loopback_up(pid)?;
+    }
+    Ok(())
+}
+
 /// The launch phase. `inherit`: the job's stdin may come from the caller.
 pub(crate) fn launch(
     runner: &Runner,
@@ -76,13 +93,7 @@ pub(crate) fn launch(
         Backend::Libcontainer => {
             let network = job.network;
             backend::launch_libcontainer(&job.name, &bundle, &state, stdio, executor, &mut |pid| {
-                record.init_pid = Some(pid);
-                record.init_start_time = process_start_time(pid);
-                dir.write_record(&record)?;
-                if network == NetworkMode::None {
-                    backend::loopback_up(pid)?;
-                }
-                Ok(())
+                on_created(dir, &mut record, network, pid)
             })?
         }
         Backend::Binary(path) => backend::launch_binary(

@@ -55,6 +55,35 @@ fn hosts_file(network: NetworkMode) -> String {
     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string()
 }
 
+/// The per-job part of Docker's process rules: argv from the image's
+/// entrypoint and cmd and the job's overrides, the hostname (default: the
+/// first 12 characters of the job's name), and the environment with
+/// `HOSTNAME` and `HOME` (`home`: the resolved user's). A warm sandbox
+/// applies the same at handoff.
+pub(crate) fn job_process(
+    job: &JobSpec,
+    cfg: &oci_spec::image::Config,
+    home: &str,
+) -> Result<(Vec<String>, Vec<String>, String)> {
+    let hostname = job
+        .hostname
+        .clone()
+        .unwrap_or_else(|| job.name.chars().take(12).collect());
+    let env = merge_env(
+        cfg.env().as_deref().unwrap_or(&[]),
+        &job.env,
+        &hostname,
+        home,
+    );
+    let args = process_args(
+        cfg.entrypoint().as_deref(),
+        cfg.cmd().as_deref(),
+        job.entrypoint.as_deref(),
+        &job.command,
+    )?;
+    Ok((args, env, hostname))
+}
+
 /// Docker's rules for a job's process, applied to its image's config: the
 /// user (resolved in the image's own `/etc/passwd` and `/etc/group`, read
 /// through `root`), hostname (default: the first 12 characters of
@@ -86,22 +115,7 @@ pub fn plan_process(
         group_file.as_deref(),
     )?;
     add_groups(&mut user, &job.group_add, group_file.as_deref())?;
-    let hostname = job
-        .hostname
-        .clone()
-        .unwrap_or_else(|| job.name.chars().take(12).collect());
-    let env = merge_env(
-        cfg.env().as_deref().unwrap_or(&[]),
-        &job.env,
-        &hostname,
-        &user.home,
-    );
-    let args = process_args(
-        cfg.entrypoint().as_deref(),
-        cfg.cmd().as_deref(),
-        job.entrypoint.as_deref(),
-        &job.command,
-    )?;
+    let (args, env, hostname) = job_process(job, &cfg, &user.home)?;
     let cwd = job
         .workdir
         .clone()

@@ -14,10 +14,10 @@ use super::executor::READY;
 use super::{Key, Sandbox};
 use crate::backend::{self, JobStdio};
 use crate::error::{Error, IoContext, Result};
-use crate::job::{JobSpec, NetworkMode};
+use crate::job::JobSpec;
 use crate::run::spec::Prepared;
 use crate::run::{lookup, rootfs, spec, JobCtx, Phases, Runner};
-use crate::state::{process_start_time, random_id};
+use crate::state::random_id;
 use crate::timing::ms_since;
 
 /// How long a new sandbox may take to say it waits.
@@ -112,15 +112,7 @@ pub(crate) fn create(runner: &mut Runner, image: &ImageId, shape: &JobSpec) -> R
             &ctx.sub("state"),
             stdio,
             ready.executor,
-            &mut |pid| {
-                record.init_pid = Some(pid);
-                record.init_start_time = process_start_time(pid);
-                dir.write_record(&record)?;
-                if network == NetworkMode::None {
-                    backend::loopback_up(pid)?;
-                }
-                Ok(())
-            },
+            &mut |pid| crate::run::launch::on_created(dir, &mut record, network, pid),
         )?;
         Ok((started.wait_pid, ready.plan, resolv))
     })();

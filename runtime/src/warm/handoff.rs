@@ -12,7 +12,6 @@ use super::{JobFrame, Sandbox};
 use crate::backend::{Backend, Started};
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{lookup_command, LookupError};
-use crate::image_process::{merge_env, process_args};
 use crate::job::JobSpec;
 use crate::run::launch::{pipe, Launched};
 use crate::run::{cleanup, wait, JobCtx, JobIo, JobResult, Phases, Runner};
@@ -38,22 +37,7 @@ pub(crate) fn prepare(
     job: &JobSpec,
 ) -> Result<std::result::Result<Handoff, LookupError>> {
     let cfg = s.config.config().clone().unwrap_or_default();
-    let args = process_args(
-        cfg.entrypoint().as_deref(),
-        cfg.cmd().as_deref(),
-        job.entrypoint.as_deref(),
-        &job.command,
-    )?;
-    let hostname = job
-        .hostname
-        .clone()
-        .unwrap_or_else(|| job.name.chars().take(12).collect());
-    let env = merge_env(
-        cfg.env().as_deref().unwrap_or(&[]),
-        &job.env,
-        &hostname,
-        &s.plan.user.home,
-    );
+    let (args, env, hostname) = crate::run::spec::job_process(job, &cfg, &s.plan.user.home)?;
     let cwd = s.plan.cwd.clone();
     if !crate::run::spec::in_volume(&s.shape, &args[0]) {
         let rootfs = s.scratch.join("rootfs");
