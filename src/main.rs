@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod check_cmd;
 mod image_cmd;
+mod jobs_cmd;
 mod matrix_cmd;
 mod run_cmd;
+mod serve_cmd;
 
 /// skiff: run short-lived container jobs from a local image store, with no daemon.
 #[derive(Debug, Parser)]
@@ -49,6 +51,15 @@ enum Command {
     MatrixGuest(matrix_cmd::GuestArgs),
     /// Find and clean up after jobs whose `skiff` was killed.
     Gc(run_cmd::GcArgs),
+    /// Run the job worker: a durable queue and a REST API on ROOT/skiff.sock.
+    Serve(serve_cmd::ServeArgs),
+    /// Submit a job to the worker.
+    Submit(Box<jobs_cmd::SubmitArgs>),
+    /// List, show, read, cancel and retry the worker's jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs_cmd::JobsCommand,
+    },
     /// Internal: a single-threaded launcher process serving a pool.
     #[command(hide = true)]
     Launcher(run_cmd::LauncherArgs),
@@ -109,6 +120,9 @@ fn main() -> ExitCode {
         Command::MatrixGuest(args) => matrix_cmd::guest(args),
         Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
         Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),
+        Command::Serve(args) => serve_cmd::run(&cli.root, args),
+        Command::Submit(args) => jobs_cmd::submit(&cli.root, *args),
+        Command::Jobs { command } => jobs_cmd::jobs(&cli.root, command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,1 +1,17 @@
-//! placeholder
+//! `skiff serve`: a durable job queue (SQLite), a REST API on a unix
+//! socket, and a dispatcher that runs jobs in `runtime::pool` launchers.
+//! The control plane is async (tokio, axum) and never calls libcontainer.
+
+pub mod api;
+pub mod client;
+pub mod dispatch;
+pub mod error;
+pub mod launchers;
+pub mod queue;
+pub mod request;
+pub mod serve;
+pub mod state;
+
+pub use error::{FieldError, QueueError};
+pub use request::JobRequest;
+pub use state::{Job, JobState};

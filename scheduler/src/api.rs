@@ -1,0 +1,408 @@
+//! The REST API under `/v1`: JSON in and out, and every refusal a 4xx with
+//! a JSON body naming the field.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::dispatch::{Capacity, Changed};
+use crate::error::{FieldError, QueueError};
+use crate::launchers::output_names;
+use crate::queue::{ListFilter, Queue};
+use crate::request::{JobRequest, ValidJob};
+use crate::state::JobState;
+
+/// Largest request body (a batch of jobs with payloads), bytes.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// Largest batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The queue.
+    pub queue: Queue,
+    /// Wakes the dispatcher.
+    pub wake: Arc<Notify>,
+    /// Job state changes.
+    pub changed: Changed,
+    /// Store root (images are resolved at submit).
+    pub store_root: PathBuf,
+    /// Captured output.
+    pub output_dir: PathBuf,
+    /// The store's run directory (running jobs' records).
+    pub run_root: PathBuf,
+    /// The worker's capacity (a job that could never fit is refused).
+    pub capacity: Capacity,
+}
+
+/// An API error: status, message, and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn field(e: FieldError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+            field: Some(e.field),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = self.field {
+            body["field"] = Value::String(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> ApiError {
+        match e {
+            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueueError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e => {
+                tracing::error!("{e}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/wait", get(wait_job))
+        .route("/v1/jobs/{id}/log", get(log))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/retry", post(retry))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))
+}
+
+fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
+    let req: JobRequest = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            prefix.trim_end_matches('.').to_string()
+        } else {
+            format!("{prefix}{path}")
+        };
+        ApiError::field(FieldError::new(field, e.inner().to_string()))
+    })?;
+    req.validate()
+        .map_err(|e| ApiError::field(FieldError::new(format!("{prefix}{}", e.field), e.message)))
+}
+
+fn check_fits(v: &ValidJob, cap: &Capacity, prefix: &str) -> ApiResult<()> {
+    if let Some(m) = v.memory_bytes {
+        if m > cap.memory_bytes {
+            return Err(ApiError::field(FieldError::new(
+                format!("{prefix}memory"),
+                format!(
+                    "{m} bytes can never fit: the worker's capacity is {} bytes",
+                    cap.memory_bytes
+                ),
+            )));
+        }
+    }
+    if let Some(c) = v.request.cpus {
+        if c > cap.cpus {
+            return Err(ApiError::field(FieldError::new(
+                format!("{prefix}cpus"),
+                format!(
+                    "{c} CPUs can never fit: the worker's capacity is {}",
+                    cap.cpus
+                ),
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn check_images(root: PathBuf, jobs: Vec<(String, String)>) -> ApiResult<()> {
+    tokio::task::spawn_blocking(move || {
+        let store = imagestore::Store::open(&root).map_err(|e| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("image store: {e}"))
+        })?;
+        for (field, image) in jobs {
+            if let Err(e) = store.resolve(&image) {
+                return Err(ApiError::field(FieldError::new(field, e.to_string())));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+}
+
+async fn submit(
+    State(st): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let v = body_json(body)?;
+    let batch = v
+        .as_object()
+        .is_some_and(|o| o.len() == 1 && o.contains_key("jobs"));
+    let mut jobs = Vec::new();
+    if batch {
+        let Some(Value::Array(items)) = v.get("jobs").cloned() else {
+            return Err(ApiError::field(FieldError::new(
+                "jobs",
+                "must be an array of jobs",
+            )));
+        };
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(ApiError::field(FieldError::new(
+                "jobs",
+                format!("must hold 1–{MAX_BATCH} jobs, not {}", items.len()),
+            )));
+        }
+        for (i, item) in items.into_iter().enumerate() {
+            jobs.push(parse_job(item, &format!("jobs[{i}]."))?);
+        }
+    } else {
+        jobs.push(parse_job(v, "")?);
+    }
+    let mut images = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        let prefix = if batch {
+            format!("jobs[{i}].")
+        } else {
+            String::new()
+        };
+        check_fits(j, &st.capacity, &prefix)?;
+        if !images
+            .iter()
+            .any(|(_, im): &(String, String)| im == &j.request.image)
+        {
+            images.push((format!("{prefix}image"), j.request.image.clone()));
+        }
+    }
+    check_images(st.store_root.clone(), images).await?;
+    let accepted = st.queue.submit(jobs).await?;
+    st.wake.notify_one();
+    let any_new = accepted.iter().any(|(_, created)| *created);
+    let status = if any_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = if batch {
+        json!({ "jobs": accepted.into_iter().map(|(j, _)| j).collect::<Vec<_>>() })
+    } else {
+        serde_json::to_value(&accepted[0].0).unwrap_or(Value::Null)
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    queue: Option<String>,
+    label: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let state = match &q.state {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::field(FieldError::new("state", format!("unknown state {s:?}")))
+        })?),
+    };
+    if let Some(l) = q.limit {
+        if !(1..=1000).contains(&l) {
+            return Err(ApiError::field(FieldError::new("limit", "must be 1–1000")));
+        }
+    }
+    let f = ListFilter {
+        state,
+        queue: q.queue,
+        label: q.label,
+        limit: q.limit,
+        after: q.after,
+    };
+    let jobs = st.queue.list(&f).await?;
+    let next = if jobs.len() as i64 == f.limit.unwrap_or(100) {
+        jobs.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "jobs": jobs, "next": next })))
+}
+
+async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let job = st.queue.get(&id).await?;
+    Ok(Json(serde_json::to_value(job).unwrap_or(Value::Null)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    timeout: Option<u64>,
+}
+
+/// Long poll: the job once it is in a terminal state, or as it is after
+/// `timeout` seconds (default 30, at most 300).
+async fn wait_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let timeout = Duration::from_secs(q.timeout.unwrap_or(30).min(300));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut rx = st.changed.subscribe();
+    loop {
+        let job = st.queue.get(&id).await?;
+        if job.state.is_terminal() {
+            return Ok(Json(serde_json::to_value(job).unwrap_or(Value::Null)));
+        }
+        tokio::select! {
+            r = rx.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                    return Ok(Json(serde_json::to_value(job).unwrap_or(Value::Null)));
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Ok(Json(serde_json::to_value(job).unwrap_or(Value::Null)));
+            }
+            // Lagged receivers and missed events: look again now and then.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    stream: Option<String>,
+    attempt: Option<i64>,
+}
+
+async fn log(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let job = st.queue.get(&id).await?;
+    let n = match q.attempt {
+        Some(n) if n < 1 || n > job.attempts => {
+            return Err(ApiError::field(FieldError::new(
+                "attempt",
+                format!("job {id} has {} attempt(s)", job.attempts),
+            )))
+        }
+        Some(n) => n,
+        None if job.attempts == 0 => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("job {id} has not started"),
+            ))
+        }
+        None => job.attempts,
+    };
+    let (out, err) = output_names(&id, n);
+    let name = match q.stream.as_deref() {
+        None | Some("stdout") => out,
+        Some("stderr") => err,
+        Some(s) => {
+            return Err(ApiError::field(FieldError::new(
+                "stream",
+                format!("{s:?} is not stdout or stderr"),
+            )))
+        }
+    };
+    let path = st.output_dir.join(name);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("read {}: {e}", path.display()),
+            ))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if st.queue.cancel(&id).await? {
+        let job = st.queue.get(&id).await?;
+        let name = crate::launchers::job_name(&id, job.attempts);
+        let run_root = st.run_root.clone();
+        // SIGTERM now; SIGKILL after the stop timeout if it still runs.
+        crate::launchers::signal_job(&run_root, &name, nix::sys::signal::Signal::SIGTERM);
+        tokio::spawn(async move {
+            tokio::time::sleep(runtime::job::DEFAULT_STOP_TIMEOUT).await;
+            crate::launchers::signal_job(&run_root, &name, nix::sys::signal::Signal::SIGKILL);
+        });
+    } else {
+        let _ = st.changed.send((id.clone(), JobState::Cancelled));
+    }
+    get_job(State(st), Path(id)).await
+}
+
+async fn retry(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    st.queue.retry(&id).await?;
+    st.wake.notify_one();
+    get_job(State(st), Path(id)).await
+}

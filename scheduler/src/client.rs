@@ -1,0 +1,100 @@
+//! A small HTTP/1 client for the worker's API over its unix socket, used by
+//! the CLI (`skiff submit`, `skiff jobs`).
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// Why a call to the worker failed (before any HTTP status).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("connect to the worker at {path}: {source} (is `skiff serve` running?)")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("talk to the worker: {0}")]
+    Http(#[from] hyper::Error),
+    /// The request could not be built.
+    #[error("build the request: {0}")]
+    Request(#[from] hyper::http::Error),
+}
+
+/// A response: status and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as JSON, or null.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The API's error message, when the status is not 2xx.
+    pub fn error_message(&self) -> String {
+        let v = self.json();
+        match v.get("error").and_then(|e| e.as_str()) {
+            Some(m) => m.to_string(),
+            None => String::from_utf8_lossy(&self.body).into_owned(),
+        }
+    }
+}
+
+/// A client of one worker socket.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// The worker listening on `socket`.
+    pub fn unix(socket: &Path) -> Client {
+        Client {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// Send one request (a new connection each time).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "skiff");
+        if body.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Response { status, body })
+    }
+}

@@ -1,0 +1,172 @@
+//! The dispatcher: moves due jobs to `queued`, admits queued jobs onto free
+//! launcher slots within the worker's capacity, records each outcome, and
+//! drains on shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::launchers::{job_name, signal_job, Slots};
+use crate::queue::{Outcome, Queue};
+use crate::state::JobState;
+
+/// What the worker may run at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// Sum of running jobs' memory limits, bytes.
+    pub memory_bytes: u64,
+    /// Sum of running jobs' CPU limits.
+    pub cpus: f64,
+}
+
+/// Events the dispatcher publishes: a job changed state.
+pub type Changed = tokio::sync::broadcast::Sender<(String, JobState)>;
+
+struct Running {
+    slot: usize,
+    id: String,
+    attempt: i64,
+    memory: u64,
+    cpus: f64,
+}
+
+/// Run the dispatcher until `stop` turns true, then drain for at most
+/// `drain`: running jobs past it are stopped and queued again.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    queue: Queue,
+    slots: Slots,
+    capacity: Capacity,
+    wake: Arc<Notify>,
+    changed: Changed,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+    run_root: std::path::PathBuf,
+) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
+    let mut free: Vec<usize> = (0..slots.len()).rev().collect();
+    let mut running: HashMap<usize, Running> = HashMap::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let next_due = match queue.promote_delayed().await {
+            Ok((n, next)) => {
+                if n > 0 {
+                    tracing::debug!(jobs = n, "delayed jobs queued");
+                }
+                next
+            }
+            Err(e) => {
+                tracing::error!("promote delayed jobs: {e}");
+                None
+            }
+        };
+        while let Some(&slot) = free.last() {
+            let used_mem: u64 = running.values().map(|r| r.memory).sum();
+            let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
+            let admit = |m: Option<u64>, c: Option<f64>, _q: &str| {
+                used_mem + m.unwrap_or(0) <= capacity.memory_bytes
+                    && used_cpu + c.unwrap_or(0.0) <= capacity.cpus + 1e-9
+            };
+            let claim = match queue.claim_next(admit).await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("claim a job: {e}");
+                    break;
+                }
+            };
+            free.pop();
+            let _ = changed.send((claim.id.clone(), JobState::Running));
+            running.insert(
+                slot,
+                Running {
+                    slot,
+                    id: claim.id.clone(),
+                    attempt: claim.attempt,
+                    memory: claim.memory_bytes.unwrap_or(0),
+                    cpus: claim.cpus.unwrap_or(0.0),
+                },
+            );
+            let rx = slots.run(slot, claim);
+            let tx = done_tx.clone();
+            tokio::spawn(async move {
+                let outcome = rx.await.unwrap_or_else(|_| Outcome {
+                    state: Some(JobState::Killed),
+                    reason: Some("launcher slot lost".into()),
+                    ..Default::default()
+                });
+                let _ = tx.send((slot, outcome));
+            });
+        }
+        let sleep = match next_due {
+            Some(t) => Duration::from_millis((t - crate::queue::now_ms()).clamp(1, 1000) as u64),
+            None => Duration::from_secs(1),
+        };
+        tokio::select! {
+            _ = wake.notified() => {}
+            Some((slot, outcome)) = done_rx.recv() => {
+                finish(&queue, &changed, &mut running, &mut free, slot, outcome).await;
+            }
+            _ = tokio::time::sleep(sleep) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    // Drain: take nothing new; wait for the running jobs up to `drain`.
+    tracing::info!(running = running.len(), "draining");
+    let deadline = tokio::time::Instant::now() + drain;
+    while !running.is_empty() {
+        tokio::select! {
+            Some((slot, outcome)) = done_rx.recv() => {
+                finish(&queue, &changed, &mut running, &mut free, slot, outcome).await;
+            }
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    if !running.is_empty() {
+        let ids: Vec<(String, i64)> = running
+            .values()
+            .map(|r| (r.id.clone(), r.attempt))
+            .collect();
+        match queue.requeue_stopped(&ids).await {
+            Ok(()) => {}
+            Err(e) => tracing::error!("requeue stopped jobs: {e}"),
+        }
+        for r in running.values() {
+            signal_job(
+                &run_root,
+                &job_name(&r.id, r.attempt),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            tracing::warn!(job = %r.id, slot = r.slot, "stopped at drain timeout, queued again");
+        }
+    }
+    drop(done_tx);
+    tokio::task::spawn_blocking(move || slots.shutdown())
+        .await
+        .ok();
+}
+
+async fn finish(
+    queue: &Queue,
+    changed: &Changed,
+    running: &mut HashMap<usize, Running>,
+    free: &mut Vec<usize>,
+    slot: usize,
+    outcome: Outcome,
+) {
+    free.push(slot);
+    let Some(r) = running.remove(&slot) else {
+        return;
+    };
+    match queue.finish(&r.id, r.attempt, &outcome).await {
+        Ok(Some(state)) => {
+            let _ = changed.send((r.id.clone(), state));
+        }
+        Ok(None) => tracing::debug!(job = %r.id, "attempt result fenced off"),
+        Err(e) => tracing::error!(job = %r.id, "record attempt: {e}"),
+    }
+}

@@ -1,0 +1,643 @@
+//! The durable job queue: every state change is one SQLite transaction,
+//! committed (WAL, `synchronous=FULL`) before the API answers.
+//!
+//! Attempts are fenced: an attempt's result is recorded only while the job
+//! is still `running` that attempt, so a late writer cannot overwrite a
+//! recovered or cancelled job.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::QueueError;
+use crate::request::{JobRequest, ValidJob};
+use crate::state::{Attempt, Job, JobState, Transition};
+
+type Result<T> = std::result::Result<T, QueueError>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The queue, over its database.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    db: SqlitePool,
+}
+
+/// A job handed to the dispatcher to run one attempt.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Job id.
+    pub id: String,
+    /// The attempt's number.
+    pub attempt: i64,
+    /// The request.
+    pub request: JobRequest,
+    /// The payload, if any.
+    pub payload: Option<Vec<u8>>,
+    /// Memory limit, bytes (admission).
+    pub memory_bytes: Option<u64>,
+    /// CPU limit (admission).
+    pub cpus: Option<f64>,
+    /// Timeout, ms.
+    pub timeout_ms: i64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// `complete`, `error`, `timeout`, `killed` or `cancelled`.
+    pub state: Option<JobState>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Exit status.
+    pub exit_code: Option<i64>,
+    /// Killing signal.
+    pub signal: Option<i64>,
+    /// OOM-killed.
+    pub oom_killed: Option<bool>,
+    /// Wall time, ms.
+    pub wall_ms: Option<f64>,
+    /// CPU, µs.
+    pub cpu_usec: Option<i64>,
+    /// Peak memory, bytes.
+    pub peak_memory_bytes: Option<i64>,
+    /// Output dropped: stdout, stderr.
+    pub dropped: Option<[i64; 2]>,
+}
+
+/// Filters for [`Queue::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this label.
+    pub label: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<i64>,
+    /// Only jobs submitted after the job with this id (paging).
+    pub after: Option<String>,
+}
+
+fn random_id() -> String {
+    format!("j-{:016x}", rand::random::<u64>())
+}
+
+/// Delay before retry `n` (1-based): `base · 2^(n-1)`, at most an hour
+/// (or `base` if larger), ±20% jitter.
+pub fn backoff_ms(base_ms: i64, n: i64) -> i64 {
+    let exp = base_ms.saturating_mul(1i64 << (n - 1).clamp(0, 20));
+    let capped = exp.min(base_ms.max(3_600_000));
+    let jitter = (capped as f64 * 0.2 * (rand::random::<f64>() * 2.0 - 1.0)) as i64;
+    (capped + jitter).max(0)
+}
+
+fn state_of(id: &str, s: &str) -> Result<JobState> {
+    JobState::parse(s).ok_or_else(|| QueueError::Corrupt {
+        id: id.to_string(),
+        what: "state",
+        detail: format!("unknown state {s:?}"),
+    })
+}
+
+fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
+    let id: String = row.try_get("id")?;
+    let spec: String = row.try_get("spec")?;
+    let request: JobRequest = serde_json::from_str(&spec).map_err(|e| QueueError::Corrupt {
+        id: id.clone(),
+        what: "spec",
+        detail: e.to_string(),
+    })?;
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        state: state_of(&id, &state)?,
+        reason: row.try_get("reason")?,
+        queue: row.try_get("queue")?,
+        label: row.try_get("label")?,
+        priority: row.try_get("priority")?,
+        request,
+        payload_bytes: row.try_get("payload_bytes")?,
+        attempts: row.try_get("attempts")?,
+        max_retries: row.try_get("max_retries")?,
+        run_at: row.try_get("run_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        attempt_list: Vec::new(),
+        transitions: Vec::new(),
+        id,
+    })
+}
+
+const JOB_COLUMNS: &str = "id, state, reason, queue, label, priority, spec, \
+     COALESCE(length(payload), 0) AS payload_bytes, attempts, max_retries, run_at, \
+     created_at, updated_at";
+
+async fn transition(
+    tx: &mut sqlx::SqliteConnection,
+    id: &str,
+    state: JobState,
+    at: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO transitions (job_id, at, state) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(at)
+        .bind(state.as_str())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+impl Queue {
+    /// Open (creating) the database at `path` and apply migrations.
+    pub async fn open(path: &Path) -> Result<Queue> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let db = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations").run(&db).await?;
+        Ok(Queue { db })
+    }
+
+    /// Accept jobs, all or none, in one transaction. A job whose
+    /// idempotency key was seen returns the first job, with `false`.
+    pub async fn submit(&self, jobs: Vec<ValidJob>) -> Result<Vec<(Job, bool)>> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for v in jobs {
+            if let Some(key) = &v.request.idempotency_key {
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = ?")
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(id) = found {
+                    ids.push((id, false));
+                    continue;
+                }
+            }
+            let id = random_id();
+            let state = if v.delay_ms > 0 {
+                JobState::Delayed
+            } else {
+                JobState::Queued
+            };
+            let mut spec = v.request.clone();
+            let payload = spec.payload.take().map(String::into_bytes);
+            let spec = serde_json::to_string(&spec).map_err(|e| QueueError::Corrupt {
+                id: id.clone(),
+                what: "spec",
+                detail: e.to_string(),
+            })?;
+            sqlx::query(
+                "INSERT INTO jobs (id, state, queue, label, priority, spec, payload, \
+                 memory_bytes, cpus, timeout_ms, max_retries, retry_delay_ms, run_at, \
+                 idempotency_key, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(state.as_str())
+            .bind(&v.queue)
+            .bind(&v.request.label)
+            .bind(v.priority)
+            .bind(spec)
+            .bind(payload)
+            .bind(v.memory_bytes.map(|m| m as i64))
+            .bind(v.request.cpus)
+            .bind(v.timeout_ms)
+            .bind(v.max_retries)
+            .bind(v.retry_delay_ms)
+            .bind(now + v.delay_ms)
+            .bind(&v.request.idempotency_key)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            transition(&mut tx, &id, state, now).await?;
+            ids.push((id, true));
+        }
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, created) in ids {
+            out.push((self.get(&id).await?, created));
+        }
+        Ok(out)
+    }
+
+    /// One job, with its attempts and transitions.
+    pub async fn get(&self, id: &str) -> Result<Job> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        let mut job = job_from_row(&row)?;
+        for r in sqlx::query("SELECT * FROM attempts WHERE job_id = ? ORDER BY n")
+            .bind(id)
+            .fetch_all(&self.db)
+            .await?
+        {
+            let state: String = r.try_get("state")?;
+            let dropped: (Option<i64>, Option<i64>) =
+                (r.try_get("stdout_dropped")?, r.try_get("stderr_dropped")?);
+            job.attempt_list.push(Attempt {
+                n: r.try_get("n")?,
+                state: state_of(id, &state)?,
+                reason: r.try_get("reason")?,
+                exit_code: r.try_get("exit_code")?,
+                signal: r.try_get("signal")?,
+                oom_killed: r.try_get::<Option<i64>, _>("oom_killed")?.map(|b| b != 0),
+                wall_ms: r.try_get("wall_ms")?,
+                cpu_usec: r.try_get("cpu_usec")?,
+                peak_memory_bytes: r.try_get("peak_memory_bytes")?,
+                output_dropped_bytes: match dropped {
+                    (Some(a), Some(b)) => Some([a, b]),
+                    _ => None,
+                },
+                started_at: r.try_get("started_at")?,
+                ended_at: r.try_get("ended_at")?,
+            });
+        }
+        for r in sqlx::query("SELECT state, at FROM transitions WHERE job_id = ? ORDER BY rowid")
+            .bind(id)
+            .fetch_all(&self.db)
+            .await?
+        {
+            let state: String = r.try_get("state")?;
+            job.transitions.push(Transition {
+                state: state_of(id, &state)?,
+                at: r.try_get("at")?,
+            });
+        }
+        Ok(job)
+    }
+
+    /// Jobs in submission order, filtered.
+    pub async fn list(&self, f: &ListFilter) -> Result<Vec<Job>> {
+        let after: i64 = match &f.after {
+            None => 0,
+            Some(id) => sqlx::query_scalar("SELECT seq FROM jobs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.db)
+                .await?
+                .ok_or_else(|| QueueError::NotFound(id.clone()))?,
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ? \
+             AND (? IS NULL OR state = ?) AND (? IS NULL OR queue = ?) \
+             AND (? IS NULL OR label = ?) ORDER BY seq LIMIT ?"
+        ))
+        .bind(after)
+        .bind(f.state.map(JobState::as_str))
+        .bind(f.state.map(JobState::as_str))
+        .bind(&f.queue)
+        .bind(&f.queue)
+        .bind(&f.label)
+        .bind(&f.label)
+        .bind(f.limit.unwrap_or(100).clamp(1, 1000))
+        .fetch_all(&self.db)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Jobs per state.
+    pub async fn counts(&self) -> Result<Vec<(JobState, String, i64)>> {
+        let rows =
+            sqlx::query("SELECT state, queue, COUNT(*) AS n FROM jobs GROUP BY state, queue")
+                .fetch_all(&self.db)
+                .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let s: String = r.try_get("state")?;
+            out.push((
+                state_of("(count)", &s)?,
+                r.try_get("queue")?,
+                r.try_get("n")?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Move `delayed` jobs whose time has come to `queued`; returns how many,
+    /// and when the next delayed job is due.
+    pub async fn promote_delayed(&self) -> Result<(u64, Option<i64>)> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'delayed' AND run_at <= ?")
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+        for id in &ids {
+            sqlx::query("UPDATE jobs SET state = 'queued', updated_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            transition(&mut tx, id, JobState::Queued, now).await?;
+        }
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(run_at) FROM jobs WHERE state = 'delayed'")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok((ids.len() as u64, next))
+    }
+
+    /// Take the next queued job (highest priority, then oldest) that
+    /// `admit` accepts, and start its next attempt. Jobs `admit` refuses
+    /// stay queued and are passed over.
+    pub async fn claim_next(
+        &self,
+        admit: impl Fn(Option<u64>, Option<f64>, &str) -> bool,
+    ) -> Result<Option<Claim>> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, spec, payload, memory_bytes, cpus, timeout_ms, attempts, queue FROM jobs \
+             WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 64",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in rows {
+            let memory: Option<i64> = r.try_get("memory_bytes")?;
+            let cpus: Option<f64> = r.try_get("cpus")?;
+            let queue: String = r.try_get("queue")?;
+            if !admit(memory.map(|m| m as u64), cpus, &queue) {
+                continue;
+            }
+            let id: String = r.try_get("id")?;
+            let spec: String = r.try_get("spec")?;
+            let mut request: JobRequest =
+                serde_json::from_str(&spec).map_err(|e| QueueError::Corrupt {
+                    id: id.clone(),
+                    what: "spec",
+                    detail: e.to_string(),
+                })?;
+            let payload: Option<Vec<u8>> = r.try_get("payload")?;
+            request.payload = None;
+            let attempt: i64 = r.try_get::<i64, _>("attempts")? + 1;
+            sqlx::query(
+                "UPDATE jobs SET state = 'running', reason = NULL, attempts = ?, updated_at = ? \
+                 WHERE id = ?",
+            )
+            .bind(attempt)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO attempts (job_id, n, state, started_at) VALUES (?, ?, 'running', ?)",
+            )
+            .bind(&id)
+            .bind(attempt)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            transition(&mut tx, &id, JobState::Running, now).await?;
+            tx.commit().await?;
+            return Ok(Some(Claim {
+                id,
+                attempt,
+                request,
+                payload,
+                memory_bytes: memory.map(|m| m as u64),
+                cpus,
+                timeout_ms: r.try_get("timeout_ms")?,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Record how attempt `n` of `id` ended and move the job on: to
+    /// `complete`, to `delayed` for a retry, or to the attempt's state.
+    /// Returns the job's new state, or `None` when the job no longer runs
+    /// that attempt (fenced).
+    pub async fn finish(&self, id: &str, n: i64, out: &Outcome) -> Result<Option<JobState>> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let row = sqlx::query(
+            "SELECT attempts, max_retries, retry_delay_ms, cancel_requested FROM jobs \
+             WHERE id = ? AND state = 'running' AND attempts = ?",
+        )
+        .bind(id)
+        .bind(n)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let cancelled = row.try_get::<i64, _>("cancel_requested")? != 0;
+        let attempt_state = if cancelled {
+            JobState::Cancelled
+        } else {
+            out.state.unwrap_or(JobState::Error)
+        };
+        let reason = if cancelled {
+            Some("cancelled while running".to_string())
+        } else {
+            out.reason.clone()
+        };
+        sqlx::query(
+            "UPDATE attempts SET state = ?, reason = ?, exit_code = ?, signal = ?, \
+             oom_killed = ?, wall_ms = ?, cpu_usec = ?, peak_memory_bytes = ?, \
+             stdout_dropped = ?, stderr_dropped = ?, ended_at = ? WHERE job_id = ? AND n = ?",
+        )
+        .bind(attempt_state.as_str())
+        .bind(&reason)
+        .bind(out.exit_code)
+        .bind(out.signal)
+        .bind(out.oom_killed.map(i64::from))
+        .bind(out.wall_ms)
+        .bind(out.cpu_usec)
+        .bind(out.peak_memory_bytes)
+        .bind(out.dropped.map(|d| d[0]))
+        .bind(out.dropped.map(|d| d[1]))
+        .bind(now)
+        .bind(id)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+        let attempts: i64 = row.try_get("attempts")?;
+        let max_retries: i64 = row.try_get("max_retries")?;
+        let retry_delay: i64 = row.try_get("retry_delay_ms")?;
+        let retry = !matches!(attempt_state, JobState::Complete | JobState::Cancelled)
+            && attempts <= max_retries;
+        let (state, run_at) = if retry {
+            (JobState::Delayed, now + backoff_ms(retry_delay, attempts))
+        } else {
+            (attempt_state, now)
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = ?, reason = ?, run_at = ?, cancel_requested = 0, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(&reason)
+        .bind(run_at)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        transition(&mut tx, id, state, now).await?;
+        tx.commit().await?;
+        Ok(Some(state))
+    }
+
+    /// Cancel: a waiting job is cancelled at once (`Ok(false)`); a running
+    /// one is marked (`Ok(true)`) and its attempt must be stopped.
+    pub async fn cancel(&self, id: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let state = state_of(id, &state.ok_or_else(|| QueueError::NotFound(id.into()))?)?;
+        match state {
+            JobState::Queued | JobState::Delayed => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', reason = 'cancelled', updated_at = ? \
+                     WHERE id = ?",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                transition(&mut tx, id, JobState::Cancelled, now).await?;
+                tx.commit().await?;
+                Ok(false)
+            }
+            JobState::Running => {
+                sqlx::query("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+            s => Err(QueueError::Conflict {
+                id: id.into(),
+                state: s.to_string(),
+                what: "only a delayed, queued or running job can be cancelled",
+            }),
+        }
+    }
+
+    /// Queue a finished job again (one more attempt; no automatic retries
+    /// beyond those it had).
+    pub async fn retry(&self, id: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let state = state_of(id, &state.ok_or_else(|| QueueError::NotFound(id.into()))?)?;
+        if !state.is_terminal() {
+            return Err(QueueError::Conflict {
+                id: id.into(),
+                state: state.to_string(),
+                what: "only a finished job can be retried",
+            });
+        }
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', reason = NULL, run_at = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        transition(&mut tx, id, JobState::Queued, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// After a crash: every `running` job lost its attempt. Record it as
+    /// `killed` (worker lost) and retry the job if it has retries left.
+    /// Returns the jobs recovered.
+    pub async fn recover_running(&self) -> Result<Vec<String>> {
+        let running: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, attempts FROM jobs WHERE state = 'running'")
+                .fetch_all(&self.db)
+                .await?;
+        let lost = Outcome {
+            state: Some(JobState::Killed),
+            reason: Some("worker lost".into()),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for (id, n) in running {
+            self.finish(&id, n, &lost).await?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+
+    /// At shutdown, after the drain timeout: end each running attempt as
+    /// `killed` (worker stopping) and queue its job again, without counting
+    /// it against the job's retries.
+    pub async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.db.begin().await?;
+        for (id, n) in running {
+            let res = sqlx::query(
+                "UPDATE jobs SET state = 'queued', reason = 'worker stopped', \
+                 max_retries = max_retries + 1, updated_at = ? \
+                 WHERE id = ? AND state = 'running' AND attempts = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() == 0 {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE attempts SET state = 'killed', reason = 'worker stopped', ended_at = ? \
+                 WHERE job_id = ? AND n = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+            transition(&mut tx, id, JobState::Queued, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether a cancellation was asked for while `id` runs.
+    pub async fn cancel_requested(&self, id: &str) -> Result<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?;
+        Ok(v.unwrap_or(0) != 0)
+    }
+
+    /// Close the database.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}

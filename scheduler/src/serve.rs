@@ -1,0 +1,222 @@
+//! `skiff serve`: one worker per store. Recovers what a crash left, starts
+//! the launcher slots and the dispatcher, serves the API on the unix
+//! socket, and drains on SIGTERM.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::sync::{watch, Notify};
+
+use crate::api::{router, AppState};
+use crate::dispatch::{self, Capacity};
+use crate::error::QueueError;
+use crate::launchers::{LauncherConfig, Slots};
+use crate::queue::Queue;
+
+/// How the worker runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Store root.
+    pub root: PathBuf,
+    /// Job database (default `ROOT/jobs.db`).
+    pub db: Option<PathBuf>,
+    /// API socket (default `ROOT/skiff.sock`).
+    pub socket: Option<PathBuf>,
+    /// Launcher processes, i.e. jobs at once.
+    pub launchers: usize,
+    /// Memory capacity, bytes (default: host memory less 1 GiB).
+    pub capacity_memory: Option<u64>,
+    /// CPU capacity (default: the host's CPUs).
+    pub capacity_cpus: Option<f64>,
+    /// How long SIGTERM waits for running jobs.
+    pub drain: Duration,
+    /// Bytes of output kept per stream and attempt.
+    pub output_cap: u64,
+    /// Warm sandboxes per launcher.
+    pub warm: usize,
+    /// The skiff binary the launchers run.
+    pub exe: PathBuf,
+}
+
+/// Why the worker could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The queue.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A file or socket of the worker's.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another worker serves this store.
+    #[error("another skiff serve holds {0}")]
+    Busy(PathBuf),
+    /// Recovery after a crash failed.
+    #[error("recover after a crash: {0}")]
+    Recover(#[from] runtime::Error),
+}
+
+fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError {
+    let path = path.to_path_buf();
+    move |source| ServeError::Io { what, path, source }
+}
+
+fn host_memory() -> u64 {
+    nix::sys::sysinfo::sysinfo()
+        .map(|s| s.ram_total())
+        .unwrap_or(1 << 30)
+}
+
+/// Run the worker until SIGTERM or SIGINT; `ready` is called once the API
+/// accepts requests, `stopping` when the drain begins.
+pub async fn serve(
+    cfg: ServeConfig,
+    ready: impl FnOnce(),
+    stopping: impl FnOnce(),
+) -> Result<(), ServeError> {
+    let dir = cfg.root.join("serve");
+    let output_dir = dir.join("output");
+    let payload_dir = dir.join("payloads");
+    for d in [&output_dir, &payload_dir] {
+        std::fs::create_dir_all(d).map_err(io("create", d))?;
+    }
+    // One worker per store: an exclusive lock held for the process's life.
+    let lock_path = dir.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| ServeError::Busy(lock_path.clone()))?;
+
+    let db_path = cfg.db.clone().unwrap_or_else(|| cfg.root.join("jobs.db"));
+    let queue = Queue::open(&db_path).await?;
+
+    // Recovery: what a killed worker left running is dead (its launchers
+    // had a parent-death signal); clean up as `skiff gc` does, then end
+    // those attempts as killed and retry their jobs.
+    let run_root = cfg.root.join("run");
+    {
+        let root = cfg.root.clone();
+        let run = run_root.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), ServeError> {
+            let store = imagestore::Store::open(&root)
+                .map_err(|e| ServeError::Recover(runtime::Error::from(e)))?;
+            let cg = runtime::cgroups::detect(&runtime::cgroups::group_key(store.root()))?;
+            let report = runtime::gc::collect(&run, cg.as_ref())?;
+            if !report.jobs.is_empty() {
+                tracing::warn!(jobs = report.jobs.len(), "cleaned up after a lost worker");
+            }
+            let _ = store.remove_stale_leases();
+            Ok(())
+        })
+        .await
+        .map_err(|e| ServeError::Io {
+            what: "recovery task",
+            path: run_root.clone(),
+            source: std::io::Error::other(e),
+        })??;
+    }
+    let lost = queue.recover_running().await?;
+    if !lost.is_empty() {
+        tracing::warn!(jobs = lost.len(), "attempts lost with the previous worker");
+    }
+
+    let capacity = Capacity {
+        memory_bytes: cfg
+            .capacity_memory
+            .unwrap_or_else(|| host_memory().saturating_sub(1 << 30).max(1 << 28)),
+        cpus: cfg
+            .capacity_cpus
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as f64),
+    };
+    let slots = Slots::start(
+        cfg.launchers.max(1),
+        &LauncherConfig {
+            exe: cfg.exe.clone(),
+            root: cfg.root.clone(),
+            output_dir: output_dir.clone(),
+            payload_dir,
+            output_cap: cfg.output_cap,
+            warm: cfg.warm,
+        },
+    );
+    let wake = Arc::new(Notify::new());
+    let (changed, _) = tokio::sync::broadcast::channel(1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let dispatcher = tokio::spawn(dispatch::run(
+        queue.clone(),
+        slots,
+        capacity,
+        wake.clone(),
+        changed.clone(),
+        stop_rx,
+        cfg.drain,
+        run_root.clone(),
+    ));
+
+    let socket = cfg
+        .socket
+        .clone()
+        .unwrap_or_else(|| cfg.root.join("skiff.sock"));
+    match std::fs::remove_file(&socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(ServeError::Io {
+                what: "remove stale socket",
+                path: socket,
+                source: e,
+            })
+        }
+        _ => {}
+    }
+    let listener = UnixListener::bind(&socket).map_err(io("bind", &socket))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(io("chmod", &socket))?;
+    let app = router(AppState {
+        queue: queue.clone(),
+        wake,
+        changed,
+        store_root: cfg.root.clone(),
+        output_dir,
+        run_root,
+        capacity,
+    });
+    ready();
+    tracing::info!(socket = %socket.display(), "serving");
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let server = axum::serve(listener, app);
+    tokio::select! {
+        r = server => {
+            if let Err(e) = r {
+                tracing::error!("API server: {e}");
+            }
+        }
+        _ = shutdown => {}
+    }
+    stopping();
+    tracing::info!("stopping: no new jobs; draining");
+    let _ = std::fs::remove_file(&socket);
+    let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
+    queue.close().await;
+    Ok(())
+}
