@@ -1,129 +1,41 @@
-//! The REST API under `/v1`: JSON in and out, and every refusal a 4xx with
-//! a JSON body naming the field.
+//! `/v1/jobs`: submit (one or a batch), list, get, wait, log, cancel, retry.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 
-use crate::dispatch::{Capacity, Changed};
-use crate::error::{FieldError, QueueError};
+use super::{ApiError, ApiResult, AppState};
+use crate::dispatch::Capacity;
+use crate::error::FieldError;
 use crate::launchers::output_names;
-use crate::queue::{ListFilter, Queue};
+use crate::queue::ListFilter;
 use crate::request::{JobRequest, ValidJob};
 use crate::state::JobState;
 
-/// Largest request body (a batch of jobs with payloads), bytes.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
 /// Largest batch.
 pub const MAX_BATCH: usize = 10_000;
 
-/// What the handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// The queue.
-    pub queue: Queue,
-    /// Wakes the dispatcher.
-    pub wake: Arc<Notify>,
-    /// Job state changes.
-    pub changed: Changed,
-    /// Store root (images are resolved at submit).
-    pub store_root: PathBuf,
-    /// Captured output.
-    pub output_dir: PathBuf,
-    /// The store's run directory (running jobs' records).
-    pub run_root: PathBuf,
-    /// The worker's capacity (a job that could never fit is refused).
-    pub capacity: Capacity,
-}
-
-/// An API error: status, message, and the field at fault.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    field: Option<String>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-            field: None,
-        }
-    }
-
-    fn field(e: FieldError) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: e.to_string(),
-            field: Some(e.field),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.message });
-        if let Some(f) = self.field {
-            body["field"] = Value::String(f);
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<QueueError> for ApiError {
-    fn from(e: QueueError) -> ApiError {
-        match e {
-            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
-            QueueError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            e => {
-                tracing::error!("{e}");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            }
-        }
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-/// The router.
-pub fn router(state: AppState) -> Router {
+/// The routes.
+pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/wait", get(wait_job))
         .route("/v1/jobs/{id}/log", get(log))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/retry", post(retry))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route",
-            )
-        })
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "ok": true }))
-}
-
-fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
+pub(crate) fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
     let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))

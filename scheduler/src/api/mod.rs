@@ -1,0 +1,112 @@
+//! The REST API under `/v1`: JSON in and out, and every refusal a 4xx with
+//! a JSON body naming the field. One file per resource.
+
+mod jobs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::dispatch::{Capacity, Changed};
+use crate::error::{FieldError, QueueError};
+use crate::queue::Queue;
+
+/// Largest request body (a batch of jobs with payloads), bytes.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The queue.
+    pub queue: Queue,
+    /// Wakes the dispatcher.
+    pub wake: Arc<Notify>,
+    /// Job state changes.
+    pub changed: Changed,
+    /// Store root (images are resolved at submit).
+    pub store_root: PathBuf,
+    /// Captured output.
+    pub output_dir: PathBuf,
+    /// The store's run directory (running jobs' records).
+    pub run_root: PathBuf,
+    /// The worker's capacity (a job that could never fit is refused).
+    pub capacity: Capacity,
+}
+
+/// An API error: status, message, and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub(crate) fn field(e: FieldError) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+            field: Some(e.field),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = self.field {
+            body["field"] = Value::String(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> ApiError {
+        match e {
+            QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            QueueError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e => {
+                tracing::error!("{e}");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+        }
+    }
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(jobs::routes())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}
