@@ -23,4 +23,5 @@ pub mod env;
 pub mod mounts;
 pub mod privilege;
 pub mod run;
+pub mod serve;
 pub mod tar;
