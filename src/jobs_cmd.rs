@@ -64,6 +64,9 @@ pub struct SubmitArgs {
     /// A second submit with this key returns the first job.
     #[arg(long = "idempotency-key", value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// A URL POSTed the job's result when it ends.
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
     /// Wait for the job to end, print its output, and exit with its status.
     #[arg(long)]
     wait: bool,
@@ -213,6 +216,7 @@ pub fn submit(root: &Path, a: SubmitArgs) -> anyhow::Result<u8> {
         label: a.label,
         queue: a.queue,
         idempotency_key: a.idempotency_key,
+        webhook: a.webhook,
     };
     let c = client(root, &a.conn);
     let body = serde_json::to_vec(&req)?;

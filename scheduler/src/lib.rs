@@ -6,11 +6,13 @@ pub mod api;
 pub mod client;
 pub mod dispatch;
 pub mod error;
+pub mod hooks;
 pub mod launchers;
 pub mod queue;
 pub mod request;
 pub mod serve;
 pub mod state;
+pub mod webhooks;
 
 pub use error::{FieldError, QueueError};
 pub use request::JobRequest;

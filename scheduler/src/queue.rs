@@ -156,6 +156,21 @@ async fn transition(
     Ok(())
 }
 
+/// Queue the job's webhook delivery (if it has a webhook), in the
+/// transaction that ends the job.
+async fn queue_webhook(tx: &mut sqlx::SqliteConnection, id: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
+         SELECT id, webhook, 'pending', ?, ? FROM jobs WHERE id = ? AND webhook IS NOT NULL",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
 impl Queue {
     /// Open (creating) the database at `path` and apply migrations.
     pub async fn open(path: &Path) -> Result<Queue> {
@@ -171,6 +186,12 @@ impl Queue {
             .await?;
         sqlx::migrate!("./migrations").run(&db).await?;
         Ok(Queue { db })
+    }
+
+    /// The database (for the tables beside the queue's: schedules, hooks,
+    /// webhook deliveries).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.db
     }
 
     /// Accept jobs, all or none, in one transaction. A job whose
@@ -207,8 +228,8 @@ impl Queue {
             sqlx::query(
                 "INSERT INTO jobs (id, state, queue, label, priority, spec, payload, \
                  memory_bytes, cpus, timeout_ms, max_retries, retry_delay_ms, run_at, \
-                 idempotency_key, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 idempotency_key, webhook, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&id)
             .bind(state.as_str())
@@ -224,6 +245,7 @@ impl Queue {
             .bind(v.retry_delay_ms)
             .bind(now + v.delay_ms)
             .bind(&v.request.idempotency_key)
+            .bind(&v.request.webhook)
             .bind(now)
             .bind(now)
             .execute(&mut *tx)
@@ -495,6 +517,9 @@ impl Queue {
         .execute(&mut *tx)
         .await?;
         transition(&mut tx, id, state, now).await?;
+        if state.is_terminal() {
+            queue_webhook(&mut tx, id, now).await?;
+        }
         tx.commit().await?;
         Ok(Some(state))
     }
@@ -520,6 +545,7 @@ impl Queue {
                 .execute(&mut *tx)
                 .await?;
                 transition(&mut tx, id, JobState::Cancelled, now).await?;
+                queue_webhook(&mut tx, id, now).await?;
                 tx.commit().await?;
                 Ok(false)
             }

@@ -78,6 +78,10 @@ pub struct JobRequest {
     /// A second submit with the same key returns the first job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// An `http` or `https` URL POSTed the job (JSON) when it ends,
+    /// retried with backoff until it answers 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// A [`JobRequest`] whose fields have been checked, with defaults applied.
@@ -121,6 +125,25 @@ fn list_field(field: &'static str, v: &[String]) -> Result<(), FieldError> {
         return Err(FieldError::new(
             field,
             format!("item {i} contains a NUL byte"),
+        ));
+    }
+    Ok(())
+}
+
+/// Largest webhook URL.
+const MAX_URL: usize = 2048;
+
+/// A webhook URL: `http` or `https`, with a host.
+pub fn check_webhook_url(url: &str) -> Result<(), FieldError> {
+    if url.len() > MAX_URL {
+        return Err(FieldError::new("webhook", format!("longer than {MAX_URL} bytes")));
+    }
+    let u = reqwest::Url::parse(url)
+        .map_err(|e| FieldError::new("webhook", format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        return Err(FieldError::new(
+            "webhook",
+            format!("{url:?}: only http and https URLs with a host"),
         ));
     }
     Ok(())
@@ -226,6 +249,9 @@ impl JobRequest {
         name_field("label", &self.label)?;
         name_field("queue", &self.queue)?;
         name_field("idempotency_key", &self.idempotency_key)?;
+        if let Some(url) = &self.webhook {
+            check_webhook_url(url)?;
+        }
         let queue = self.queue.clone().unwrap_or_else(|| "default".into());
         Ok(ValidJob {
             memory_bytes,

@@ -166,6 +166,7 @@ pub async fn serve(
         run_root.clone(),
     ));
 
+    let webhooks = tokio::spawn(crate::webhooks::run(queue.clone(), stop_tx.subscribe()));
     let socket = cfg
         .socket
         .clone()
@@ -217,6 +218,7 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket);
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    let _ = webhooks.await;
     queue.close().await;
     Ok(())
 }

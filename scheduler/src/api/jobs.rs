@@ -41,7 +41,7 @@ pub(crate) fn body_json(body: Result<Bytes, BytesRejection>) -> ApiResult<Value>
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))
 }
 
-fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
+pub(crate) fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
     let req: JobRequest = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -55,7 +55,7 @@ fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
         .map_err(|e| ApiError::field(FieldError::new(format!("{prefix}{}", e.field), e.message)))
 }
 
-fn check_fits(v: &ValidJob, cap: &Capacity, prefix: &str) -> ApiResult<()> {
+pub(crate) fn check_fits(v: &ValidJob, cap: &Capacity, prefix: &str) -> ApiResult<()> {
     if let Some(m) = v.memory_bytes {
         if m > cap.memory_bytes {
             return Err(ApiError::field(FieldError::new(
@@ -81,7 +81,7 @@ fn check_fits(v: &ValidJob, cap: &Capacity, prefix: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn check_images(root: PathBuf, jobs: Vec<(String, String)>) -> ApiResult<()> {
+pub(crate) async fn check_images(root: PathBuf, jobs: Vec<(String, String)>) -> ApiResult<()> {
     tokio::task::spawn_blocking(move || {
         let store = imagestore::Store::open(&root).map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("image store: {e}"))
@@ -201,7 +201,18 @@ async fn list(
 
 async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let job = st.queue.get(&id).await?;
-    Ok(Json(serde_json::to_value(job).unwrap_or(Value::Null)))
+    let has_webhook = job.request.webhook.is_some();
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    if has_webhook {
+        let d = crate::webhooks::deliveries(&st.queue, &id).await?;
+        v["webhook_deliveries"] = d
+            .into_iter()
+            .map(|(state, attempts, error)| {
+                json!({ "state": state, "attempts": attempts, "last_error": error })
+            })
+            .collect();
+    }
+    Ok(Json(v))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! The REST API under `/v1`: JSON in and out, and every refusal a 4xx with
 //! a JSON body naming the field. One file per resource.
 
+mod hooks;
 mod jobs;
 
 use std::path::PathBuf;
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(jobs::routes())
+        .merge(hooks::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
