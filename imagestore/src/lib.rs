@@ -18,6 +18,7 @@ pub use oci_spec;
 pub mod apply;
 pub mod compression;
 pub mod content;
+pub mod derive;
 pub mod digest;
 mod docker;
 pub mod error;
