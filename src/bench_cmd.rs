@@ -50,6 +50,62 @@ pub enum BenchCommand {
     /// Uses a fresh store under --workdir; the store named by --root is
     /// never touched.
     Soak(SoakArgs),
+
+    /// The worker through its real API: `true` jobs (default 10,000)
+    /// submitted in batches to a real `skiff serve` child process over its
+    /// unix socket, against the bare launcher pool on the same jobs,
+    /// alternating round by round. Prints the enqueue rate, the steady
+    /// throughput of both, submit→start and submit→complete latency and
+    /// the goals (overhead ≤ 10%, ≥ 2,000 jobs/s accepted); writes
+    /// `queue.json` into --out. Exits non-zero if a job did not complete.
+    ///
+    /// Uses a fresh store under --workdir, removed at the end; the store
+    /// named by --root is never touched.
+    Queue(QueueArgs),
+}
+
+/// `skiff bench queue` options.
+#[derive(Debug, clap::Args)]
+pub struct QueueArgs {
+    /// A quick run: 1,000 jobs, one round of each.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Jobs per round [default: 10,000, or 1,000 with --quick].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Jobs per `POST /v1/jobs`.
+    #[arg(long, value_name = "N", default_value_t = bench::queue::DEFAULT_BATCH)]
+    pub batch: usize,
+
+    /// Launcher processes (`skiff serve --launchers N`, and the pool's).
+    #[arg(long, value_name = "N", default_value_t = bench::queue::DEFAULT_LAUNCHERS)]
+    pub launchers: usize,
+
+    /// Rounds of each, alternating serve and pool [default: 2, or 1 with --quick].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+
+    /// The image archive [default: vendor-images/busybox.tar].
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+
+    /// Work directory; the store is WORKDIR/queue/store.
+    #[arg(long, value_name = "DIR", default_value = import::DEFAULT_WORKDIR)]
+    pub workdir: PathBuf,
+
+    /// Write the results (`queue.json`) into this directory.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+
+    /// Print the results as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar or notes on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `skiff bench soak` options.
@@ -227,6 +283,7 @@ pub fn run(_root: &Path, args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Import(a)) => run_import(a),
         Some(BenchCommand::Launch(a)) => run_launch(a),
         Some(BenchCommand::Soak(a)) => run_soak(a),
+        Some(BenchCommand::Queue(a)) => run_queue(a),
         None => run_launch(args.launch),
     }
 }
@@ -307,6 +364,43 @@ fn run_soak(a: SoakArgs) -> anyhow::Result<()> {
             "soak failed: {} failed jobs, {} leaks",
             results.summary.failures,
             results.summary.leaks.len()
+        );
+    }
+    Ok(())
+}
+
+fn run_queue(a: QueueArgs) -> anyhow::Result<()> {
+    use bench::queue;
+    let cfg = queue::QueueConfig {
+        skiff_exe: std::env::current_exe().context("finding the skiff binary")?,
+        image: a.image,
+        jobs: a.jobs.unwrap_or(if a.quick {
+            queue::QUICK_JOBS
+        } else {
+            queue::DEFAULT_JOBS
+        }),
+        batch: a.batch,
+        launchers: a.launchers,
+        rounds: a.rounds.unwrap_or(if a.quick {
+            queue::QUICK_ROUNDS
+        } else {
+            queue::DEFAULT_ROUNDS
+        }),
+        workdir: a.workdir,
+    };
+    let ui = bench::Ui::new(a.quiet);
+    let results = queue::run(&cfg, &ui).context("queue benchmark")?;
+    let path = results.write_json(&a.out).context("writing the results")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", results.table());
+    }
+    ui.note(format!("results: {}", path.display()));
+    if !results.ok() {
+        anyhow::bail!(
+            "{} jobs did not complete (see the failures above)",
+            results.summary.failed
         );
     }
     Ok(())

@@ -26,6 +26,7 @@ pub mod image;
 pub mod import;
 pub mod launch;
 pub mod plot;
+pub mod queue;
 pub mod report;
 pub mod results;
 pub mod soak;
