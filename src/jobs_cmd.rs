@@ -15,6 +15,10 @@ pub struct Conn {
     /// The worker's socket (default ROOT/skiff.sock).
     #[arg(long, value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
+    /// A worker's TCP API, http://ADDR:PORT (`skiff serve --listen`); the
+    /// bearer token is read from $SKIFF_TOKEN.
+    #[arg(long, value_name = "URL", global = true, env = "SKIFF_HOST", value_parser = parse_host)]
+    pub host: Option<String>,
     /// Print JSON.
     #[arg(long, global = true)]
     pub json: bool,
@@ -70,7 +74,7 @@ pub struct SubmitArgs {
     /// Wait for the job to end, print its output, and exit with its status.
     #[arg(long)]
     wait: bool,
-    /// Image reference.
+    /// Image reference, or `code:NAME` for a code package.
     image: String,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -133,7 +137,26 @@ pub enum JobsCommand {
     },
 }
 
-fn client(root: &Path, conn: &Conn) -> Client {
+/// `http://ADDR:PORT[/]` to `ADDR:PORT`.
+fn parse_host(s: &str) -> Result<String, String> {
+    let addr = s
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{s}: expected http://ADDR:PORT"))?
+        .trim_end_matches('/');
+    if addr.is_empty() || addr.contains('/') || !addr.contains(':') {
+        return Err(format!("{s}: expected http://ADDR:PORT"));
+    }
+    Ok(addr.to_string())
+}
+
+pub(crate) fn client(root: &Path, conn: &Conn) -> Client {
+    if let Some(addr) = &conn.host {
+        let token = std::env::var("SKIFF_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        return Client::tcp(addr.clone(), token);
+    }
     Client::unix(
         &conn
             .socket
@@ -142,7 +165,7 @@ fn client(root: &Path, conn: &Conn) -> Client {
     )
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,7 +173,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
         .block_on(f))
 }
 
-fn ok(resp: Response) -> anyhow::Result<Value> {
+pub(crate) fn ok(resp: Response) -> anyhow::Result<Value> {
     if !(200..300).contains(&resp.status) {
         bail!("worker answered {}: {}", resp.status, resp.error_message());
     }
@@ -200,8 +223,13 @@ pub fn submit(root: &Path, a: SubmitArgs) -> anyhow::Result<u8> {
         Some(p) => Some(p.to_string()),
         None => None,
     };
+    let (image, code) = match a.image.strip_prefix("code:") {
+        Some(name) => (String::new(), Some(name.to_string())),
+        None => (a.image, None),
+    };
     let req = scheduler::JobRequest {
-        image: a.image,
+        image,
+        code,
         command: a.command,
         env: a.env,
         memory: a.memory.map(scheduler::request::Size::Text),
@@ -349,7 +377,7 @@ async fn post_action(root: &Path, conn: &Conn, id: &str, what: &str) -> anyhow::
 }
 
 /// Percent-encode a query or path value.
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

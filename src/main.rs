@@ -8,10 +8,12 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod check_cmd;
+mod code_cmd;
 mod image_cmd;
 mod jobs_cmd;
 mod matrix_cmd;
 mod run_cmd;
+mod schedule_cmd;
 mod serve_cmd;
 
 /// skiff: run short-lived container jobs from a local image store, with no daemon.
@@ -59,6 +61,16 @@ enum Command {
     Jobs {
         #[command(subcommand)]
         command: jobs_cmd::JobsCommand,
+    },
+    /// Fire a job on a cron expression or every N seconds: add, ls, rm.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule_cmd::ScheduleCommand,
+    },
+    /// Code packages on the worker: a base image plus your code as one layer.
+    Code {
+        #[command(subcommand)]
+        command: code_cmd::CodeCommand,
     },
     /// Internal: a single-threaded launcher process serving a pool.
     #[command(hide = true)]
@@ -121,8 +133,10 @@ fn main() -> ExitCode {
         Command::Gc(args) => run_cmd::gc(&cli.root, args).map(|()| 0u8),
         Command::Launcher(args) => run_cmd::launcher(&cli.root, args).map(|()| 0u8),
         Command::Serve(args) => serve_cmd::run(&cli.root, args),
+        Command::Code { command } => code_cmd::run(&cli.root, command),
         Command::Submit(args) => jobs_cmd::submit(&cli.root, *args),
         Command::Jobs { command } => jobs_cmd::jobs(&cli.root, command),
+        Command::Schedule { command } => schedule_cmd::run(&cli.root, command),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -34,6 +34,13 @@ pub struct ServeArgs {
     /// Warm sandboxes per launcher (0: cold launches).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub warm: usize,
+    /// Also serve the API on TCP ADDR:PORT; every request but /healthz must
+    /// carry `Authorization: Bearer TOKEN` (needs --token-file).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// File holding the bearer token TCP clients must present (trimmed; not empty).
+    #[arg(long = "token-file", value_name = "PATH", requires = "listen")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Run the worker until SIGTERM.
@@ -50,6 +57,12 @@ pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<u8> {
         );
     }
     let output_cap = runtime::job::parse_size("--output-cap", &args.output_cap)?;
+    if let Some(addr) = args.listen {
+        anyhow::ensure!(
+            args.token_file.is_some(),
+            "--listen {addr} needs --token-file: TCP clients must present a bearer token"
+        );
+    }
     let cfg = scheduler::serve::ServeConfig {
         root: root.to_path_buf(),
         db: args.db,
@@ -61,6 +74,8 @@ pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<u8> {
         output_cap,
         warm: args.warm,
         exe: std::env::current_exe().context("finding the skiff binary")?,
+        listen: args.listen,
+        token_file: args.token_file,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -430,3 +430,37 @@ fn assert_no_leftovers(w: &mut Worker) {
         "mounts left under {root}"
     );
 }
+
+#[test]
+fn test_log_follow_streams_until_the_attempt_ends() {
+    let Some(w) = Worker::start(&[]) else { return };
+    let j = w.submit(sh("echo a; sleep 1; echo b; sleep 1; echo c"));
+    w.wait_state(&id(&j), "running", 30);
+    // Started while the job runs; answered in full only once it has ended.
+    let (st, out) = w.call("GET", &format!("/v1/jobs/{}/log?follow=true", id(&j)), None);
+    assert_eq!(st, 200);
+    assert_eq!(out, "a\nb\nc\n");
+    assert_eq!(w.job(&id(&j))["state"], "complete");
+}
+
+/// The memory bound: an idle worker's RSS stays under 50 MB (after
+/// it ran jobs, launchers excluded: they are processes of their own).
+#[test]
+fn test_idle_worker_rss_is_under_50_mb() {
+    let Some(w) = Worker::start(&[]) else { return };
+    let jobs: Vec<Value> = (0..50).map(|_| sh("true")).collect();
+    let (st, v) = w.call("POST", "/v1/jobs", Some(&json!({ "jobs": jobs })));
+    assert_eq!(st, 201, "{v}");
+    for j in v["jobs"].as_array().expect("jobs") {
+        w.wait(&id(j), 60);
+    }
+    let pid = w.child.as_ref().expect("running").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    assert!(rss_kb < 50 * 1024, "idle worker RSS {rss_kb} kB");
+}

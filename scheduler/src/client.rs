@@ -1,5 +1,5 @@
-//! A small HTTP/1 client for the worker's API over its unix socket, used by
-//! the CLI (`skiff submit`, `skiff jobs`).
+//! A small HTTP/1 client for the worker's API over its unix socket (or over
+//! TCP with a bearer token), used by the CLI (`skiff submit`, `skiff jobs`).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,14 @@ pub enum ClientError {
     Connect {
         /// Socket path.
         path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TCP address could not be reached.
+    #[error("connect to the worker at {addr}: {source} (is `skiff serve --listen` running?)")]
+    ConnectTcp {
+        /// The address.
+        addr: String,
         /// The error.
         source: std::io::Error,
     },
@@ -52,10 +60,22 @@ impl Response {
     }
 }
 
-/// A client of one worker socket.
-#[derive(Debug, Clone)]
+/// A client of one worker: its socket, or its TCP address and token.
+#[derive(Clone)]
 pub struct Client {
     socket: PathBuf,
+    tcp: Option<String>,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("tcp", &self.tcp)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Client {
@@ -63,6 +83,18 @@ impl Client {
     pub fn unix(socket: &Path) -> Client {
         Client {
             socket: socket.to_path_buf(),
+            tcp: None,
+            token: None,
+        }
+    }
+
+    /// The worker listening on TCP `addr` (`HOST:PORT`), sending `token`
+    /// as `Authorization: Bearer` when there is one.
+    pub fn tcp(addr: impl Into<String>, token: Option<String>) -> Client {
+        Client {
+            socket: PathBuf::new(),
+            tcp: Some(addr.into()),
+            token,
         }
     }
 
@@ -73,21 +105,43 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = match &self.tcp {
+            None => {
+                let stream = tokio::net::UnixStream::connect(&self.socket)
+                    .await
+                    .map_err(|source| ClientError::Connect {
+                        path: self.socket.clone(),
+                        source,
+                    })?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+            Some(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(|source| ClientError::ConnectTcp {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+        };
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "skiff");
+            .header(hyper::header::HOST, self.tcp.as_deref().unwrap_or("skiff"));
+        if let Some(t) = &self.token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
         if body.is_some() {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }

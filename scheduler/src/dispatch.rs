@@ -80,6 +80,7 @@ pub async fn run(
                 }
             };
             free.pop();
+            crate::metrics::started(&claim);
             let _ = changed.send((claim.id.clone(), JobState::Running));
             running.insert(
                 slot,
@@ -102,6 +103,7 @@ pub async fn run(
                 let _ = tx.send((slot, outcome));
             });
         }
+        crate::metrics::slots(running.len(), free.len());
         let sleep = match next_due {
             Some(t) => Duration::from_millis((t - crate::queue::now_ms()).clamp(1, 1000) as u64),
             None => Duration::from_secs(1),
@@ -164,6 +166,7 @@ async fn finish(
     };
     match queue.finish(&r.id, r.attempt, &outcome).await {
         Ok(Some(state)) => {
+            crate::metrics::attempt_ended(&outcome, state);
             let _ = changed.send((r.id.clone(), state));
         }
         Ok(None) => tracing::debug!(job = %r.id, "attempt result fenced off"),

@@ -100,7 +100,7 @@ fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<Request, String> {
     }
     let (out, err) = output_names(&c.id, c.attempt);
     Ok(Request {
-        image: r.image.clone(),
+        image: r.image_ref(),
         job: JobSpec {
             name: job_name(&c.id, c.attempt),
             command: r.command.clone(),
@@ -159,6 +159,7 @@ pub fn outcome_of(reply: Reply) -> Outcome {
                     r.output_dropped_bytes[0] as i64,
                     r.output_dropped_bytes[1] as i64,
                 ]),
+                launch_ms: Some(r.launch_ms),
             }
         }
     }

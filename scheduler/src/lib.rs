@@ -4,12 +4,15 @@
 
 pub mod api;
 pub mod client;
+pub mod code;
 pub mod dispatch;
 pub mod error;
 pub mod hooks;
 pub mod launchers;
+pub mod metrics;
 pub mod queue;
 pub mod request;
+pub mod schedules;
 pub mod serve;
 pub mod state;
 pub mod webhooks;

@@ -48,6 +48,8 @@ pub struct Claim {
     pub cpus: Option<f64>,
     /// Timeout, ms.
     pub timeout_ms: i64,
+    /// When the job became due (its `run_at`: submit, delay or retry), ms.
+    pub ready_at_ms: i64,
 }
 
 /// How an attempt ended.
@@ -71,6 +73,8 @@ pub struct Outcome {
     pub peak_memory_bytes: Option<i64>,
     /// Output dropped: stdout, stderr.
     pub dropped: Option<[i64; 2]>,
+    /// Launch latency (request to the job's process running), ms.
+    pub launch_ms: Option<f64>,
 }
 
 /// Filters for [`Queue::list`].
@@ -188,6 +192,14 @@ impl Queue {
         Ok(Queue { db })
     }
 
+    /// A write transaction, taking SQLite's write lock at `BEGIN`
+    /// (`IMMEDIATE`), so it waits out another writer (the busy timeout)
+    /// instead of failing with "database is locked" when a read
+    /// transaction upgrades to a write.
+    pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.db.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// The database (for the tables beside the queue's: schedules, hooks,
     /// webhook deliveries).
     pub fn pool(&self) -> &SqlitePool {
@@ -198,7 +210,7 @@ impl Queue {
     /// idempotency key was seen returns the first job, with `false`.
     pub async fn submit(&self, jobs: Vec<ValidJob>) -> Result<Vec<(Job, bool)>> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut ids = Vec::with_capacity(jobs.len());
         for v in jobs {
             if let Some(key) = &v.request.idempotency_key {
@@ -311,13 +323,13 @@ impl Queue {
 
     /// Jobs in submission order, filtered.
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<Job>> {
-        let after: i64 = match &f.after {
+        let after: i64 = match f.after.as_deref().filter(|a| !a.is_empty()) {
             None => 0,
             Some(id) => sqlx::query_scalar("SELECT seq FROM jobs WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&self.db)
                 .await?
-                .ok_or_else(|| QueueError::NotFound(id.clone()))?,
+                .ok_or_else(|| QueueError::NotFound(id.to_string()))?,
         };
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ? \
@@ -359,7 +371,7 @@ impl Queue {
     /// and when the next delayed job is due.
     pub async fn promote_delayed(&self) -> Result<(u64, Option<i64>)> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'delayed' AND run_at <= ?")
                 .bind(now)
@@ -389,9 +401,9 @@ impl Queue {
         admit: impl Fn(Option<u64>, Option<f64>, &str) -> bool,
     ) -> Result<Option<Claim>> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
-            "SELECT id, spec, payload, memory_bytes, cpus, timeout_ms, attempts, queue FROM jobs \
+            "SELECT id, spec, payload, memory_bytes, cpus, timeout_ms, attempts, queue, run_at FROM jobs \
              WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 64",
         )
         .fetch_all(&mut *tx)
@@ -441,6 +453,7 @@ impl Queue {
                 memory_bytes: memory.map(|m| m as u64),
                 cpus,
                 timeout_ms: r.try_get("timeout_ms")?,
+                ready_at_ms: r.try_get("run_at")?,
             }));
         }
         Ok(None)
@@ -452,7 +465,7 @@ impl Queue {
     /// that attempt (fenced).
     pub async fn finish(&self, id: &str, n: i64, out: &Outcome) -> Result<Option<JobState>> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "SELECT attempts, max_retries, retry_delay_ms, cancel_requested FROM jobs \
              WHERE id = ? AND state = 'running' AND attempts = ?",
@@ -528,7 +541,7 @@ impl Queue {
     /// one is marked (`Ok(true)`) and its attempt must be stopped.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -570,7 +583,7 @@ impl Queue {
     /// beyond those it had).
     pub async fn retry(&self, id: &str) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -623,7 +636,7 @@ impl Queue {
     /// it against the job's retries.
     pub async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (id, n) in running {
             let res = sqlx::query(
                 "UPDATE jobs SET state = 'queued', reason = 'worker stopped', \

@@ -34,8 +34,13 @@ pub enum Size {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// Image reference in the worker's store (tag, id or id prefix).
+    /// Image reference in the worker's store (tag, id or id prefix);
+    /// or leave it out and name a code package.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
+    /// A code package (its base image plus its code layer) instead of an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Command and arguments (default: the image's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -130,13 +135,40 @@ fn list_field(field: &'static str, v: &[String]) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The store tag of package `name`.
+pub fn code_image_tag(name: &str) -> String {
+    format!("skiff-code/{name}:latest")
+}
+
+/// A package name: 1–64 of `a-z 0-9 _ . -`, starting with a letter or digit
+/// (it becomes part of an image reference).
+pub fn check_code_name(field: &str, name: &str) -> Result<(), FieldError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("{name:?}: 1–64 characters of a-z 0-9 _ . -, starting with a letter or digit"),
+        ))
+    }
+}
+
 /// Largest webhook URL.
 const MAX_URL: usize = 2048;
 
 /// A webhook URL: `http` or `https`, with a host.
 pub fn check_webhook_url(url: &str) -> Result<(), FieldError> {
     if url.len() > MAX_URL {
-        return Err(FieldError::new("webhook", format!("longer than {MAX_URL} bytes")));
+        return Err(FieldError::new(
+            "webhook",
+            format!("longer than {MAX_URL} bytes"),
+        ));
     }
     let u = reqwest::Url::parse(url)
         .map_err(|e| FieldError::new("webhook", format!("{url:?} is not a URL: {e}")))?;
@@ -150,10 +182,31 @@ pub fn check_webhook_url(url: &str) -> Result<(), FieldError> {
 }
 
 impl JobRequest {
+    /// The image reference the job runs: its image, or its code package's.
+    pub fn image_ref(&self) -> String {
+        match &self.code {
+            Some(c) => code_image_tag(c),
+            None => self.image.clone(),
+        }
+    }
+
     /// Check every field; the error names the first bad one.
     pub fn validate(self) -> Result<ValidJob, FieldError> {
-        if self.image.trim().is_empty() {
-            return Err(FieldError::new("image", "is required"));
+        match (&self.code, self.image.trim().is_empty()) {
+            (None, true) => {
+                return Err(FieldError::new(
+                    "image",
+                    "is required (or name a code package)",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(FieldError::new(
+                    "code",
+                    "name an image or a code package, not both",
+                ))
+            }
+            (Some(c), true) => check_code_name("code", c)?,
+            (None, false) => {}
         }
         list_field("command", &self.command)?;
         list_field("env", &self.env)?;

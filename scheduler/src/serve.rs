@@ -39,6 +39,11 @@ pub struct ServeConfig {
     pub warm: usize,
     /// The skiff binary the launchers run.
     pub exe: PathBuf,
+    /// Also serve the API on this TCP address (every request but
+    /// `/healthz` must carry the bearer token).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The file holding the TCP clients' bearer token (needed with `listen`).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Why the worker could not start or stopped badly.
@@ -63,6 +68,20 @@ pub enum ServeError {
     /// Recovery after a crash failed.
     #[error("recover after a crash: {0}")]
     Recover(#[from] runtime::Error),
+    /// The TCP listener's token.
+    #[error(transparent)]
+    Token(#[from] crate::api::auth::TokenError),
+    /// The TCP listener.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The metrics recorder.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -83,6 +102,13 @@ pub async fn serve(
     ready: impl FnOnce(),
     stopping: impl FnOnce(),
 ) -> Result<(), ServeError> {
+    // TCP needs a token: refused before anything else starts.
+    let token = match (&cfg.listen, &cfg.token_file) {
+        (Some(_), None) => return Err(crate::api::auth::TokenError::Missing.into()),
+        (Some(_), Some(f)) => Some(crate::api::auth::Token::from_file(f)?),
+        (None, _) => None,
+    };
+    let metrics = crate::metrics::install()?;
     let dir = cfg.root.join("serve");
     let output_dir = dir.join("output");
     let payload_dir = dir.join("payloads");
@@ -129,6 +155,7 @@ pub async fn serve(
         })??;
     }
     let lost = queue.recover_running().await?;
+    crate::metrics::worker_lost(lost.len());
     if !lost.is_empty() {
         tracing::warn!(jobs = lost.len(), "attempts lost with the previous worker");
     }
@@ -167,6 +194,11 @@ pub async fn serve(
     ));
 
     let webhooks = tokio::spawn(crate::webhooks::run(queue.clone(), stop_tx.subscribe()));
+    let schedules = tokio::spawn(crate::schedules::run(
+        queue.clone(),
+        wake.clone(),
+        stop_tx.subscribe(),
+    ));
     let socket = cfg
         .socket
         .clone()
@@ -192,7 +224,18 @@ pub async fn serve(
         output_dir,
         run_root,
         capacity,
+        metrics,
     });
+    let tcp = match (cfg.listen, token) {
+        (Some(addr), Some(token)) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?;
+            tracing::info!(%addr, "serving on TCP (bearer token)");
+            Some((l, crate::api::auth::require(app.clone(), token)))
+        }
+        _ => None,
+    };
     ready();
     tracing::info!(socket = %socket.display(), "serving");
     let shutdown = async {
@@ -205,10 +248,21 @@ pub async fn serve(
         }
     };
     let server = axum::serve(listener, app);
+    let tcp_server = async {
+        match tcp {
+            Some((l, app)) => axum::serve(l, app).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = server => {
             if let Err(e) = r {
                 tracing::error!("API server: {e}");
+            }
+        }
+        r = tcp_server => {
+            if let Err(e) = r {
+                tracing::error!("API server (TCP): {e}");
             }
         }
         _ = shutdown => {}
@@ -219,6 +273,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = webhooks.await;
+    let _ = schedules.await;
     queue.close().await;
     Ok(())
 }

@@ -31,7 +31,7 @@ struct Due {
 
 async fn lease_due(queue: &Queue) -> Result<Vec<Due>, QueueError> {
     let now = now_ms();
-    let mut tx = queue.pool().begin().await?;
+    let mut tx = queue.write_tx().await?;
     let rows = sqlx::query(
         "SELECT id, job_id, url, attempts FROM webhook_deliveries \
          WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT 32",

@@ -23,6 +23,8 @@ pub struct Worker {
     pub child: Option<Child>,
     /// Extra `serve` arguments, kept for restarts.
     pub args: Vec<String>,
+    /// Extra environment of the `skiff serve` process, kept for restarts.
+    pub envs: Vec<(String, String)>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -30,6 +32,11 @@ impl Worker {
     /// Start a worker with `args` after `serve`, or skip (None) when the
     /// host cannot run jobs.
     pub fn start(args: &[&str]) -> Option<Worker> {
+        Worker::start_with_env(args, &[])
+    }
+
+    /// [`Worker::start`] with extra environment variables for `skiff serve`.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Option<Worker> {
         let env = env()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -39,6 +46,10 @@ impl Worker {
             env,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             rt,
         };
         w.restart();
@@ -68,6 +79,7 @@ impl Worker {
             .arg(self.root())
             .arg("serve")
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

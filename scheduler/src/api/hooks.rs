@@ -49,9 +49,14 @@ async fn define(
         )));
     }
     check_fits(&v, &st.capacity, "")?;
+    let field = if v.request.code.is_some() {
+        "code"
+    } else {
+        "image"
+    };
     check_images(
         st.store_root.clone(),
-        vec![("image".into(), v.request.image.clone())],
+        vec![(field.into(), v.request.image_ref())],
     )
     .await?;
     let created = hooks::put(&st.queue, &name, &v.request).await?;

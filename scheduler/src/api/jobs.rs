@@ -133,11 +133,14 @@ async fn submit(
             String::new()
         };
         check_fits(j, &st.capacity, &prefix)?;
-        if !images
-            .iter()
-            .any(|(_, im): &(String, String)| im == &j.request.image)
-        {
-            images.push((format!("{prefix}image"), j.request.image.clone()));
+        let field = if j.request.code.is_some() {
+            "code"
+        } else {
+            "image"
+        };
+        let image = j.request.image_ref();
+        if !images.iter().any(|(_, im): &(String, String)| im == &image) {
+            images.push((format!("{prefix}{field}"), image));
         }
     }
     check_images(st.store_root.clone(), images).await?;
@@ -257,6 +260,68 @@ async fn wait_job(
 struct LogQuery {
     stream: Option<String>,
     attempt: Option<i64>,
+    /// Keep the response open and send output as it is written, until the
+    /// attempt ends.
+    follow: Option<bool>,
+}
+
+/// Output followed as it grows, until attempt `n` of the job is over.
+struct Follow {
+    queue: crate::queue::Queue,
+    id: String,
+    n: i64,
+    path: PathBuf,
+    offset: u64,
+    last_look: bool,
+}
+
+impl Follow {
+    async fn read_more(&mut self) -> std::io::Result<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = match tokio::fs::File::open(&self.path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        f.seek(std::io::SeekFrom::Start(self.offset)).await?;
+        let mut buf = Vec::new();
+        (&mut f).take(1 << 16).read_to_end(&mut buf).await?;
+        self.offset += buf.len() as u64;
+        Ok(buf)
+    }
+
+    async fn attempt_over(&self) -> bool {
+        match self.queue.get(&self.id).await {
+            Ok(j) => j.attempts != self.n || j.state != JobState::Running,
+            Err(_) => true,
+        }
+    }
+
+    /// The next chunk, or `None` at the end.
+    async fn next(mut self) -> Option<(std::io::Result<Vec<u8>>, Follow)> {
+        loop {
+            match self.read_more().await {
+                Err(e) => {
+                    return Some((
+                        Err(e),
+                        Follow {
+                            last_look: true,
+                            ..self
+                        },
+                    ))
+                }
+                Ok(b) if !b.is_empty() => return Some((Ok(b), self)),
+                Ok(_) if self.last_look => return None,
+                Ok(_) => {}
+            }
+            if self.attempt_over().await {
+                // One more read for what was written before the end.
+                self.last_look = true;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 async fn log(
@@ -294,6 +359,22 @@ async fn log(
         }
     };
     let path = st.output_dir.join(name);
+    if q.follow.unwrap_or(false) {
+        let follow = Follow {
+            queue: st.queue.clone(),
+            id: id.clone(),
+            n,
+            path,
+            offset: 0,
+            last_look: false,
+        };
+        let stream = futures_util::stream::unfold(follow, Follow::next);
+        return Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response());
+    }
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),

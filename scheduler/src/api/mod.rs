@@ -1,8 +1,13 @@
 //! The REST API under `/v1`: JSON in and out, and every refusal a 4xx with
 //! a JSON body naming the field. One file per resource.
 
+pub mod auth;
+mod code;
 mod hooks;
 mod jobs;
+mod metrics;
+mod openapi;
+mod schedules;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +44,8 @@ pub struct AppState {
     pub run_root: PathBuf,
     /// The worker's capacity (a job that could never fit is refused).
     pub capacity: Capacity,
+    /// The Prometheus recorder's handle (`GET /metrics`).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// An API error: status, message, and the field at fault.
@@ -97,7 +104,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(jobs::routes())
+        .merge(metrics::routes())
+        .merge(schedules::routes())
         .merge(hooks::routes())
+        .merge(code::routes())
+        .merge(openapi::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

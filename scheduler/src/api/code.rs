@@ -1,0 +1,177 @@
+//! `/v1/code`: code packages. `POST /v1/code/{name}?image=BASE[&command=JSON]`
+//! with a tar (plain or gzip) as the body, streamed to disk; the package is
+//! the base image plus that tar as one more layer.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::{ApiError, ApiResult, AppState};
+use crate::code::{self, Package};
+use crate::error::FieldError;
+
+/// Largest upload, bytes.
+pub const MAX_UPLOAD_BYTES: usize = 1 << 30;
+
+/// The routes.
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/v1/code", get(list)).route(
+        "/v1/code/{name}",
+        post(push)
+            .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+            .get(show)
+            .delete(remove),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushQuery {
+    image: Option<String>,
+    command: Option<String>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// Removes the upload when dropped.
+struct Upload(PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn push(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> ApiResult<Response> {
+    code::check_name("name", &name).map_err(ApiError::field)?;
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let base = q
+        .image
+        .filter(|i| !i.trim().is_empty())
+        .ok_or_else(|| ApiError::field(FieldError::new("image", "the base image is required")))?;
+    let command: Option<Vec<String>> = match q.command {
+        None => None,
+        Some(c) => Some(serde_json::from_str(&c).map_err(|e| {
+            ApiError::field(FieldError::new(
+                "command",
+                format!("must be a JSON array of strings: {e}"),
+            ))
+        })?),
+    };
+    super::jobs::check_images(st.store_root.clone(), vec![("image".into(), base.clone())]).await?;
+
+    // Stream the body to a file.
+    let dir = st.store_root.join("serve").join("uploads");
+    tokio::fs::create_dir_all(&dir).await.map_err(unavailable)?;
+    let upload = Upload(dir.join(format!("{name}.{:016x}.tar", rand::random::<u64>())));
+    let mut file = tokio::fs::File::create(&upload.0)
+        .await
+        .map_err(unavailable)?;
+    let mut body = body;
+    let mut size = 0usize;
+    while let Some(chunk) = body.frame().await {
+        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        let Ok(data) = chunk.into_data() else {
+            continue;
+        };
+        size += data.len();
+        if size > MAX_UPLOAD_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a code package is at most {MAX_UPLOAD_BYTES} bytes"),
+            ));
+        }
+        file.write_all(&data).await.map_err(unavailable)?;
+    }
+    file.flush().await.map_err(unavailable)?;
+    drop(file);
+    if size == 0 {
+        return Err(ApiError::field(FieldError::new(
+            "body",
+            "the body must be a tar of the code",
+        )));
+    }
+
+    let root = st.store_root.clone();
+    let d = imagestore::derive::Derivation {
+        base: base.clone(),
+        tag: code::image_tag(&name),
+        cmd: command.clone(),
+        created_by: format!("skiff code push {name}"),
+    };
+    let path = upload.0.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        imagestore::Store::open(&root).and_then(|s| s.derive(&d, &path))
+    })
+    .await
+    .map_err(unavailable)?
+    .map_err(|e| {
+        // A bad tar is the client's; anything else is the worker's.
+        let msg = runtime::error::error_chain(&e);
+        match e {
+            imagestore::Error::Io { .. } => unavailable(msg),
+            _ => ApiError::field(FieldError::new("body", msg)),
+        }
+    })?;
+    let image_id = report
+        .images
+        .first()
+        .map(|i| i.id.to_string())
+        .unwrap_or_default();
+    let p = Package {
+        name: name.clone(),
+        base_image: base,
+        image_id,
+        command,
+        layer_bytes: size as i64,
+        created_at: 0,
+        updated_at: 0,
+    };
+    code::put(&st.queue, &p).await?;
+    let p = code::get(&st.queue, &name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "package": p, "layers_unpacked": report.layers_unpacked, "layers_reused": report.layers_reused })),
+    )
+        .into_response())
+}
+
+async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "packages": code::list(&st.queue).await? })))
+}
+
+async fn show(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    code::check_name("name", &name).map_err(ApiError::field)?;
+    Ok(Json(json!(code::get(&st.queue, &name).await?)))
+}
+
+async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    code::check_name("name", &name).map_err(ApiError::field)?;
+    code::get(&st.queue, &name).await?;
+    let root = st.store_root.clone();
+    let tag = code::image_tag(&name);
+    tokio::task::spawn_blocking(move || {
+        imagestore::Store::open(&root).and_then(|s| s.remove_image(&tag))
+    })
+    .await
+    .map_err(unavailable)?
+    .map_err(|e| unavailable(runtime::error::error_chain(&e)))?;
+    code::remove(&st.queue, &name).await?;
+    Ok(Json(json!({ "name": name, "removed": true })))
+}
