@@ -187,9 +187,14 @@ fn print_job_line(j: &Value) {
         "{}  {:<9}  {}  p{}  attempts {}  {}",
         s("id"),
         s("state"),
-        j.pointer("/request/image")
+        j.pointer("/request/code")
             .and_then(Value::as_str)
-            .unwrap_or("-"),
+            .map(|c| format!("code:{c}"))
+            .or_else(|| j
+                .pointer("/request/image")
+                .and_then(Value::as_str)
+                .map(str::to_string))
+            .unwrap_or_else(|| "-".into()),
         n("priority"),
         n("attempts"),
         s("reason"),

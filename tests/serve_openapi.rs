@@ -432,6 +432,7 @@ fn test_schemathesis_finds_no_server_error_or_spec_violation() {
         .arg(&addr)
         .arg(&token)
         .env("MAX_EXAMPLES", "20")
+        .current_dir(dir.path())
         .output()
         .expect("run .ci/schemathesis");
     let text = format!(
