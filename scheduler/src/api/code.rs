@@ -2,18 +2,14 @@
 //! with a tar (plain or gzip) as the body, streamed to disk; the package is
 //! the base image plus that tar as one more layer.
 
-use std::path::PathBuf;
-
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::code::{self, Package};
@@ -44,15 +40,6 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-/// Removes the upload when dropped.
-struct Upload(PathBuf);
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 async fn push(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -76,37 +63,9 @@ async fn push(
     };
     super::jobs::check_images(st.store_root.clone(), vec![("image".into(), base.clone())]).await?;
 
-    // Stream the body to a file.
-    let dir = st.store_root.join("serve").join("uploads");
-    tokio::fs::create_dir_all(&dir).await.map_err(unavailable)?;
-    let upload = Upload(dir.join(format!("{name}.{:016x}.tar", rand::random::<u64>())));
-    let mut file = tokio::fs::File::create(&upload.0)
-        .await
-        .map_err(unavailable)?;
-    let mut body = body;
-    let mut size = 0usize;
-    while let Some(chunk) = body.frame().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-        let Ok(data) = chunk.into_data() else {
-            continue;
-        };
-        size += data.len();
-        if size > MAX_UPLOAD_BYTES {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a code package is at most {MAX_UPLOAD_BYTES} bytes"),
-            ));
-        }
-        file.write_all(&data).await.map_err(unavailable)?;
-    }
-    file.flush().await.map_err(unavailable)?;
-    drop(file);
-    if size == 0 {
-        return Err(ApiError::field(FieldError::new(
-            "body",
-            "the body must be a tar of the code",
-        )));
-    }
+    let upload =
+        super::upload::receive(&st.store_root, body, MAX_UPLOAD_BYTES, "a tar of the code").await?;
+    let size = upload.size;
 
     let root = st.store_root.clone();
     let d = imagestore::derive::Derivation {
@@ -115,7 +74,7 @@ async fn push(
         cmd: command.clone(),
         created_by: format!("skiff code push {name}"),
     };
-    let path = upload.0.clone();
+    let path = upload.path.clone();
     let report = tokio::task::spawn_blocking(move || {
         imagestore::Store::open(&root).and_then(|s| s.derive(&d, &path))
     })

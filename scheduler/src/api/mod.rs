@@ -4,9 +4,11 @@
 pub mod auth;
 mod code;
 mod hooks;
+mod images;
 mod jobs;
 mod metrics;
 mod openapi;
+mod upload;
 mod schedules;
 
 use std::path::PathBuf;
@@ -108,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schedules::routes())
         .merge(hooks::routes())
         .merge(code::routes())
+        .merge(images::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
