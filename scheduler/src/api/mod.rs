@@ -8,8 +8,8 @@ mod images;
 mod jobs;
 mod metrics;
 mod openapi;
-mod upload;
 mod schedules;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
