@@ -74,6 +74,9 @@ pub struct SubmitArgs {
     /// Wait for the job to end, print its output, and exit with its status.
     #[arg(long)]
     wait: bool,
+    /// Stream the job's stdout while it runs (then its stderr), and exit with its status.
+    #[arg(long)]
+    follow: bool,
     /// Image reference, or `code:NAME` for a code package.
     image: String,
     /// Command and arguments.
@@ -256,7 +259,25 @@ pub fn submit(root: &Path, a: SubmitArgs) -> anyhow::Result<u8> {
     block_on(async {
         let job = ok(c.call("POST", "/v1/jobs", Some(body)).await?)?;
         let id = job["id"].as_str().unwrap_or_default().to_string();
-        if !a.wait {
+        let mut streamed = false;
+        if a.follow {
+            // Wait for the first attempt to start, then follow its stdout.
+            loop {
+                let j = ok(c.call("GET", &format!("/v1/jobs/{id}"), None).await?)?;
+                if j["attempts"].as_i64().unwrap_or(0) > 0
+                    || j["state"] != "queued" && j["state"] != "delayed"
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let mut out = std::io::stdout();
+            let r = c
+                .stream(&format!("/v1/jobs/{id}/log?follow=true"), &mut out)
+                .await?;
+            streamed = (200..300).contains(&r.status);
+        }
+        if !a.wait && !a.follow {
             if a.conn.json {
                 println!("{job}");
             } else {
@@ -275,6 +296,9 @@ pub fn submit(root: &Path, a: SubmitArgs) -> anyhow::Result<u8> {
         };
         if job["attempts"].as_i64().unwrap_or(0) > 0 {
             for (stream, out) in [("stdout", 1), ("stderr", 2)] {
+                if streamed && out == 1 {
+                    continue;
+                }
                 let r = c
                     .call("GET", &format!("/v1/jobs/{id}/log?stream={stream}"), None)
                     .await?;

@@ -464,3 +464,27 @@ fn test_idle_worker_rss_is_under_50_mb() {
         .expect("VmRSS");
     assert!(rss_kb < 50 * 1024, "idle worker RSS {rss_kb} kB");
 }
+
+#[test]
+fn test_submit_follow_streams_output_and_exits_with_the_job_status() {
+    let Some(w) = Worker::start(&[]) else { return };
+    let out = std::process::Command::new(support::env::skiff_bin())
+        .arg("--root")
+        .arg(w.root())
+        .args([
+            "submit",
+            "--follow",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo a; sleep 1; echo b >&2; echo c; exit 5",
+        ])
+        .output()
+        .expect("skiff submit --follow");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nc\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("b\n"),
+        "{out:?}"
+    );
+}

@@ -105,6 +105,44 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok(Response { status, body })
+    }
+
+    /// A GET whose body is written to `out` as it arrives (a followed log);
+    /// the status, and the body only when it is not 2xx.
+    pub async fn stream(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<Response, ClientError> {
+        let resp = self.send("GET", path, None).await?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = resp.into_body().collect().await?.to_bytes().to_vec();
+            return Ok(Response { status, body });
+        }
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                let _ = out.write_all(&data);
+                let _ = out.flush();
+            }
+        }
+        Ok(Response {
+            status,
+            body: Vec::new(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let mut sender = match &self.tcp {
             None => {
                 let stream = tokio::net::UnixStream::connect(&self.socket)
@@ -146,9 +184,6 @@ impl Client {
             req = req.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        Ok(Response { status, body })
+        Ok(sender.send_request(req).await?)
     }
 }
