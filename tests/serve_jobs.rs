@@ -488,3 +488,44 @@ fn test_submit_follow_streams_output_and_exits_with_the_job_status() {
         "{out:?}"
     );
 }
+
+#[test]
+fn test_queue_max_concurrency_caps_the_queue_only() {
+    let Some(w) = Worker::start(&["--launchers", "2"]) else {
+        return;
+    };
+    let (st, v) = w.call(
+        "PUT",
+        "/v1/queues/one",
+        Some(&json!({ "max_concurrency": 1 })),
+    );
+    assert_eq!(st, 200, "{v}");
+    for bad in [json!({ "max_concurrency": 0 }), json!({ "max": 1 })] {
+        let (st, e) = w.call("PUT", "/v1/queues/one", Some(&bad));
+        assert_eq!(st, 400, "{bad}: {e}");
+    }
+    let a = w.submit(with(sh("sleep 1"), json!({ "queue": "one" })));
+    let b = w.submit(with(sh("sleep 1"), json!({ "queue": "one" })));
+    let other = w.submit(sh("sleep 1"));
+    let span = |j: &Value| {
+        let a = attempt(j, 1);
+        (
+            a["started_at"].as_i64().expect("s"),
+            a["ended_at"].as_i64().expect("e"),
+        )
+    };
+    let (a, b, other) = (
+        w.wait(&id(&a), 60),
+        w.wait(&id(&b), 60),
+        w.wait(&id(&other), 60),
+    );
+    let ((s1, e1), (s2, e2), (s3, e3)) = (span(&a), span(&b), span(&other));
+    assert!(
+        e1 <= s2 || e2 <= s1,
+        "queue one ran two at once: {s1}-{e1} and {s2}-{e2}"
+    );
+    // The other queue's job ran beside them, not after both.
+    assert!(s3 < e1.max(e2), "the other queue waited: {s3} vs {e1} {e2}");
+    let (_, l) = w.call("GET", "/v1/queues", None);
+    assert_eq!(l["queues"][0]["max_concurrency"], 1, "{l}");
+}

@@ -30,6 +30,7 @@ struct Running {
     attempt: i64,
     memory: u64,
     cpus: f64,
+    queue: String,
 }
 
 /// Run the dispatcher until `stop` turns true, then drain for at most
@@ -64,11 +65,19 @@ pub async fn run(
                 None
             }
         };
+        let limits = crate::queues::limits(&queue).await.unwrap_or_else(|e| {
+            tracing::error!("queue limits: {e}");
+            Default::default()
+        });
         while let Some(&slot) = free.last() {
             let used_mem: u64 = running.values().map(|r| r.memory).sum();
             let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
-            let admit = |m: Option<u64>, c: Option<f64>, _q: &str| {
-                used_mem + m.unwrap_or(0) <= capacity.memory_bytes
+            let admit = |m: Option<u64>, c: Option<f64>, q: &str| {
+                let under_cap = limits.get(q).is_none_or(|&max| {
+                    running.values().filter(|r| r.queue == q).count() < max as usize
+                });
+                under_cap
+                    && used_mem + m.unwrap_or(0) <= capacity.memory_bytes
                     && used_cpu + c.unwrap_or(0.0) <= capacity.cpus + 1e-9
             };
             let claim = match queue.claim_next(admit).await {
@@ -90,6 +99,7 @@ pub async fn run(
                     attempt: claim.attempt,
                     memory: claim.memory_bytes.unwrap_or(0),
                     cpus: claim.cpus.unwrap_or(0.0),
+                    queue: claim.queue.clone(),
                 },
             );
             let rx = slots.run(slot, claim);

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod launchers;
 pub mod metrics;
 pub mod queue;
+pub mod queues;
 pub mod request;
 pub mod schedules;
 pub mod serve;

@@ -48,6 +48,8 @@ pub struct Claim {
     pub cpus: Option<f64>,
     /// Timeout, ms.
     pub timeout_ms: i64,
+    /// Its queue.
+    pub queue: String,
     /// When the job became due (its `run_at`: submit, delay or retry), ms.
     pub ready_at_ms: i64,
 }
@@ -453,6 +455,7 @@ impl Queue {
                 memory_bytes: memory.map(|m| m as u64),
                 cpus,
                 timeout_ms: r.try_get("timeout_ms")?,
+                queue,
                 ready_at_ms: r.try_get("run_at")?,
             }));
         }

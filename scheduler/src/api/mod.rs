@@ -8,6 +8,7 @@ mod images;
 mod jobs;
 mod metrics;
 mod openapi;
+mod queues;
 mod schedules;
 mod upload;
 
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hooks::routes())
         .merge(code::routes())
         .merge(images::routes())
+        .merge(queues::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
