@@ -519,7 +519,7 @@ fn test_queue_max_concurrency_caps_the_queue_only() {
         w.wait(&id(&b), 60),
         w.wait(&id(&other), 60),
     );
-    let ((s1, e1), (s2, e2), (s3, e3)) = (span(&a), span(&b), span(&other));
+    let ((s1, e1), (s2, e2), (s3, _)) = (span(&a), span(&b), span(&other));
     assert!(
         e1 <= s2 || e2 <= s1,
         "queue one ran two at once: {s1}-{e1} and {s2}-{e2}"
