@@ -200,6 +200,10 @@ pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and ')'; fields follow the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
+    // A zombie (or one being reaped) is dead: it holds no lock and no fd.
+    if matches!(rest.split(' ').next(), Some("Z" | "X")) {
+        return None;
+    }
     rest.split(' ').nth(19)?.parse().ok()
 }
 

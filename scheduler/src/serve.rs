@@ -95,6 +95,32 @@ fn host_memory() -> u64 {
         .unwrap_or(1 << 30)
 }
 
+/// `skiff gc`'s collection: dead launchers' job directories, containers,
+/// mounts, cgroups and stale leases.
+async fn collect_garbage(
+    root: &std::path::Path,
+    run_root: &std::path::Path,
+) -> Result<(), ServeError> {
+    let (root, run) = (root.to_path_buf(), run_root.to_path_buf());
+    tokio::task::spawn_blocking(move || -> Result<(), ServeError> {
+        let store = imagestore::Store::open(&root)
+            .map_err(|e| ServeError::Recover(runtime::Error::from(e)))?;
+        let cg = runtime::cgroups::detect(&runtime::cgroups::group_key(store.root()))?;
+        let report = runtime::gc::collect(&run, cg.as_ref())?;
+        if !report.jobs.is_empty() {
+            tracing::warn!(jobs = report.jobs.len(), "cleaned up after a lost worker");
+        }
+        let _ = store.remove_stale_leases();
+        Ok(())
+    })
+    .await
+    .map_err(|e| ServeError::Io {
+        what: "garbage collection task",
+        path: run_root.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?
+}
+
 /// Run the worker until SIGTERM or SIGINT; `ready` is called once the API
 /// accepts requests, `stopping` when the drain begins.
 pub async fn serve(
@@ -133,27 +159,7 @@ pub async fn serve(
     // had a parent-death signal); clean up as `skiff gc` does, then end
     // those attempts as killed and retry their jobs.
     let run_root = cfg.root.join("run");
-    {
-        let root = cfg.root.clone();
-        let run = run_root.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), ServeError> {
-            let store = imagestore::Store::open(&root)
-                .map_err(|e| ServeError::Recover(runtime::Error::from(e)))?;
-            let cg = runtime::cgroups::detect(&runtime::cgroups::group_key(store.root()))?;
-            let report = runtime::gc::collect(&run, cg.as_ref())?;
-            if !report.jobs.is_empty() {
-                tracing::warn!(jobs = report.jobs.len(), "cleaned up after a lost worker");
-            }
-            let _ = store.remove_stale_leases();
-            Ok(())
-        })
-        .await
-        .map_err(|e| ServeError::Io {
-            what: "recovery task",
-            path: run_root.clone(),
-            source: std::io::Error::other(e),
-        })??;
-    }
+    collect_garbage(&cfg.root, &run_root).await?;
     let lost = queue.recover_running().await?;
     crate::metrics::worker_lost(lost.len());
     if !lost.is_empty() {
@@ -222,7 +228,7 @@ pub async fn serve(
         changed,
         store_root: cfg.root.clone(),
         output_dir,
-        run_root,
+        run_root: run_root.clone(),
         capacity,
         metrics,
     });
@@ -272,6 +278,11 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket);
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    // What a crash before this worker left and its start-up collection could
+    // not yet take (a launcher still exiting) is collected on the way out.
+    if let Err(e) = collect_garbage(&cfg.root, &run_root).await {
+        tracing::warn!("collect garbage at exit: {e}");
+    }
     let _ = webhooks.await;
     let _ = schedules.await;
     queue.close().await;
