@@ -191,6 +191,31 @@ pub(crate) struct WorkdirLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// A benchmark's private directory `WORKDIR/<name>` (the work directory
+/// locked for the run) and its image archive (`image`, or the vendored
+/// busybox), both resolved.
+pub(crate) fn private_dir(
+    workdir: &Path,
+    name: &str,
+    image: Option<&PathBuf>,
+) -> Result<(WorkdirLock, PathBuf, PathBuf)> {
+    fs::create_dir_all(workdir).ctx("create", workdir)?;
+    let workdir = fs::canonicalize(workdir).ctx("resolve", workdir)?;
+    let lock = lock_workdir(&workdir)?;
+    let dir = workdir.join(name);
+    fs::create_dir_all(&dir).ctx("create", &dir)?;
+    let archive = match image {
+        Some(p) => p.clone(),
+        None => crate::launch::default_image().ok_or_else(|| {
+            Error::Usage(
+                "no image: vendor-images/busybox.tar is not here; give --image ARCHIVE".into(),
+            )
+        })?,
+    };
+    let archive = fs::canonicalize(&archive).ctx("find the image", &archive)?;
+    Ok((lock, dir, archive))
+}
+
 pub(crate) fn lock_workdir(workdir: &Path) -> Result<WorkdirLock> {
     let p = workdir.join("lock");
     let f = File::options()

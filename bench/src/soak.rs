@@ -383,20 +383,8 @@ pub fn run(cfg: &SoakConfig, ui: &Ui, on_sample: &mut dyn FnMut(&Sample)) -> Res
             Error::Usage("--jobs, --launchers and --every must be at least 1".into()).into(),
         );
     }
-    fs::create_dir_all(&cfg.workdir).ctx("create", &cfg.workdir)?;
-    let workdir = fs::canonicalize(&cfg.workdir).ctx("resolve", &cfg.workdir)?;
-    let _lock = crate::import::lock_workdir(&workdir)?;
-    let dir = workdir.join("soak");
-    fs::create_dir_all(&dir).ctx("create", &dir)?;
-    let archive = match &cfg.image {
-        Some(p) => p.clone(),
-        None => crate::launch::default_image().ok_or_else(|| {
-            Error::Usage(
-                "no image: vendor-images/busybox.tar is not here; give --image ARCHIVE".into(),
-            )
-        })?,
-    };
-    let archive = fs::canonicalize(&archive).ctx("find the image", &archive)?;
+    let (_lock, dir, archive) =
+        crate::import::private_dir(&cfg.workdir, "soak", cfg.image.as_ref())?;
     let date = crate::host::now_rfc3339();
 
     ui.spin("importing the image into a fresh soak store");

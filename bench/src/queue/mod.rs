@@ -356,20 +356,8 @@ pub fn run(cfg: &QueueConfig, ui: &Ui) -> Result<QueueResults> {
     if !(1..=MAX_BATCH).contains(&cfg.batch) {
         return Err(Error::Usage(format!("--batch must be 1–{MAX_BATCH}")).into());
     }
-    fs::create_dir_all(&cfg.workdir).ctx("create", &cfg.workdir)?;
-    let workdir = fs::canonicalize(&cfg.workdir).ctx("resolve", &cfg.workdir)?;
-    let _lock = crate::import::lock_workdir(&workdir)?;
-    let dir = workdir.join("queue");
-    fs::create_dir_all(&dir).ctx("create", &dir)?;
-    let archive = match &cfg.image {
-        Some(p) => p.clone(),
-        None => crate::launch::default_image().ok_or_else(|| {
-            Error::Usage(
-                "no image: vendor-images/busybox.tar is not here; give --image ARCHIVE".into(),
-            )
-        })?,
-    };
-    let archive = fs::canonicalize(&archive).ctx("find the image", &archive)?;
+    let (_lock, dir, archive) =
+        crate::import::private_dir(&cfg.workdir, "queue", cfg.image.as_ref())?;
     let store = dir.join("store");
     Scratch::clear(&store)?;
     let _scratch = Scratch {

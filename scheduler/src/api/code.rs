@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AppState};
+use super::{unavailable, ApiError, ApiResult, AppState};
 use crate::code::{self, Package};
 use crate::error::FieldError;
 
@@ -34,10 +34,6 @@ pub(super) fn routes() -> Router<AppState> {
 struct PushQuery {
     image: Option<String>,
     command: Option<String>,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 async fn push(

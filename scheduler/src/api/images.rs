@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiResult, AppState};
+use super::{unavailable, ApiError, ApiResult, AppState};
 use crate::error::FieldError;
 
 /// Largest archive, bytes.
@@ -25,10 +25,6 @@ pub(super) fn routes() -> Router<AppState> {
             .post(import)
             .layer(DefaultBodyLimit::max(MAX_ARCHIVE_BYTES)),
     )
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {

@@ -100,6 +100,11 @@ impl From<QueueError> for ApiError {
     }
 }
 
+/// A 503: the worker's own database, store or disk failed (not the request).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The router.

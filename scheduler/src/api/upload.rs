@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{ApiError, ApiResult};
+use super::{unavailable, ApiError, ApiResult};
 use crate::error::FieldError;
 
 /// An uploaded file; removed on drop.
@@ -23,10 +23,6 @@ impl Drop for Upload {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 /// Stream `body` into a new file under `root`'s upload directory; at most
