@@ -30,7 +30,7 @@
 //! next one's time.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,8 +57,7 @@ pub const QUICK_SIZE_MB: u64 = 50;
 pub const DEFAULT_ROUNDS: usize = 5;
 /// Timed rounds with `--quick`.
 pub const QUICK_ROUNDS: usize = 3;
-/// Default work directory.
-pub const DEFAULT_WORKDIR: &str = "/var/tmp/skiff-bench";
+pub use crate::workdir::DEFAULT_WORKDIR;
 /// How long to let the disk settle after a bulk delete, by default: ext4
 /// without a journal skips inodes freed in the last 60 s, or 360 s while
 /// their inode-table block is dirty (see [`trash`]).
@@ -185,55 +184,6 @@ struct Ready {
     failed: Option<String>,
 }
 
-/// Exclusive use of a work directory for the length of a run.
-#[derive(Debug)]
-pub(crate) struct WorkdirLock {
-    _lock: nix::fcntl::Flock<File>,
-}
-
-/// A benchmark's private directory `WORKDIR/<name>` (the work directory
-/// locked for the run) and its image archive (`image`, or the vendored
-/// busybox), both resolved.
-pub(crate) fn private_dir(
-    workdir: &Path,
-    name: &str,
-    image: Option<&PathBuf>,
-) -> Result<(WorkdirLock, PathBuf, PathBuf)> {
-    fs::create_dir_all(workdir).ctx("create", workdir)?;
-    let workdir = fs::canonicalize(workdir).ctx("resolve", workdir)?;
-    let lock = lock_workdir(&workdir)?;
-    let dir = workdir.join(name);
-    fs::create_dir_all(&dir).ctx("create", &dir)?;
-    let archive = match image {
-        Some(p) => p.clone(),
-        None => crate::launch::default_image().ok_or_else(|| {
-            Error::Usage(
-                "no image: vendor-images/busybox.tar is not here; give --image ARCHIVE".into(),
-            )
-        })?,
-    };
-    let archive = fs::canonicalize(&archive).ctx("find the image", &archive)?;
-    Ok((lock, dir, archive))
-}
-
-pub(crate) fn lock_workdir(workdir: &Path) -> Result<WorkdirLock> {
-    let p = workdir.join("lock");
-    let f = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .ctx("open", &p)?;
-    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(WorkdirLock { _lock: lock }),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::Usage(format!(
-            "another `skiff bench` is using {}; two at once would measure each other",
-            workdir.display()
-        ))),
-        Err((_, e)) => Err(Error::io("lock", &p, e.into())),
-    }
-}
-
 /// Run the import benchmark.
 pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     if cfg.rounds == 0 {
@@ -241,7 +191,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     }
     fs::create_dir_all(&cfg.workdir).ctx("create", &cfg.workdir)?;
     let workdir = fs::canonicalize(&cfg.workdir).ctx("resolve", &cfg.workdir)?;
-    let _lock = lock_workdir(&workdir)?;
+    let _lock = crate::workdir::lock(&workdir)?;
     let cache = workdir.join("images");
     let runs = workdir.join("runs");
     let trash_dir = workdir.join("trash");

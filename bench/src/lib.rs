@@ -12,6 +12,7 @@
 //!   written as JSON. The modules above produce it; [`report`] (tables,
 //!   result files) and [`plot`] (the launch benchmark's SVG and PNG plots)
 //!   consume it; neither side imports the other.
+//! - [`workdir`]: the work directory, its lock, and the vendored image.
 //! - [`trash`]: run output is renamed aside and deleted only after the last
 //!   timed run (bulk deletes slow ext4 file creation for a while).
 //! - [`error`]: why a benchmark, a run or a contender failed.
@@ -35,6 +36,7 @@ mod tools;
 pub mod trash;
 pub mod ui;
 mod units;
+pub mod workdir;
 
 pub use error::{Error, Result, RunError, Unavailable};
 pub use import::{Contender, ImportConfig, ImportResults};

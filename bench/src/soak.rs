@@ -159,7 +159,7 @@ impl Default for SoakConfig {
             jobs: DEFAULT_JOBS,
             launchers: DEFAULT_LAUNCHERS,
             every: DEFAULT_EVERY,
-            workdir: PathBuf::from(crate::import::DEFAULT_WORKDIR),
+            workdir: PathBuf::from(crate::workdir::DEFAULT_WORKDIR),
         }
     }
 }
@@ -384,7 +384,7 @@ pub fn run(cfg: &SoakConfig, ui: &Ui, on_sample: &mut dyn FnMut(&Sample)) -> Res
         );
     }
     let (_lock, dir, archive) =
-        crate::import::private_dir(&cfg.workdir, "soak", cfg.image.as_ref())?;
+        crate::workdir::private_dir(&cfg.workdir, "soak", cfg.image.as_ref())?;
     let date = crate::host::now_rfc3339();
 
     ui.spin("importing the image into a fresh soak store");

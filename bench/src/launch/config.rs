@@ -1,7 +1,7 @@
 //! What the launch benchmark runs: the contenders, the job and its
 //! limits, rounds and concurrency levels, and their defaults.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -134,7 +134,7 @@ pub const WARM_STOCK: usize = 2;
 pub struct LaunchConfig {
     /// The `skiff` binary whose `run` and `launcher` are measured.
     pub skiff_exe: PathBuf,
-    /// The image archive (default: the vendored busybox, see [`default_image`]).
+    /// The image archive (default: the vendored busybox, see [`crate::workdir::default_image`]).
     pub image: Option<PathBuf>,
     /// The job's command.
     pub command: Vec<String>,
@@ -181,25 +181,8 @@ impl Default for LaunchConfig {
             jobs_per_level: None,
             quick: false,
             pause: Duration::ZERO,
-            workdir: PathBuf::from(crate::import::DEFAULT_WORKDIR),
+            workdir: PathBuf::from(crate::workdir::DEFAULT_WORKDIR),
             host_notes: Vec::new(),
         }
     }
-}
-
-/// The vendored busybox archive: `vendor-images/busybox.tar` (or `.tar.gz`)
-/// in the current directory, else in the source tree this was built from.
-pub fn default_image() -> Option<PathBuf> {
-    let roots = [
-        PathBuf::from("."),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
-    ];
-    roots
-        .iter()
-        .flat_map(|r| {
-            ["busybox.tar", "busybox.tar.gz"]
-                .into_iter()
-                .map(move |n| r.join("vendor-images").join(n))
-        })
-        .find(|p| p.is_file())
 }

@@ -54,8 +54,8 @@ use self::exec::{Mark, Sample};
 use self::prepare::Prepared;
 
 pub use self::config::{
-    default_image, Contender, LaunchConfig, DEFAULT_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_PIDS,
-    DEFAULT_ROUNDS, DEFAULT_WARMUP, QUICK_ROUNDS, QUICK_WARMUP, WARM_STOCK,
+    Contender, LaunchConfig, DEFAULT_CONCURRENCY, DEFAULT_MEMORY, DEFAULT_PIDS, DEFAULT_ROUNDS,
+    DEFAULT_WARMUP, QUICK_ROUNDS, QUICK_WARMUP, WARM_STOCK,
 };
 pub use crate::results::launch::{
     CpuBreakdown, CpuPart, Goal, JobInfo, LatencyResult, LaunchHost, LaunchResults, Level,
@@ -98,12 +98,12 @@ pub fn run(cfg: &LaunchConfig, ui: &Ui) -> Result<LaunchResults> {
     }
     fs::create_dir_all(&cfg.workdir).ctx("create", &cfg.workdir)?;
     let workdir = fs::canonicalize(&cfg.workdir).ctx("resolve", &cfg.workdir)?;
-    let _lock = crate::import::lock_workdir(&workdir)?;
+    let _lock = crate::workdir::lock(&workdir)?;
     let dir = workdir.join("launch");
     fs::create_dir_all(&dir).ctx("create", &dir)?;
     let archive = match &cfg.image {
         Some(p) => p.clone(),
-        None => default_image().ok_or_else(|| {
+        None => crate::workdir::default_image().ok_or_else(|| {
             Error::Usage(
                 "no image: vendor-images/busybox.tar is not here; give --image ARCHIVE".into(),
             )

@@ -188,7 +188,7 @@ impl Default for QueueConfig {
             batch: DEFAULT_BATCH,
             launchers: DEFAULT_LAUNCHERS,
             rounds: DEFAULT_ROUNDS,
-            workdir: PathBuf::from(crate::import::DEFAULT_WORKDIR),
+            workdir: PathBuf::from(crate::workdir::DEFAULT_WORKDIR),
         }
     }
 }
@@ -357,7 +357,7 @@ pub fn run(cfg: &QueueConfig, ui: &Ui) -> Result<QueueResults> {
         return Err(Error::Usage(format!("--batch must be 1–{MAX_BATCH}")).into());
     }
     let (_lock, dir, archive) =
-        crate::import::private_dir(&cfg.workdir, "queue", cfg.image.as_ref())?;
+        crate::workdir::private_dir(&cfg.workdir, "queue", cfg.image.as_ref())?;
     let store = dir.join("store");
     Scratch::clear(&store)?;
     let _scratch = Scratch {
