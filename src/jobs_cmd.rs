@@ -32,6 +32,10 @@ pub struct SubmitArgs {
     /// Environment variable NAME=value (repeatable).
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     env: Vec<String>,
+    /// Bind mount HOST:CONTAINER[:ro|rw] (the worker must allow HOST with
+    /// `skiff serve --allow-volume`; repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    volume: Vec<String>,
     /// Memory limit (e.g. 64m).
     #[arg(short = 'm', long, value_name = "SIZE")]
     memory: Option<String>,
@@ -240,6 +244,7 @@ pub fn submit(root: &Path, a: SubmitArgs) -> anyhow::Result<u8> {
         code,
         command: a.command,
         env: a.env,
+        volumes: a.volume,
         memory: a.memory.map(scheduler::request::Size::Text),
         cpus: a.cpus,
         pids: a.pids,

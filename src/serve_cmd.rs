@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// File holding the bearer token TCP clients must present (trimmed; not empty).
     #[arg(long = "token-file", value_name = "PATH", requires = "listen")]
     pub token_file: Option<PathBuf>,
+    /// Let API jobs bind-mount host paths beneath DIR (repeatable; by
+    /// default they may mount none). Paths are opened beneath DIR without
+    /// following symlinks.
+    #[arg(long = "allow-volume", value_name = "DIR")]
+    pub allow_volume: Vec<PathBuf>,
 }
 
 /// Run the worker until SIGTERM.
@@ -76,6 +81,7 @@ pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<u8> {
         exe: std::env::current_exe().context("finding the skiff binary")?,
         listen: args.listen,
         token_file: args.token_file,
+        allow_volumes: args.allow_volume,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -30,6 +30,7 @@ impl Launch for Launcher {
             stderr: Some(Sink::Fd(1)),
             output_cap: Some(conformance::OUTPUT_CAP),
             warm: self.warm_policy(),
+            fd_volumes: Vec::new(),
         };
         let reply = self
             .request_with_fds(&req, &[out.as_fd(), err.as_fd()])

@@ -31,6 +31,7 @@ pub mod error;
 pub mod exec;
 pub mod exit_code;
 pub mod fd_passing;
+pub mod fd_volume;
 pub mod gc;
 pub mod image_process;
 pub mod job;

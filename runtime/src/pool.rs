@@ -34,6 +34,11 @@
 //!   if missing and appended to; without `--output-dir` paths are refused;
 //! - absent: `/dev/null`.
 //!
+//! `fd_volumes` (`[{"fd": N, "target": "/data", "read_only": true}]`) bind
+//! attached `O_PATH` descriptors into the job ([`crate::fd_volume`]): for
+//! callers that resolved a host path safely and must not hand over a path
+//! that could change before the mount.
+//!
 //! Unknown fields are an error naming them, and every value is validated
 //! ([`JobSpec::validate`]) before anything is launched: [`parse_request`].
 //!
@@ -55,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::error::{Error, IoContext, Result};
 use crate::fd_passing::{self, MAX_FDS};
+use crate::fd_volume::FdVolume;
 use crate::job::{JobSpec, Via};
 use crate::output_dir::{OutputDir, OutputDirError};
 use crate::run::{JobIo, JobResult, Runner};
@@ -99,10 +105,22 @@ pub struct Request {
     /// Whether to use a warm sandbox: `prefer` (default), `require`, `off`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm: Option<crate::sandbox::WarmPolicy>,
+    /// Volumes whose host side is a descriptor sent with the request
+    /// (see [`crate::fd_volume`]); mounted after `volumes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fd_volumes: Vec<FdVolume>,
 }
 
 /// The fields of [`Request`] besides the flattened [`JobSpec`] ones.
-const REQUEST_FIELDS: &[&str] = &["image", "runtime", "stdout", "stderr", "output_cap", "warm"];
+const REQUEST_FIELDS: &[&str] = &[
+    "image",
+    "runtime",
+    "stdout",
+    "stderr",
+    "output_cap",
+    "warm",
+    "fd_volumes",
+];
 
 /// Why a request was refused before anything ran.
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +283,7 @@ fn open_sink(
 /// Run one request on `runner`; `fds` are the descriptors that came with it.
 pub fn handle(
     runner: &mut Runner,
-    req: Request,
+    mut req: Request,
     fds: &[OwnedFd],
     dir: Option<&OutputDir>,
 ) -> Reply {
@@ -277,6 +295,14 @@ pub fn handle(
     };
     let (stdout, stderr) = match sinks() {
         Ok(s) => s,
+        Err(e) => return Reply::Error(crate::error::error_chain(&e)),
+    };
+    // Dropped (unmounted) when the job is over.
+    let _pins = match crate::fd_volume::pin(&runner.run_root().join("pins"), &req.fd_volumes, fds) {
+        Ok((pins, vols)) => {
+            req.job.volumes.extend(vols);
+            pins
+        }
         Err(e) => return Reply::Error(crate::error::error_chain(&e)),
     };
     let run = || -> Result<JobResult> {

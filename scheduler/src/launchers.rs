@@ -3,18 +3,21 @@
 //! never calls libcontainer and a launcher's parent-death signal is tied
 //! to a thread that lives as long as the worker.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use runtime::fd_volume::FdVolume;
 use runtime::job::{JobSpec, Limits, Volume};
 use runtime::pool::{Launcher, Reply, Request, Sink};
 use tokio::sync::oneshot;
 
 use crate::queue::{Claim, Outcome};
 use crate::state::JobState;
+use crate::volumes::AllowedVolumes;
 
 /// Where a job's files live inside the job.
 pub const PAYLOAD_TARGET: &str = "/skiff-payload";
@@ -34,6 +37,8 @@ pub struct LauncherConfig {
     pub output_cap: u64,
     /// Warm sandboxes per launcher (0: cold launches).
     pub warm: usize,
+    /// Where jobs may mount host paths; checked again at each launch.
+    pub volumes: std::sync::Arc<AllowedVolumes>,
 }
 
 /// One attempt to run, and where to send its outcome.
@@ -82,8 +87,27 @@ fn spawn_launcher(cfg: &LauncherConfig) -> runtime::Result<Launcher> {
     Launcher::spawn(cmd)
 }
 
-fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<Request, String> {
+/// The launcher request for `c`, with the descriptors of its host volumes
+/// (opened beneath the allowed directories, and sent instead of paths).
+fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<(Request, Vec<OwnedFd>), String> {
     let r = &c.request;
+    let mut fds = Vec::with_capacity(r.volumes.len());
+    let mut fd_volumes = Vec::with_capacity(r.volumes.len());
+    for (i, v) in r.volumes.iter().enumerate() {
+        let v: Volume = v.parse().map_err(|e| format!("volumes[{i}]: {e}"))?;
+        let fd = cfg
+            .volumes
+            .open(&v)
+            .map_err(|e| format!("volumes[{i}]: {e}"))?;
+        let fd = runtime::fd_volume::detach(&fd)
+            .map_err(|e| format!("volumes[{i}]: clone {}: {e}", v.host.display()))?;
+        fd_volumes.push(FdVolume {
+            fd: fds.len(),
+            target: v.target,
+            read_only: v.read_only,
+        });
+        fds.push(fd);
+    }
     let mut env = r.env.clone();
     let mut volumes = Vec::new();
     if let Some(p) = &c.payload {
@@ -99,7 +123,7 @@ fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<Request, String> {
         env.push(format!("PAYLOAD_FILE={PAYLOAD_TARGET}"));
     }
     let (out, err) = output_names(&c.id, c.attempt);
-    Ok(Request {
+    let req = Request {
         image: r.image_ref(),
         job: JobSpec {
             name: job_name(&c.id, c.attempt),
@@ -118,8 +142,10 @@ fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<Request, String> {
         stdout: Some(Sink::Path(out.into())),
         stderr: Some(Sink::Path(err.into())),
         output_cap: Some(cfg.output_cap),
+        fd_volumes,
         ..Default::default()
-    })
+    };
+    Ok((req, fds))
 }
 
 fn failed(reason: String) -> Outcome {
@@ -166,7 +192,12 @@ pub fn outcome_of(reply: Reply) -> Outcome {
 }
 
 /// Run `req` on the slot's launcher, starting one if there is none.
-fn run_on(cfg: &LauncherConfig, launcher: &mut Option<Launcher>, req: &Request) -> Outcome {
+fn run_on(
+    cfg: &LauncherConfig,
+    launcher: &mut Option<Launcher>,
+    req: &Request,
+    fds: &[OwnedFd],
+) -> Outcome {
     if launcher.is_none() {
         match spawn_launcher(cfg) {
             Ok(l) => *launcher = Some(l),
@@ -176,7 +207,8 @@ fn run_on(cfg: &LauncherConfig, launcher: &mut Option<Launcher>, req: &Request) 
     let Some(l) = launcher.as_mut() else {
         return failed("no launcher".into());
     };
-    match l.request(req) {
+    let fds: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    match l.request_with_fds(req, &fds) {
         Ok(reply) => outcome_of(reply),
         Err(e) => {
             // The launcher died (or was killed to stop a job): the next
@@ -196,7 +228,7 @@ fn slot_main(cfg: LauncherConfig, rx: mpsc::Receiver<Work>) {
     while let Ok(work) = rx.recv() {
         let outcome = match request_for(&cfg, &work.claim) {
             Err(reason) => failed(reason),
-            Ok(req) => run_on(&cfg, &mut launcher, &req),
+            Ok((req, fds)) => run_on(&cfg, &mut launcher, &req, &fds),
         };
         if work.claim.payload.is_some() {
             let _ = std::fs::remove_file(cfg.payload_dir.join(&work.claim.id));

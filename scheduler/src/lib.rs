@@ -16,6 +16,7 @@ pub mod request;
 pub mod schedules;
 pub mod serve;
 pub mod state;
+pub mod volumes;
 pub mod webhooks;
 
 pub use error::{FieldError, QueueError};

@@ -17,6 +17,8 @@ pub const MAX_DELAY_S: u64 = 7 * 86_400;
 pub const MAX_RETRIES: u32 = 25;
 /// Largest items in a string list (command, env).
 const MAX_LIST: usize = 4096;
+/// Most volumes per job.
+const MAX_VOLUMES: usize = 16;
 /// Largest length of a name-like field (queue, label, idempotency key).
 const MAX_NAME: usize = 256;
 
@@ -47,6 +49,11 @@ pub struct JobRequest {
     /// Extra environment, `NAME=value`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Host paths bind-mounted into the job, `HOST:CONTAINER[:ro|rw]` as
+    /// `skiff run -v`; refused unless the worker allows the host directory
+    /// (`skiff serve --allow-volume DIR`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
     /// Memory limit (no swap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Size>,
@@ -108,6 +115,9 @@ pub struct ValidJob {
     pub retry_delay_ms: i64,
     /// Queue name.
     pub queue: String,
+    /// The volumes, parsed (not yet checked against the worker's allowed
+    /// directories: [`crate::volumes::AllowedVolumes`]).
+    pub volumes: Vec<runtime::job::Volume>,
 }
 
 fn name_field(field: &'static str, v: &Option<String>) -> Result<(), FieldError> {
@@ -221,6 +231,19 @@ impl JobRequest {
                 }
             }
         }
+        let mut volumes = Vec::with_capacity(self.volumes.len());
+        if self.volumes.len() > MAX_VOLUMES {
+            return Err(FieldError::new(
+                "volumes",
+                format!("at most {MAX_VOLUMES} items"),
+            ));
+        }
+        for (i, v) in self.volumes.iter().enumerate() {
+            let parsed: runtime::job::Volume = v.parse().map_err(|e: runtime::error::Error| {
+                FieldError::new(format!("volumes[{i}]"), e.to_string())
+            })?;
+            volumes.push(parsed);
+        }
         let memory_bytes = match &self.memory {
             None => None,
             Some(Size::Bytes(b)) if *b > 0 => Some(*b as u64),
@@ -314,6 +337,7 @@ impl JobRequest {
             max_retries: max_retries.into(),
             retry_delay_ms: (retry_delay * 1000) as i64,
             queue,
+            volumes,
             request: self,
         })
     }

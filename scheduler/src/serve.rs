@@ -15,6 +15,7 @@ use crate::dispatch::{self, Capacity};
 use crate::error::QueueError;
 use crate::launchers::{LauncherConfig, Slots};
 use crate::queue::Queue;
+use crate::volumes::AllowedVolumes;
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct ServeConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// The file holding the TCP clients' bearer token (needed with `listen`).
     pub token_file: Option<PathBuf>,
+    /// Directories beneath which API jobs may mount host paths (none:
+    /// host volumes are off).
+    pub allow_volumes: Vec<PathBuf>,
 }
 
 /// Why the worker could not start or stopped badly.
@@ -82,6 +86,9 @@ pub enum ServeError {
     /// The metrics recorder.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// A `--allow-volume` directory.
+    #[error("{0}")]
+    AllowVolume(String),
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -134,6 +141,8 @@ pub async fn serve(
         (Some(_), Some(f)) => Some(crate::api::auth::Token::from_file(f)?),
         (None, _) => None,
     };
+    let volumes =
+        Arc::new(AllowedVolumes::new(&cfg.allow_volumes).map_err(ServeError::AllowVolume)?);
     let metrics = crate::metrics::install()?;
     let dir = cfg.root.join("serve");
     let output_dir = dir.join("output");
@@ -183,6 +192,7 @@ pub async fn serve(
             payload_dir,
             output_cap: cfg.output_cap,
             warm: cfg.warm,
+            volumes: volumes.clone(),
         },
     );
     let wake = Arc::new(Notify::new());
@@ -231,6 +241,7 @@ pub async fn serve(
         run_root: run_root.clone(),
         capacity,
         metrics,
+        volumes,
     });
     let tcp = match (cfg.listen, token) {
         (Some(addr), Some(token)) => {

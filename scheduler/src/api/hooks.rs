@@ -11,7 +11,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::jobs::{body_json, check_fits, check_images, parse_job};
+use super::jobs::{body_json, check_admissible, check_images, parse_job};
 use super::{ApiError, ApiResult, AppState};
 use crate::error::FieldError;
 use crate::hooks;
@@ -48,7 +48,7 @@ async fn define(
             "a template cannot carry one: every trigger makes a new job",
         )));
     }
-    check_fits(&v, &st.capacity, "")?;
+    check_admissible(&v, &st, "")?;
     let field = if v.request.code.is_some() {
         "code"
     } else {

@@ -14,7 +14,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
-use crate::dispatch::Capacity;
 use crate::error::FieldError;
 use crate::launchers::output_names;
 use crate::queue::ListFilter;
@@ -55,7 +54,15 @@ pub(crate) fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
         .map_err(|e| ApiError::field(FieldError::new(format!("{prefix}{}", e.field), e.message)))
 }
 
-pub(crate) fn check_fits(v: &ValidJob, cap: &Capacity, prefix: &str) -> ApiResult<()> {
+/// Whether this worker could ever run `v`: its limits fit the capacity and
+/// its volumes lie beneath the directories the worker allows.
+pub(crate) fn check_admissible(v: &ValidJob, st: &AppState, prefix: &str) -> ApiResult<()> {
+    for (i, vol) in v.volumes.iter().enumerate() {
+        st.volumes
+            .open(vol)
+            .map_err(|m| ApiError::field(FieldError::new(format!("{prefix}volumes[{i}]"), m)))?;
+    }
+    let cap = &st.capacity;
     if let Some(m) = v.memory_bytes {
         if m > cap.memory_bytes {
             return Err(ApiError::field(FieldError::new(
@@ -132,7 +139,7 @@ async fn submit(
         } else {
             String::new()
         };
-        check_fits(j, &st.capacity, &prefix)?;
+        check_admissible(j, &st, &prefix)?;
         let field = if j.request.code.is_some() {
             "code"
         } else {

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use crate::dispatch::{Capacity, Changed};
 use crate::error::{FieldError, QueueError};
 use crate::queue::Queue;
+use crate::volumes::AllowedVolumes;
 
 /// Largest request body (a batch of jobs with payloads), bytes.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub capacity: Capacity,
     /// The Prometheus recorder's handle (`GET /metrics`).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Where API jobs may mount host paths (`--allow-volume`).
+    pub volumes: Arc<AllowedVolumes>,
 }
 
 /// An API error: status, message, and the field at fault.

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::jobs::{body_json, check_fits, check_images};
+use super::jobs::{body_json, check_admissible, check_images};
 use super::{ApiError, ApiResult, AppState};
 use crate::error::{FieldError, QueueError};
 use crate::queue::now_ms;
@@ -64,7 +64,7 @@ async fn create(
         .clone()
         .validate()
         .map_err(|e| ApiError::field(FieldError::new(format!("job.{}", e.field), e.message)))?;
-    check_fits(&job, &st.capacity, "job.")?;
+    check_admissible(&job, &st, "job.")?;
     check_images(
         st.store_root.clone(),
         vec![("job.image".into(), v.request.job.image.clone())],
