@@ -20,6 +20,9 @@ pub enum CodeCommand {
         /// The package's default command, as a JSON array (e.g. '["sh","/app/run.sh"]').
         #[arg(long, value_name = "JSON")]
         command: Option<String>,
+        /// The most of the package's jobs that run at once (default: no cap).
+        #[arg(long = "max-concurrency", value_name = "N")]
+        max_concurrency: Option<u32>,
         /// Where the code goes in the image (a directory is stored beneath it).
         #[arg(long, value_name = "DIR", default_value = "/app")]
         dest: String,
@@ -60,6 +63,7 @@ pub fn run(root: &Path, cmd: CodeCommand) -> anyhow::Result<u8> {
                 conn,
                 image,
                 command,
+                max_concurrency,
                 dest,
                 name,
                 path,
@@ -72,6 +76,9 @@ pub fn run(root: &Path, cmd: CodeCommand) -> anyhow::Result<u8> {
                 let mut q = format!("/v1/code/{}?image={}", urlencode(&name), urlencode(&image));
                 if let Some(c) = command {
                     q.push_str(&format!("&command={}", urlencode(&c)));
+                }
+                if let Some(m) = max_concurrency {
+                    q.push_str(&format!("&max_concurrency={m}"));
                 }
                 let v = ok(client(root, &conn).call("POST", &q, Some(body)).await?)?;
                 if conn.json {

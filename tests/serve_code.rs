@@ -164,3 +164,70 @@ fn test_bad_code_packages_are_refused_and_hostile_tars_stay_inside() {
         .collect();
     assert!(names.iter().all(|n| *n == "evil"), "{names:?}");
 }
+
+/// `skiff code push --max-concurrency 1`: the package's jobs run one at a
+/// time while another image's job runs beside them.
+#[test]
+fn test_code_package_max_concurrency_caps_the_package_only() {
+    let Some(w) = Worker::start(&["--launchers", "2"]) else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("tmp");
+    std::fs::write(src.path().join("run.sh"), "sleep 1\n").expect("write");
+    let dir = src.path().to_str().expect("utf8");
+    let out = skiff(
+        &w,
+        &[
+            "code",
+            "push",
+            "--json",
+            "--image",
+            IMAGE,
+            "--command",
+            r#"["sh","/app/run.sh"]"#,
+            "--max-concurrency",
+            "1",
+            "capped",
+            dir,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["package"]["max_concurrency"], 1, "{v}");
+    let (st, e) = w.call_raw("POST", "/v1/code/bad?image=x&max_concurrency=0", b"");
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(e["field"], "max_concurrency", "{e}");
+
+    let a = w.submit(json!({ "code": "capped" }));
+    let b = w.submit(json!({ "code": "capped" }));
+    let other = w.submit(json!({ "image": IMAGE, "command": ["sleep", "1"] }));
+    let span = |j: &serde_json::Value| {
+        let a = &j["attempt_list"][0];
+        (
+            a["started_at"].as_i64().expect("s"),
+            a["ended_at"].as_i64().expect("e"),
+        )
+    };
+    let id = |j: &serde_json::Value| j["id"].as_str().expect("id").to_string();
+    let (a, b, other) = (
+        w.wait(&id(&a), 60),
+        w.wait(&id(&b), 60),
+        w.wait(&id(&other), 60),
+    );
+    for j in [&a, &b, &other] {
+        assert_eq!(j["state"], "complete", "{j}");
+    }
+    let ((s1, e1), (s2, e2), (s3, _)) = (span(&a), span(&b), span(&other));
+    assert!(
+        e1 <= s2 || e2 <= s1,
+        "package capped ran two at once: {s1}-{e1} and {s2}-{e2}"
+    );
+    assert!(
+        s3 < e1.max(e2),
+        "the other image's job waited: {s3} vs {e1} {e2}"
+    );
+}

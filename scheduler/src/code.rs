@@ -24,6 +24,9 @@ pub struct Package {
     pub command: Option<Vec<String>>,
     /// Size of the code layer (uncompressed tar), bytes.
     pub layer_bytes: i64,
+    /// The most of the package's jobs that run at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<i64>,
     /// First pushed, ms since the epoch.
     pub created_at: i64,
     /// Last pushed.
@@ -45,6 +48,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Package, QueueError> {
         base_image: r.try_get("base_image")?,
         image_id: r.try_get("image_id")?,
         layer_bytes: r.try_get("layer_bytes")?,
+        max_concurrency: r.try_get("max_concurrency")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         command,
@@ -61,21 +65,33 @@ pub async fn put(queue: &Queue, p: &Package) -> Result<(), QueueError> {
         .map(|c| serde_json::to_string(c).unwrap_or_default());
     sqlx::query(
         "INSERT INTO code_packages (name, base_image, image_id, command, layer_bytes, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+         max_concurrency, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET base_image = excluded.base_image, \
          image_id = excluded.image_id, command = excluded.command, \
-         layer_bytes = excluded.layer_bytes, updated_at = excluded.updated_at",
+         layer_bytes = excluded.layer_bytes, max_concurrency = excluded.max_concurrency, \
+         updated_at = excluded.updated_at",
     )
     .bind(&p.name)
     .bind(&p.base_image)
     .bind(&p.image_id)
     .bind(command)
     .bind(p.layer_bytes)
+    .bind(p.max_concurrency)
     .bind(now)
     .bind(now)
     .execute(queue.pool())
     .await?;
     Ok(())
+}
+
+/// Every package with a cap: name → max_concurrency.
+pub async fn limits(queue: &Queue) -> Result<std::collections::HashMap<String, i64>, QueueError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT name, max_concurrency FROM code_packages WHERE max_concurrency IS NOT NULL",
+    )
+    .fetch_all(queue.pool())
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The package `name`.

@@ -31,6 +31,7 @@ struct Running {
     memory: u64,
     cpus: f64,
     queue: String,
+    code: Option<String>,
 }
 
 /// Run the dispatcher until `stop` turns true, then drain for at most
@@ -69,14 +70,26 @@ pub async fn run(
             tracing::error!("queue limits: {e}");
             Default::default()
         });
+        let code_limits = crate::code::limits(&queue).await.unwrap_or_else(|e| {
+            tracing::error!("code package limits: {e}");
+            Default::default()
+        });
         while let Some(&slot) = free.last() {
             let used_mem: u64 = running.values().map(|r| r.memory).sum();
             let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
-            let admit = |m: Option<u64>, c: Option<f64>, q: &str| {
+            let admit = |m: Option<u64>, c: Option<f64>, q: &str, code: Option<&str>| {
                 let under_cap = limits.get(q).is_none_or(|&max| {
                     running.values().filter(|r| r.queue == q).count() < max as usize
                 });
+                let under_code_cap = code.and_then(|p| code_limits.get(p)).is_none_or(|&max| {
+                    let n = running
+                        .values()
+                        .filter(|r| r.code.as_deref() == code)
+                        .count();
+                    n < max as usize
+                });
                 under_cap
+                    && under_code_cap
                     && used_mem + m.unwrap_or(0) <= capacity.memory_bytes
                     && used_cpu + c.unwrap_or(0.0) <= capacity.cpus + 1e-9
             };
@@ -100,6 +113,7 @@ pub async fn run(
                     memory: claim.memory_bytes.unwrap_or(0),
                     cpus: claim.cpus.unwrap_or(0.0),
                     queue: claim.queue.clone(),
+                    code: claim.request.code.clone(),
                 },
             );
             let rx = slots.run(slot, claim);

@@ -400,12 +400,13 @@ impl Queue {
     /// stay queued and are passed over.
     pub async fn claim_next(
         &self,
-        admit: impl Fn(Option<u64>, Option<f64>, &str) -> bool,
+        admit: impl Fn(Option<u64>, Option<f64>, &str, Option<&str>) -> bool,
     ) -> Result<Option<Claim>> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
-            "SELECT id, spec, payload, memory_bytes, cpus, timeout_ms, attempts, queue, run_at FROM jobs \
+            "SELECT id, spec, payload, memory_bytes, cpus, timeout_ms, attempts, queue, run_at, \
+             json_extract(spec, '$.code') AS code FROM jobs \
              WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 64",
         )
         .fetch_all(&mut *tx)
@@ -414,7 +415,8 @@ impl Queue {
             let memory: Option<i64> = r.try_get("memory_bytes")?;
             let cpus: Option<f64> = r.try_get("cpus")?;
             let queue: String = r.try_get("queue")?;
-            if !admit(memory.map(|m| m as u64), cpus, &queue) {
+            let code: Option<String> = r.try_get("code")?;
+            if !admit(memory.map(|m| m as u64), cpus, &queue, code.as_deref()) {
                 continue;
             }
             let id: String = r.try_get("id")?;

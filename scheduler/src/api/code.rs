@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<AppState> {
 struct PushQuery {
     image: Option<String>,
     command: Option<String>,
+    max_concurrency: Option<i64>,
 }
 
 async fn push(
@@ -57,6 +58,14 @@ async fn push(
             ))
         })?),
     };
+    if let Some(m) = q.max_concurrency {
+        if m < 1 {
+            return Err(ApiError::field(FieldError::new(
+                "max_concurrency",
+                format!("{m} is not a positive count"),
+            )));
+        }
+    }
     super::jobs::check_images(st.store_root.clone(), vec![("image".into(), base.clone())]).await?;
 
     let upload =
@@ -95,6 +104,7 @@ async fn push(
         image_id,
         command,
         layer_bytes: size as i64,
+        max_concurrency: q.max_concurrency,
         created_at: 0,
         updated_at: 0,
     };
