@@ -19,6 +19,22 @@ fn skiff(w: &Worker, args: &[&str]) -> std::process::Output {
         .expect("run skiff")
 }
 
+/// `skiff code push --json` of `dir` as package `name` with the command
+/// `sh /app/run.sh` and `extra` options; asserts it succeeded; its JSON.
+fn push_sh(w: &Worker, extra: &[&str], name: &str, dir: &std::path::Path) -> serde_json::Value {
+    let mut args = vec!["code", "push", "--json", "--image", IMAGE];
+    args.extend(["--command", r#"["sh","/app/run.sh"]"#]);
+    args.extend(extra);
+    args.extend([name, dir.to_str().expect("utf8")]);
+    let out = skiff(w, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 #[test]
 fn test_pushed_code_runs_above_its_base_image() {
     let Some(w) = Worker::start(&[]) else { return };
@@ -29,26 +45,7 @@ fn test_pushed_code_runs_above_its_base_image() {
     )
     .expect("write");
     std::fs::write(src.path().join("data.txt"), "hello").expect("write");
-    let out = skiff(
-        &w,
-        &[
-            "code",
-            "push",
-            "--json",
-            "--image",
-            IMAGE,
-            "--command",
-            r#"["sh","/app/run.sh"]"#,
-            "app",
-            src.path().to_str().expect("utf8"),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = push_sh(&w, &[], "app", src.path());
     // The base's layers are reused; only the code layer is unpacked.
     assert_eq!(v["layers_unpacked"], 1, "{v}");
     assert!(v["layers_reused"].as_u64().unwrap_or(0) >= 1, "{v}");
@@ -174,29 +171,7 @@ fn test_code_package_max_concurrency_caps_the_package_only() {
     };
     let src = tempfile::tempdir().expect("tmp");
     std::fs::write(src.path().join("run.sh"), "sleep 1\n").expect("write");
-    let dir = src.path().to_str().expect("utf8");
-    let out = skiff(
-        &w,
-        &[
-            "code",
-            "push",
-            "--json",
-            "--image",
-            IMAGE,
-            "--command",
-            r#"["sh","/app/run.sh"]"#,
-            "--max-concurrency",
-            "1",
-            "capped",
-            dir,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = push_sh(&w, &["--max-concurrency", "1"], "capped", src.path());
     assert_eq!(v["package"]["max_concurrency"], 1, "{v}");
     let (st, e) = w.call_raw("POST", "/v1/code/bad?image=x&max_concurrency=0", b"");
     assert_eq!(st, 400, "{e}");

@@ -23,6 +23,18 @@ fn vol(host: &Path, rest: &str) -> String {
     format!("{}:{rest}", host.display())
 }
 
+/// Run `sh -c script` with `volume`; assert it completed; its stdout.
+fn run_complete(w: &Worker, script: &str, volume: String) -> String {
+    let j = w.submit(json!({
+        "image": IMAGE,
+        "command": ["sh", "-c", script],
+        "volumes": [volume],
+    }));
+    let done = w.wait(&id(&j), 60);
+    assert_eq!(done["state"], "complete", "{done}\n{}", w.log());
+    log(w, &j)
+}
+
 #[test]
 fn test_volumes_are_refused_when_the_worker_allows_none() {
     let Some(w) = Worker::start(&[]) else { return };
@@ -66,24 +78,16 @@ fn test_allowed_volumes_mount_read_only_or_read_write_and_nothing_else_does() {
     };
 
     // Read-only: the job reads the file and cannot write.
-    let j = w.submit(json!({
-        "image": IMAGE,
-        "command": ["sh", "-c", "cat /data/in.txt; echo x > /data/new || echo refused"],
-        "volumes": [vol(&data, "/data:ro")],
-    }));
-    let done = w.wait(&id(&j), 60);
-    assert_eq!(done["state"], "complete", "{done}\n{}", w.log());
-    assert_eq!(log(&w, &j).trim_end(), "from the hostrefused", "{done}");
+    let out = run_complete(
+        &w,
+        "cat /data/in.txt; echo x > /data/new || echo refused",
+        vol(&data, "/data:ro"),
+    );
+    assert_eq!(out.trim_end(), "from the hostrefused");
     assert!(!data.join("new").exists(), "a read-only volume was written");
 
     // Read-write: what the job writes is on the host.
-    let j = w.submit(json!({
-        "image": IMAGE,
-        "command": ["sh", "-c", "echo written > /data/out.txt"],
-        "volumes": [vol(&data, "/data")],
-    }));
-    let done = w.wait(&id(&j), 60);
-    assert_eq!(done["state"], "complete", "{done}\n{}", w.log());
+    run_complete(&w, "echo written > /data/out.txt", vol(&data, "/data"));
     assert_eq!(
         std::fs::read_to_string(data.join("out.txt")).expect("read"),
         "written\n"

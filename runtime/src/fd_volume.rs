@@ -128,8 +128,7 @@ pub fn detach(fd: &OwnedFd) -> std::io::Result<OwnedFd> {
 
 /// Attach the detached mount `fd` at `target`.
 fn attach(fd: &OwnedFd, target: &Path) -> std::io::Result<()> {
-    let to = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()))
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let to = crate::safe_root::cstr(target)?;
     // SAFETY: valid descriptors and NUL-terminated paths that outlive the call.
     let r = unsafe {
         libc::syscall(

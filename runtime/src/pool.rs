@@ -34,10 +34,11 @@
 //!   if missing and appended to; without `--output-dir` paths are refused;
 //! - absent: `/dev/null`.
 //!
-//! `fd_volumes` (`[{"fd": N, "target": "/data", "read_only": true}]`) bind
-//! attached `O_PATH` descriptors into the job ([`crate::fd_volume`]): for
-//! callers that resolved a host path safely and must not hand over a path
-//! that could change before the mount.
+//! `fd_volumes` (`[{"fd": N, "target": "/data", "read_only": true}]`) mount
+//! attached descriptors of detached mounts (`open_tree(OPEN_TREE_CLONE)`)
+//! into the job ([`crate::fd_volume`]): for callers that resolved a host
+//! path safely and must not hand over a path that could change before the
+//! mount.
 //!
 //! Unknown fields are an error naming them, and every value is validated
 //! ([`JobSpec::validate`]) before anything is launched: [`parse_request`].
@@ -297,13 +298,19 @@ pub fn handle(
         Ok(s) => s,
         Err(e) => return Reply::Error(crate::error::error_chain(&e)),
     };
-    // Dropped (unmounted) when the job is over.
-    let _pins = match crate::fd_volume::pin(&runner.run_root().join("pins"), &req.fd_volumes, fds) {
-        Ok((pins, vols)) => {
-            req.job.volumes.extend(vols);
-            pins
+    // Dropped (unmounted) when the job is over; nothing to do (and no
+    // allocation on the launch path) without descriptor volumes.
+    let _pins = if req.fd_volumes.is_empty() {
+        None
+    } else {
+        let dir = runner.run_root().join("pins");
+        match crate::fd_volume::pin(&dir, &req.fd_volumes, fds) {
+            Ok((pins, vols)) => {
+                req.job.volumes.extend(vols);
+                Some(pins)
+            }
+            Err(e) => return Reply::Error(crate::error::error_chain(&e)),
         }
-        Err(e) => return Reply::Error(crate::error::error_chain(&e)),
     };
     let run = || -> Result<JobResult> {
         let backend = Backend::parse(req.runtime.as_deref().unwrap_or(""))?;

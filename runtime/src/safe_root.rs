@@ -18,7 +18,8 @@ pub struct SafeRoot {
     fd: OwnedFd,
 }
 
-fn cstr(p: &Path) -> io::Result<CString> {
+/// `p` as a C string (a NUL byte inside is `InvalidInput`).
+pub fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 

@@ -8,12 +8,11 @@
 //! descriptor, not the path (see `runtime::fd_volume`), so a symlink
 //! swapped in after the check moves nothing.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use runtime::job::Volume;
+use runtime::safe_root::cstr;
 
 /// The directories beneath which API jobs may mount host paths.
 #[derive(Debug, Clone, Default)]
@@ -113,11 +112,6 @@ fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<OwnedFd> {
         libc::S_IFDIR | libc::S_IFREG => Ok(fd),
         _ => Err(std::io::Error::other("not a directory or a regular file")),
     }
-}
-
-fn cstr(p: &Path) -> std::io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
 }
 
 #[cfg(test)]
