@@ -50,30 +50,42 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
     let mut free: Vec<usize> = (0..slots.len()).rev().collect();
     let mut running: HashMap<usize, Running> = HashMap::new();
+    let mut refresh = true;
+    let mut next_due: Option<i64> = None;
+    let mut limits = HashMap::new();
+    let mut code_limits = HashMap::new();
+    let mut ended: Vec<(Running, Outcome)> = Vec::new();
     loop {
         if *stop.borrow() {
             break;
         }
-        let next_due = match queue.promote_delayed().await {
-            Ok((n, next)) => {
-                if n > 0 {
-                    tracing::debug!(jobs = n, "delayed jobs queued");
+        // Delayed jobs and the caps are read again only when something may
+        // have changed them: a wake from the API or the scheduler, a retry
+        // put off, the due time of the next delayed job, or once a second.
+        // Between, finishing a job and claiming the next cost no more.
+        if refresh || next_due.is_some_and(|t| t <= crate::queue::now_ms()) {
+            refresh = false;
+            next_due = match queue.promote_delayed().await {
+                Ok((n, next)) => {
+                    if n > 0 {
+                        tracing::debug!(jobs = n, "delayed jobs queued");
+                    }
+                    next
                 }
-                next
-            }
-            Err(e) => {
-                tracing::error!("promote delayed jobs: {e}");
-                None
-            }
-        };
-        let limits = crate::queues::limits(&queue).await.unwrap_or_else(|e| {
-            tracing::error!("queue limits: {e}");
-            Default::default()
-        });
-        let code_limits = crate::code::limits(&queue).await.unwrap_or_else(|e| {
-            tracing::error!("code package limits: {e}");
-            Default::default()
-        });
+                Err(e) => {
+                    tracing::error!("promote delayed jobs: {e}");
+                    None
+                }
+            };
+            limits = crate::queues::limits(&queue).await.unwrap_or_else(|e| {
+                tracing::error!("queue limits: {e}");
+                Default::default()
+            });
+            code_limits = crate::code::limits(&queue).await.unwrap_or_else(|e| {
+                tracing::error!("code package limits: {e}");
+                Default::default()
+            });
+        }
         while let Some(&slot) = free.last() {
             let used_mem: u64 = running.values().map(|r| r.memory).sum();
             let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
@@ -128,26 +140,42 @@ pub async fn run(
             });
         }
         crate::metrics::slots(running.len(), free.len());
+        // Only now, with the freed slots busy again, record how their last
+        // jobs ended: the slots do not wait on these writes.
+        for (r, outcome) in ended.drain(..) {
+            refresh |= record(&queue, &changed, r, outcome).await == Some(JobState::Delayed);
+        }
+        if refresh {
+            continue;
+        }
         let sleep = match next_due {
             Some(t) => Duration::from_millis((t - crate::queue::now_ms()).clamp(1, 1000) as u64),
             None => Duration::from_secs(1),
         };
         tokio::select! {
-            _ = wake.notified() => {}
-            Some((slot, outcome)) = done_rx.recv() => {
-                finish(&queue, &changed, &mut running, &mut free, slot, outcome).await;
+            _ = wake.notified() => refresh = true,
+            Some(done) = done_rx.recv() => {
+                ended.extend(free_slot(&mut running, &mut free, done));
+                while let Ok(done) = done_rx.try_recv() {
+                    ended.extend(free_slot(&mut running, &mut free, done));
+                }
             }
-            _ = tokio::time::sleep(sleep) => {}
+            _ = tokio::time::sleep(sleep) => refresh = true,
             _ = stop.changed() => {}
         }
+    }
+    for (r, outcome) in ended.drain(..) {
+        record(&queue, &changed, r, outcome).await;
     }
     // Drain: take nothing new; wait for the running jobs up to `drain`.
     tracing::info!(running = running.len(), "draining");
     let deadline = tokio::time::Instant::now() + drain;
     while !running.is_empty() {
         tokio::select! {
-            Some((slot, outcome)) = done_rx.recv() => {
-                finish(&queue, &changed, &mut running, &mut free, slot, outcome).await;
+            Some(done) = done_rx.recv() => {
+                if let Some((r, outcome)) = free_slot(&mut running, &mut free, done) {
+                    record(&queue, &changed, r, outcome).await;
+                }
             }
             _ = tokio::time::sleep_until(deadline) => break,
         }
@@ -176,24 +204,31 @@ pub async fn run(
         .ok();
 }
 
-async fn finish(
-    queue: &Queue,
-    changed: &Changed,
+/// Free the slot of an ended attempt; the attempt, to be recorded.
+fn free_slot(
     running: &mut HashMap<usize, Running>,
     free: &mut Vec<usize>,
-    slot: usize,
-    outcome: Outcome,
-) {
+    (slot, outcome): (usize, Outcome),
+) -> Option<(Running, Outcome)> {
     free.push(slot);
-    let Some(r) = running.remove(&slot) else {
-        return;
-    };
+    running.remove(&slot).map(|r| (r, outcome))
+}
+
+/// Record how attempt `r` ended; the job's new state, if it was recorded.
+async fn record(queue: &Queue, changed: &Changed, r: Running, outcome: Outcome) -> Option<JobState> {
     match queue.finish(&r.id, r.attempt, &outcome).await {
         Ok(Some(state)) => {
             crate::metrics::attempt_ended(&outcome, state);
             let _ = changed.send((r.id.clone(), state));
+            Some(state)
         }
-        Ok(None) => tracing::debug!(job = %r.id, "attempt result fenced off"),
-        Err(e) => tracing::error!(job = %r.id, "record attempt: {e}"),
+        Ok(None) => {
+            tracing::debug!(job = %r.id, "attempt result fenced off");
+            None
+        }
+        Err(e) => {
+            tracing::error!(job = %r.id, "record attempt: {e}");
+            None
+        }
     }
 }

@@ -242,8 +242,8 @@ impl Queue {
             sqlx::query(
                 "INSERT INTO jobs (id, state, queue, label, priority, spec, payload, \
                  memory_bytes, cpus, timeout_ms, max_retries, retry_delay_ms, run_at, \
-                 idempotency_key, webhook, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 idempotency_key, webhook, code, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&id)
             .bind(state.as_str())
@@ -260,6 +260,7 @@ impl Queue {
             .bind(now + v.delay_ms)
             .bind(&v.request.idempotency_key)
             .bind(&v.request.webhook)
+            .bind(&v.request.code)
             .bind(now)
             .bind(now)
             .execute(&mut *tx)
@@ -404,64 +405,59 @@ impl Queue {
     ) -> Result<Option<Claim>> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
+        // Only what admission needs, for up to 64 candidates; the spec and
+        // payload are read for the one taken.
+        let candidates: Vec<(String, Option<i64>, Option<f64>, String, Option<String>)> =
+            sqlx::query_as(
+                "SELECT id, memory_bytes, cpus, queue, code FROM jobs \
+                 WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 64",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some((id, memory, cpus, queue, _)) =
+            candidates.into_iter().find(|(_, m, c, q, code)| {
+                admit(m.map(|m| m as u64), *c, q, code.as_deref())
+            })
+        else {
+            return Ok(None);
+        };
+        // One round trip to the database thread for the three writes.
         let rows = sqlx::query(
-            "SELECT id, spec, payload, memory_bytes, cpus, timeout_ms, attempts, queue, run_at, \
-             json_extract(spec, '$.code') AS code FROM jobs \
-             WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 64",
+            "UPDATE jobs SET state = 'running', reason = NULL, attempts = attempts + 1, \
+             updated_at = ?1 WHERE id = ?2 \
+             RETURNING spec, payload, timeout_ms, attempts, run_at; \
+             INSERT INTO attempts (job_id, n, state, started_at) \
+             SELECT id, attempts, 'running', ?1 FROM jobs WHERE id = ?2; \
+             INSERT INTO transitions (job_id, at, state) VALUES (?2, ?1, 'running')",
         )
+        .bind(now)
+        .bind(&id)
         .fetch_all(&mut *tx)
         .await?;
-        for r in rows {
-            let memory: Option<i64> = r.try_get("memory_bytes")?;
-            let cpus: Option<f64> = r.try_get("cpus")?;
-            let queue: String = r.try_get("queue")?;
-            let code: Option<String> = r.try_get("code")?;
-            if !admit(memory.map(|m| m as u64), cpus, &queue, code.as_deref()) {
-                continue;
-            }
-            let id: String = r.try_get("id")?;
-            let spec: String = r.try_get("spec")?;
-            let mut request: JobRequest =
-                serde_json::from_str(&spec).map_err(|e| QueueError::Corrupt {
-                    id: id.clone(),
-                    what: "spec",
-                    detail: e.to_string(),
-                })?;
-            let payload: Option<Vec<u8>> = r.try_get("payload")?;
-            request.payload = None;
-            let attempt: i64 = r.try_get::<i64, _>("attempts")? + 1;
-            sqlx::query(
-                "UPDATE jobs SET state = 'running', reason = NULL, attempts = ?, updated_at = ? \
-                 WHERE id = ?",
-            )
-            .bind(attempt)
-            .bind(now)
-            .bind(&id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO attempts (job_id, n, state, started_at) VALUES (?, ?, 'running', ?)",
-            )
-            .bind(&id)
-            .bind(attempt)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            transition(&mut tx, &id, JobState::Running, now).await?;
-            tx.commit().await?;
-            return Ok(Some(Claim {
-                id,
-                attempt,
-                request,
-                payload,
-                memory_bytes: memory.map(|m| m as u64),
-                cpus,
-                timeout_ms: r.try_get("timeout_ms")?,
-                queue,
-                ready_at_ms: r.try_get("run_at")?,
-            }));
-        }
-        Ok(None)
+        let r = rows.into_iter().next().ok_or_else(|| QueueError::Corrupt {
+            id: id.clone(),
+            what: "claim",
+            detail: "the job vanished while claimed".into(),
+        })?;
+        let spec: String = r.try_get("spec")?;
+        let request: JobRequest = serde_json::from_str(&spec).map_err(|e| QueueError::Corrupt {
+            id: id.clone(),
+            what: "spec",
+            detail: e.to_string(),
+        })?;
+        let attempt: i64 = r.try_get("attempts")?;
+        tx.commit().await?;
+        Ok(Some(Claim {
+            id,
+            attempt,
+            request,
+            payload: r.try_get("payload")?,
+            memory_bytes: memory.map(|m| m as u64),
+            cpus,
+            timeout_ms: r.try_get("timeout_ms")?,
+            queue,
+            ready_at_ms: r.try_get("run_at")?,
+        }))
     }
 
     /// Record how attempt `n` of `id` ended and move the job on: to

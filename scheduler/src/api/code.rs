@@ -109,6 +109,8 @@ async fn push(
         updated_at: 0,
     };
     code::put(&st.queue, &p).await?;
+    // The dispatcher reads caps again when woken.
+    st.wake.notify_one();
     let p = code::get(&st.queue, &name).await?;
     Ok((
         StatusCode::CREATED,
