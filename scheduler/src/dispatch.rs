@@ -128,16 +128,7 @@ pub async fn run(
                     code: claim.request.code.clone(),
                 },
             );
-            let rx = slots.run(slot, claim);
-            let tx = done_tx.clone();
-            tokio::spawn(async move {
-                let outcome = rx.await.unwrap_or_else(|_| Outcome {
-                    state: Some(JobState::Killed),
-                    reason: Some("launcher slot lost".into()),
-                    ..Default::default()
-                });
-                let _ = tx.send((slot, outcome));
-            });
+            slots.run(slot, claim, &done_tx);
         }
         crate::metrics::slots(running.len(), free.len());
         // Only now, with the freed slots busy again, record how their last
@@ -215,7 +206,12 @@ fn free_slot(
 }
 
 /// Record how attempt `r` ended; the job's new state, if it was recorded.
-async fn record(queue: &Queue, changed: &Changed, r: Running, outcome: Outcome) -> Option<JobState> {
+async fn record(
+    queue: &Queue,
+    changed: &Changed,
+    r: Running,
+    outcome: Outcome,
+) -> Option<JobState> {
     match queue.finish(&r.id, r.attempt, &outcome).await {
         Ok(Some(state)) => {
             crate::metrics::attempt_ended(&outcome, state);

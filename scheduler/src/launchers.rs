@@ -13,7 +13,6 @@ use std::time::Duration;
 use runtime::fd_volume::FdVolume;
 use runtime::job::{JobSpec, Limits, Volume};
 use runtime::pool::{Launcher, Reply, Request, Sink};
-use tokio::sync::oneshot;
 
 use crate::queue::{Claim, Outcome};
 use crate::state::JobState;
@@ -41,10 +40,35 @@ pub struct LauncherConfig {
     pub volumes: std::sync::Arc<AllowedVolumes>,
 }
 
-/// One attempt to run, and where to send its outcome.
+/// Where a slot sends the outcome of an attempt: the dispatcher's channel,
+/// tagged with the slot.
+pub type Done = tokio::sync::mpsc::UnboundedSender<(usize, Outcome)>;
+
+/// One attempt to run on a slot, and where to send its outcome. Dropped
+/// without an outcome (its slot thread gone), it reports the slot lost.
 struct Work {
     claim: Claim,
-    done: oneshot::Sender<Outcome>,
+    slot: usize,
+    done: Option<Done>,
+}
+
+impl Work {
+    fn send(mut self, mut outcome: Outcome) {
+        outcome.ended_at = Some(crate::queue::now_ms());
+        if let Some(done) = self.done.take() {
+            let _ = done.send((self.slot, outcome));
+        }
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let mut outcome = killed("launcher slot lost");
+            outcome.ended_at = Some(crate::queue::now_ms());
+            let _ = done.send((self.slot, outcome));
+        }
+    }
 }
 
 /// A launcher slot's handle: send it work.
@@ -148,6 +172,14 @@ fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<(Request, Vec<OwnedFd>
     Ok((req, fds))
 }
 
+fn killed(reason: &str) -> Outcome {
+    Outcome {
+        state: Some(JobState::Killed),
+        reason: Some(reason.into()),
+        ..Default::default()
+    }
+}
+
 fn failed(reason: String) -> Outcome {
     Outcome {
         state: Some(JobState::Error),
@@ -186,6 +218,7 @@ pub fn outcome_of(reply: Reply) -> Outcome {
                     r.output_dropped_bytes[1] as i64,
                 ]),
                 launch_ms: Some(r.launch_ms),
+                ended_at: None,
             }
         }
     }
@@ -233,7 +266,7 @@ fn slot_main(cfg: LauncherConfig, rx: mpsc::Receiver<Work>) {
         if work.claim.payload.is_some() {
             let _ = std::fs::remove_file(cfg.payload_dir.join(&work.claim.id));
         }
-        let _ = work.done.send(outcome);
+        work.send(outcome);
     }
     if let Some(l) = launcher {
         let _ = l.finish();
@@ -269,13 +302,16 @@ impl Slots {
         self.tx.is_empty()
     }
 
-    /// Run `claim` on slot `i`; the outcome arrives on the receiver.
-    pub fn run(&self, i: usize, claim: Claim) -> oneshot::Receiver<Outcome> {
-        let (done, rx) = oneshot::channel();
-        if let Err(mpsc::SendError(w)) = self.tx[i].send(Work { claim, done }) {
-            let _ = w.done.send(failed("launcher slot stopped".into()));
+    /// Run `claim` on slot `i`; `(i, outcome)` arrives on `done`.
+    pub fn run(&self, i: usize, claim: Claim, done: &Done) {
+        let work = Work {
+            claim,
+            slot: i,
+            done: Some(done.clone()),
+        };
+        if let Err(mpsc::SendError(w)) = self.tx[i].send(work) {
+            w.send(failed("launcher slot stopped".into()));
         }
-        rx
     }
 
     /// Stop every slot after its current job; wait for them.

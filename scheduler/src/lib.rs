@@ -3,6 +3,7 @@
 //! The control plane is async (tokio, axum) and never calls libcontainer.
 
 pub mod api;
+mod claim;
 pub mod client;
 pub mod code;
 pub mod dispatch;

@@ -1,5 +1,13 @@
-//! The durable job queue: every state change is one SQLite transaction,
-//! committed (WAL, `synchronous=FULL`) before the API answers.
+//! The durable job queue: every state change is one SQLite transaction.
+//!
+//! What the API accepts is committed with `synchronous=FULL` before it
+//! answers: a 201 means on disk. The dispatcher's own writes (claims,
+//! attempt results, delayed jobs falling due) go through its own
+//! connection with `synchronous=NORMAL`: each commit reaches the kernel, so
+//! it survives the worker's death, and the disk at the next `FULL` commit
+//! or checkpoint (the WAL is synced in order). A host crash can lose the
+//! last few of them; those jobs come back `queued` or `running`, and
+//! recovery runs them again, as it does a job whose host died under it.
 //!
 //! Attempts are fenced: an attempt's result is recorded only while the job
 //! is still `running` that attempt, so a late writer cannot overwrite a
@@ -29,6 +37,9 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone)]
 pub struct Queue {
     db: SqlitePool,
+    /// The dispatcher's own connection (`synchronous=NORMAL`): claims,
+    /// attempt results and delayed jobs falling due.
+    pub(crate) dispatch: SqlitePool,
 }
 
 /// A job handed to the dispatcher to run one attempt.
@@ -77,6 +88,9 @@ pub struct Outcome {
     pub dropped: Option<[i64; 2]>,
     /// Launch latency (request to the job's process running), ms.
     pub launch_ms: Option<f64>,
+    /// When the attempt ended (ms since the epoch), if not when recorded:
+    /// the dispatcher records an attempt after its slot has the next job.
+    pub ended_at: Option<i64>,
 }
 
 /// Filters for [`Queue::list`].
@@ -188,10 +202,14 @@ impl Queue {
             .busy_timeout(std::time::Duration::from_secs(10));
         let db = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&db).await?;
-        Ok(Queue { db })
+        let dispatch = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Ok(Queue { db, dispatch })
     }
 
     /// A write transaction, taking SQLite's write lock at `BEGIN`
@@ -200,6 +218,13 @@ impl Queue {
     /// transaction upgrades to a write.
     pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.db.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A write transaction on the dispatcher's connection: written through
+    /// to the kernel at commit (safe when the worker dies), synced to disk
+    /// by the next `FULL` commit or checkpoint (see the module doc).
+    pub async fn dispatch_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.dispatch.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// The database (for the tables beside the queue's: schedules, hooks,
@@ -374,7 +399,7 @@ impl Queue {
     /// and when the next delayed job is due.
     pub async fn promote_delayed(&self) -> Result<(u64, Option<i64>)> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let mut tx = self.dispatch_tx().await?;
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'delayed' AND run_at <= ?")
                 .bind(now)
@@ -396,77 +421,14 @@ impl Queue {
         Ok((ids.len() as u64, next))
     }
 
-    /// Take the next queued job (highest priority, then oldest) that
-    /// `admit` accepts, and start its next attempt. Jobs `admit` refuses
-    /// stay queued and are passed over.
-    pub async fn claim_next(
-        &self,
-        admit: impl Fn(Option<u64>, Option<f64>, &str, Option<&str>) -> bool,
-    ) -> Result<Option<Claim>> {
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        // Only what admission needs, for up to 64 candidates; the spec and
-        // payload are read for the one taken.
-        let candidates: Vec<(String, Option<i64>, Option<f64>, String, Option<String>)> =
-            sqlx::query_as(
-                "SELECT id, memory_bytes, cpus, queue, code FROM jobs \
-                 WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 64",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-        let Some((id, memory, cpus, queue, _)) =
-            candidates.into_iter().find(|(_, m, c, q, code)| {
-                admit(m.map(|m| m as u64), *c, q, code.as_deref())
-            })
-        else {
-            return Ok(None);
-        };
-        // One round trip to the database thread for the three writes.
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', reason = NULL, attempts = attempts + 1, \
-             updated_at = ?1 WHERE id = ?2 \
-             RETURNING spec, payload, timeout_ms, attempts, run_at; \
-             INSERT INTO attempts (job_id, n, state, started_at) \
-             SELECT id, attempts, 'running', ?1 FROM jobs WHERE id = ?2; \
-             INSERT INTO transitions (job_id, at, state) VALUES (?2, ?1, 'running')",
-        )
-        .bind(now)
-        .bind(&id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let r = rows.into_iter().next().ok_or_else(|| QueueError::Corrupt {
-            id: id.clone(),
-            what: "claim",
-            detail: "the job vanished while claimed".into(),
-        })?;
-        let spec: String = r.try_get("spec")?;
-        let request: JobRequest = serde_json::from_str(&spec).map_err(|e| QueueError::Corrupt {
-            id: id.clone(),
-            what: "spec",
-            detail: e.to_string(),
-        })?;
-        let attempt: i64 = r.try_get("attempts")?;
-        tx.commit().await?;
-        Ok(Some(Claim {
-            id,
-            attempt,
-            request,
-            payload: r.try_get("payload")?,
-            memory_bytes: memory.map(|m| m as u64),
-            cpus,
-            timeout_ms: r.try_get("timeout_ms")?,
-            queue,
-            ready_at_ms: r.try_get("run_at")?,
-        }))
-    }
-
     /// Record how attempt `n` of `id` ended and move the job on: to
     /// `complete`, to `delayed` for a retry, or to the attempt's state.
     /// Returns the job's new state, or `None` when the job no longer runs
     /// that attempt (fenced).
     pub async fn finish(&self, id: &str, n: i64, out: &Outcome) -> Result<Option<JobState>> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let ended = out.ended_at.unwrap_or(now);
+        let mut tx = self.dispatch_tx().await?;
         let row = sqlx::query(
             "SELECT attempts, max_retries, retry_delay_ms, cancel_requested FROM jobs \
              WHERE id = ? AND state = 'running' AND attempts = ?",
@@ -504,7 +466,7 @@ impl Queue {
         .bind(out.peak_memory_bytes)
         .bind(out.dropped.map(|d| d[0]))
         .bind(out.dropped.map(|d| d[1]))
-        .bind(now)
+        .bind(ended)
         .bind(id)
         .bind(n)
         .execute(&mut *tx)
@@ -515,9 +477,9 @@ impl Queue {
         let retry = !matches!(attempt_state, JobState::Complete | JobState::Cancelled)
             && attempts <= max_retries;
         let (state, run_at) = if retry {
-            (JobState::Delayed, now + backoff_ms(retry_delay, attempts))
+            (JobState::Delayed, ended + backoff_ms(retry_delay, attempts))
         } else {
-            (attempt_state, now)
+            (attempt_state, ended)
         };
         sqlx::query(
             "UPDATE jobs SET state = ?, reason = ?, run_at = ?, cancel_requested = 0, \
@@ -530,7 +492,7 @@ impl Queue {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        transition(&mut tx, id, state, now).await?;
+        transition(&mut tx, id, state, ended).await?;
         if state.is_terminal() {
             queue_webhook(&mut tx, id, now).await?;
         }
