@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch, Notify};
 
+use crate::claim::Admission;
 use crate::launchers::{job_name, signal_job, Slots};
 use crate::queue::{Outcome, Queue};
 use crate::state::JobState;
@@ -87,25 +88,8 @@ pub async fn run(
             });
         }
         while let Some(&slot) = free.last() {
-            let used_mem: u64 = running.values().map(|r| r.memory).sum();
-            let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
-            let admit = |m: Option<u64>, c: Option<f64>, q: &str, code: Option<&str>| {
-                let under_cap = limits.get(q).is_none_or(|&max| {
-                    running.values().filter(|r| r.queue == q).count() < max as usize
-                });
-                let under_code_cap = code.and_then(|p| code_limits.get(p)).is_none_or(|&max| {
-                    let n = running
-                        .values()
-                        .filter(|r| r.code.as_deref() == code)
-                        .count();
-                    n < max as usize
-                });
-                under_cap
-                    && under_code_cap
-                    && used_mem + m.unwrap_or(0) <= capacity.memory_bytes
-                    && used_cpu + c.unwrap_or(0.0) <= capacity.cpus + 1e-9
-            };
-            let claim = match queue.claim_next(admit).await {
+            let fits = admission(&running, capacity, &limits, &code_limits);
+            let claim = match queue.claim_next(&fits).await {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
@@ -193,6 +177,37 @@ pub async fn run(
     tokio::task::spawn_blocking(move || slots.shutdown())
         .await
         .ok();
+}
+
+/// What a job may still take, given what runs, the capacity and the caps
+/// of queues and code packages.
+fn admission(
+    running: &HashMap<usize, Running>,
+    capacity: Capacity,
+    limits: &HashMap<String, i64>,
+    code_limits: &HashMap<String, i64>,
+) -> Admission {
+    let used_mem: u64 = running.values().map(|r| r.memory).sum();
+    let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
+    let full = |limits: &HashMap<String, i64>, of: &dyn Fn(&Running) -> Option<&str>| {
+        limits
+            .iter()
+            .filter(|(name, &max)| {
+                let n = running
+                    .values()
+                    .filter(|r| of(r) == Some(name.as_str()))
+                    .count();
+                n as i64 >= max
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    Admission {
+        memory_bytes: capacity.memory_bytes.saturating_sub(used_mem),
+        cpus: (capacity.cpus - used_cpu).max(0.0),
+        full_queues: full(limits, &|r| Some(r.queue.as_str())),
+        full_codes: full(code_limits, &|r| r.code.as_deref()),
+    }
 }
 
 /// Free the slot of an ended attempt; the attempt, to be recorded.

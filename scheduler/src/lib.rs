@@ -3,11 +3,12 @@
 //! The control plane is async (tokio, axum) and never calls libcontainer.
 
 pub mod api;
-mod claim;
+pub mod claim;
 pub mod client;
 pub mod code;
 pub mod dispatch;
 pub mod error;
+mod finish;
 pub mod hooks;
 pub mod launchers;
 pub mod metrics;
