@@ -10,7 +10,7 @@
 use sqlx::{Connection, Row, SqliteConnection};
 
 use crate::error::QueueError;
-use crate::queue::{backoff_ms, now_ms, Outcome, Queue};
+use crate::queue::{backoff_ms, now_ms, queue_webhook_sql, Outcome, Queue};
 use crate::state::JobState;
 
 impl Queue {
@@ -74,18 +74,16 @@ async fn record(
     };
     // Plain `?`s, bound in order across the statements: sqlx binds a
     // numbered parameter after a gap in the numbering as NULL.
-    sqlx::query(
+    sqlx::query(concat!(
         "UPDATE attempts SET state = ?, reason = ?, exit_code = ?, signal = ?, \
          oom_killed = ?, wall_ms = ?, cpu_usec = ?, peak_memory_bytes = ?, \
          stdout_dropped = ?, stderr_dropped = ?, ended_at = ? WHERE job_id = ? AND n = ?; \
          UPDATE jobs SET state = ?, reason = ?, run_at = ?, cancel_requested = 0, \
          updated_at = ? WHERE id = ?; \
-         INSERT INTO transitions (job_id, at, state) VALUES (?, ?, ?); \
-         INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
-         SELECT id, webhook, 'pending', ?, ? FROM jobs \
-         WHERE id = ? AND webhook IS NOT NULL AND ?; \
-         COMMIT",
-    )
+         INSERT INTO transitions (job_id, at, state) VALUES (?, ?, ?); ",
+        queue_webhook_sql!(),
+        "; COMMIT"
+    ))
     .bind(attempt_state.as_str())
     .bind(&reason)
     .bind(out.exit_code)

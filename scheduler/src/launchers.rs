@@ -53,9 +53,14 @@ struct Work {
 }
 
 impl Work {
-    fn send(mut self, mut outcome: Outcome) {
-        outcome.ended_at = Some(crate::queue::now_ms());
+    fn send(mut self, outcome: Outcome) {
+        self.deliver(outcome);
+    }
+
+    /// Send `outcome`, stamped with its end time, unless one was sent.
+    fn deliver(&mut self, mut outcome: Outcome) {
         if let Some(done) = self.done.take() {
+            outcome.ended_at = Some(crate::queue::now_ms());
             let _ = done.send((self.slot, outcome));
         }
     }
@@ -63,10 +68,8 @@ impl Work {
 
 impl Drop for Work {
     fn drop(&mut self) {
-        if let Some(done) = self.done.take() {
-            let mut outcome = killed("launcher slot lost");
-            outcome.ended_at = Some(crate::queue::now_ms());
-            let _ = done.send((self.slot, outcome));
+        if self.done.is_some() {
+            self.deliver(killed("launcher slot lost"));
         }
     }
 }

@@ -176,18 +176,29 @@ async fn transition(
     Ok(())
 }
 
+/// The statement that queues a job's webhook delivery, if the job has a
+/// webhook and the last parameter is true. Parameters: the delivery's
+/// `next_at` and `created_at`, the job id, whether. A literal, so that
+/// `finish.rs` can `concat!` it into its one round trip.
+macro_rules! queue_webhook_sql {
+    () => {
+        "INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
+         SELECT id, webhook, 'pending', ?, ? FROM jobs \
+         WHERE id = ? AND webhook IS NOT NULL AND ?"
+    };
+}
+pub(crate) use queue_webhook_sql;
+
 /// Queue the job's webhook delivery (if it has a webhook), in the
 /// transaction that ends the job.
 async fn queue_webhook(tx: &mut sqlx::SqliteConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
-         SELECT id, webhook, 'pending', ?, ? FROM jobs WHERE id = ? AND webhook IS NOT NULL",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(queue_webhook_sql!())
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .bind(true)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -223,7 +234,7 @@ impl Queue {
     /// A write transaction on the dispatcher's connection: written through
     /// to the kernel at commit (safe when the worker dies), synced to disk
     /// by the next `FULL` commit or checkpoint (see the module doc).
-    pub async fn dispatch_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    async fn dispatch_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.dispatch.begin_with("BEGIN IMMEDIATE").await?)
     }
 
