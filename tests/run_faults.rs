@@ -501,3 +501,25 @@ fn test_fault_concurrent_run_gc_image_rm_and_image_gc() {
     assert!(bad.is_empty(), "{bad:#?}");
     assert_gc_leaves_nothing(&e, "concurrent run, gc, image rm, image gc");
 }
+
+/// A launcher killed while it removed a job directory leaves it under its
+/// `.gone-PID-START-NAME` name, lock file already deleted: `skiff gc` takes
+/// it at once (its remover is dead), not after the grace period a lockless
+/// `run/<name>` gets, and leaves alone one whose remover lives.
+#[test]
+fn test_fault_removal_cut_short_is_collected_at_once() {
+    let Some(e) = env() else { return };
+    let run_root = e.root.path().join("run");
+    let dead = run_root.join(".gone-999999999-1-cut-short");
+    std::fs::create_dir_all(dead.join("rootfs")).expect("mkdir");
+    std::fs::write(dead.join("job.json"), "{}").expect("write");
+    let me = std::process::id() as i32;
+    let start = runtime::state::process_start_time(me).expect("start time");
+    let live = run_root.join(format!(".gone-{me}-{start}-being-removed"));
+    std::fs::create_dir_all(&live).expect("mkdir");
+    let gc = e.skiff(&["gc"]);
+    assert!(gc.status.success(), "gc: {}", text(&gc));
+    assert!(!dead.exists(), "left: {:?}", e.state_dirs());
+    assert!(live.exists(), "a live remover's directory was taken");
+    std::fs::remove_dir(&live).expect("rmdir");
+}

@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 
 use crate::cgroups::CgroupDriver;
 use crate::error::{IoContext, Result};
-use crate::state::{new_dir_maker_alive, process_start_time, read_record};
+use crate::state::{private_dir_owner_alive, process_start_time, read_record};
 
 /// What a collection found and removed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -63,10 +63,11 @@ pub fn collect(run_root: &Path, cgroups: &dyn CgroupDriver) -> Result<GcReport> 
         if !dir.is_dir() {
             continue;
         }
-        if name.starts_with(".new-") {
-            // A job directory being made: nothing was launched from it yet.
-            // Its name says who makes it; an unparsable one goes after GRACE.
-            let stale = match new_dir_maker_alive(&name) {
+        if name.starts_with('.') {
+            // A job directory being made (nothing was launched from it yet)
+            // or removed (its job was cleaned up). Its name says who owns
+            // it; an unparsable one goes after GRACE.
+            let stale = match private_dir_owner_alive(&name) {
                 Some(alive) => !alive,
                 None => older_than_grace(&dir),
             };

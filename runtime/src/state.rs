@@ -62,19 +62,26 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// The private name a job directory is made under before it is renamed
-/// into place: `.new-PID-STARTTIME-NAME`, so `gc` can tell whether its maker
-/// is alive.
-fn new_dir_name(name: &str) -> String {
+/// The private names a job directory has while it is made and while it is
+/// removed, `.new-PID-STARTTIME-NAME` and `.gone-PID-STARTTIME-NAME` (job
+/// names start with a letter or digit): `gc` can tell whether the process
+/// that owns it is alive, however early or late that process was killed.
+fn private_dir_name(prefix: &str, name: &str) -> String {
     let pid = std::process::id() as i32;
     let start = process_start_time(pid).unwrap_or(0);
-    format!(".new-{pid}-{start}-{name}")
+    format!("{prefix}{pid}-{start}-{name}")
 }
 
-/// Whether the maker of a `.new-*` job directory is alive (`None`: the name
-/// is not one [`JobDir::create`] makes).
-pub fn new_dir_maker_alive(dir_name: &str) -> Option<bool> {
-    let rest = dir_name.strip_prefix(".new-")?;
+fn new_dir_name(name: &str) -> String {
+    private_dir_name(".new-", name)
+}
+
+/// Whether the process making or removing a `.new-*` or `.gone-*` job
+/// directory is alive (`None`: the name is not one [`JobDir`] uses).
+pub fn private_dir_owner_alive(dir_name: &str) -> Option<bool> {
+    let rest = dir_name
+        .strip_prefix(".new-")
+        .or_else(|| dir_name.strip_prefix(".gone-"))?;
     let mut it = rest.splitn(3, '-');
     let pid: i32 = it.next()?.parse().ok()?;
     let start: u64 = it.next()?.parse().ok()?;
@@ -170,13 +177,24 @@ impl JobDir {
     }
 
     /// Remove the directory; the lock goes when this value is dropped.
+    ///
+    /// The directory is first renamed, lock held, to a private `.gone-*`
+    /// name: removing it deletes the lock file before the directory, and a
+    /// removal cut short there must not leave `run/<name>` without a lock
+    /// (which `gc` could take only after its grace period).
     pub fn remove_in_place(&self) -> Result<()> {
-        fs::remove_dir_all(&self.path).ctx("remove", &self.path)
+        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let gone = self.path.with_file_name(private_dir_name(".gone-", name));
+        let path = match fs::rename(&self.path, &gone) {
+            Ok(()) => &gone,
+            Err(_) => &self.path,
+        };
+        fs::remove_dir_all(path).ctx("remove", path)
     }
 
     /// Remove the directory (the lock goes with it).
     pub fn remove(self) -> Result<()> {
-        fs::remove_dir_all(&self.path).ctx("remove", &self.path)
+        self.remove_in_place()
     }
 }
 
@@ -234,11 +252,14 @@ mod tests {
     }
 
     #[test]
-    fn test_new_dir_maker_alive() {
-        assert_eq!(new_dir_maker_alive(&new_dir_name("a-b.c")), Some(true));
-        assert_eq!(new_dir_maker_alive(".new-999999999-1-x"), Some(false));
-        assert_eq!(new_dir_maker_alive(".new-junk"), None);
-        assert_eq!(new_dir_maker_alive("job"), None);
+    fn test_private_dir_owner_alive() {
+        assert_eq!(private_dir_owner_alive(&new_dir_name("a-b.c")), Some(true));
+        let gone = private_dir_name(".gone-", "a-b.c");
+        assert_eq!(private_dir_owner_alive(&gone), Some(true));
+        assert_eq!(private_dir_owner_alive(".new-999999999-1-x"), Some(false));
+        assert_eq!(private_dir_owner_alive(".gone-999999999-1-x"), Some(false));
+        assert_eq!(private_dir_owner_alive(".new-junk"), None);
+        assert_eq!(private_dir_owner_alive("job"), None);
     }
 
     #[test]
