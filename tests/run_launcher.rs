@@ -308,3 +308,40 @@ fn test_launcher_output_write_error_reported() {
     assert_eq!(oe.bytes_lost + kept, 1_000_000, "{oe:?}, {kept} kept");
     assert!(launcher.finish().expect("exit").success());
 }
+
+/// `reply_before_cleanup`: the reply carries the finished result (exit
+/// status, accounting, output), and the job is torn down before the next
+/// request is read: the same name runs again at once, and nothing is left
+/// when the launcher ends.
+#[test]
+fn test_launcher_reply_before_cleanup_tears_down_before_the_next_request() {
+    let Some(e) = env() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut launcher = e.launcher_with_output_dir(dir.path());
+    for i in 0..3 {
+        let mut j = job(&format!("echo run{i}; exit {i}"));
+        j.name = "again".into();
+        let req = Request {
+            image: BUSYBOX.into(),
+            job: j,
+            stdout: Some(Sink::Path(format!("out{i}").into())),
+            reply_before_cleanup: true,
+            ..Default::default()
+        };
+        let reply = launcher.request(&req).expect("reply");
+        let Reply::Ok(r) = reply else {
+            panic!("run {i} of the same name: {reply:?}")
+        };
+        assert_eq!(r.exit_code, i);
+        assert_eq!(r.name, "again");
+        assert!(r.cpu_usec.is_some(), "accounting is read before the reply");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(format!("out{i}"))).expect("out"),
+            format!("run{i}\n"),
+            "the output is complete when the reply comes"
+        );
+    }
+    assert!(launcher.finish().expect("exit").success());
+    assert!(e.state_dirs().is_empty(), "{:?}", e.state_dirs());
+    assert!(e.job_cgroups().is_empty(), "{:?}", e.job_cgroups());
+}

@@ -31,6 +31,7 @@ impl Launch for Launcher {
             output_cap: Some(conformance::OUTPUT_CAP),
             warm: self.warm_policy(),
             fd_volumes: Vec::new(),
+            reply_before_cleanup: false,
         };
         let reply = self
             .request_with_fds(&req, &[out.as_fd(), err.as_fd()])

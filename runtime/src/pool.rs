@@ -110,6 +110,13 @@ pub struct Request {
     /// (see [`crate::fd_volume`]); mounted after `volumes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fd_volumes: Vec<FdVolume>,
+    /// Reply as soon as the result is final (exit status, accounting,
+    /// output), and tear the job down after: its cgroup, mounts, state
+    /// directory and name are released while the caller reads the reply,
+    /// before the next request is read. Default `false`: the reply comes
+    /// after the teardown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reply_before_cleanup: bool,
 }
 
 /// The fields of [`Request`] besides the flattened [`JobSpec`] ones.
@@ -121,6 +128,7 @@ const REQUEST_FIELDS: &[&str] = &[
     "output_cap",
     "warm",
     "fd_volumes",
+    "reply_before_cleanup",
 ];
 
 /// Why a request was refused before anything ran.
@@ -322,6 +330,7 @@ pub fn handle(
         // The pool's edge: the reference is resolved here, once; the job
         // runs from the image's id.
         let image = runner.store().resolve(&req.image)?.image_id();
+        runner.set_teardown_after_reply(req.reply_before_cleanup);
         runner.run_pooled(&image, req.job, &backend, io, req.warm.unwrap_or_default())
     };
     match run() {
@@ -478,8 +487,9 @@ fn serve_requests(
 ) -> Result<()> {
     let mut out = sock;
     loop {
+        // The last job's teardown, if it was left until after its reply.
+        runner.after_reply();
         if runner.warm().enabled() {
-            runner.warm_after_reply();
             while !reader.readable(0) && runner.warm_refill_one() {}
             while !reader.readable(WARM_TICK_MS) {
                 runner.warm_tick();
@@ -716,12 +726,14 @@ mod tests {
                 "volumes":[],"tmpfs":["/t:size=1m"],"cap_add":[],"cap_drop":[],
                 "seccomp":"default","stdin":false,"timeout_ms":1000,"stop_timeout_ms":10,
                 "scratch":"tmpfs","scratch_size_bytes":8388608,"runtime":"runc",
-                "stdout":{"fd":0},"stderr":{"path":"e"},"output_cap":5,"warm":"require"}"#,
+                "stdout":{"fd":0},"stderr":{"path":"e"},"output_cap":5,"warm":"require",
+                "reply_before_cleanup":true}"#,
         )
         .expect("every field known");
         assert_eq!(req.job.limits.cpus, Some(0.5));
         assert_eq!(req.job.scratch_size, Some(8 << 20));
         assert_eq!(req.warm, Some(crate::sandbox::WarmPolicy::Require));
+        assert!(req.reply_before_cleanup);
     }
 
     #[test]

@@ -170,6 +170,8 @@ fn request_for(cfg: &LauncherConfig, c: &Claim) -> Result<(Request, Vec<OwnedFd>
         stderr: Some(Sink::Path(err.into())),
         output_cap: Some(cfg.output_cap),
         fd_volumes,
+        // The slot's next job is claimed while this one is torn down.
+        reply_before_cleanup: true,
         ..Default::default()
     };
     Ok((req, fds))

@@ -23,7 +23,7 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The request for job `i`: what `skiff serve` sends its launcher for a
 /// job of the same image and command (name, default network, the
 /// default timeout, stdout and stderr to files beneath `--output-dir`,
-/// the default output cap).
+/// the default output cap, the reply before the teardown).
 pub(super) fn request(image: &str, command: &[String], tag: &str, i: usize) -> Request {
     Request {
         image: image.to_string(),
@@ -36,6 +36,7 @@ pub(super) fn request(image: &str, command: &[String], tag: &str, i: usize) -> R
         stdout: Some(Sink::Path(format!("{tag}-{i}.stdout").into())),
         stderr: Some(Sink::Path(format!("{tag}-{i}.stderr").into())),
         output_cap: Some(DEFAULT_OUTPUT_CAP),
+        reply_before_cleanup: true,
         ..Request::default()
     }
 }
@@ -196,5 +197,6 @@ mod tests {
         assert!(!r.job.limits.any());
         assert_eq!(r.stdout, Some(Sink::Path("pool1-7.stdout".into())));
         assert_eq!(r.output_cap, Some(DEFAULT_OUTPUT_CAP));
+        assert!(r.reply_before_cleanup);
     }
 }

@@ -124,6 +124,11 @@ pub struct Runner {
     pub(crate) seccomp: seccomp::Cache,
     /// Warm sandboxes (empty and off unless [`Runner::set_warm`]).
     pub(crate) warm: crate::sandbox::Stock,
+    /// Whether [`Runner::run`] leaves a job's teardown to
+    /// [`Runner::after_reply`].
+    teardown_after_reply: bool,
+    /// Teardowns left until after the reply.
+    pub(crate) after_reply: Vec<cleanup::Teardown>,
     /// A shared lock on [`launchers_lock_path`] while this launcher lives.
     _launcher: imagestore::process_lock::ProcessLock,
 }
@@ -234,8 +239,27 @@ impl Runner {
             bounding: oci::caller_bounding_set(),
             seccomp,
             warm: crate::sandbox::Stock::default(),
+            teardown_after_reply: false,
+            after_reply: Vec::new(),
             _launcher: launcher,
         })
+    }
+
+    /// With `on`, a job that ran leaves its teardown (cgroup removal,
+    /// unmount, state directory, lease) to [`Runner::after_reply`]: its
+    /// result, accounting included, is final before that, and a launcher
+    /// replies first. `cleanup_ms` then counts only the accounting read.
+    pub fn set_teardown_after_reply(&mut self, on: bool) {
+        self.teardown_after_reply = on;
+    }
+
+    /// Tear down what jobs left until after their reply: their own state
+    /// and the sandboxes they used.
+    pub fn after_reply(&mut self) {
+        for t in std::mem::take(&mut self.after_reply) {
+            t.run_logged(self);
+        }
+        self.warm_after_reply();
     }
 
     /// The store.
@@ -292,14 +316,20 @@ impl Runner {
             t0,
         };
         let result = self.prepare_and_run(&mut ctx, &found.config, &found.desc, io);
-        let (stats, cleanup_err) = cleanup::cleanup(self, &mut ctx, found.lease);
+        let t = Instant::now();
+        let stats = cleanup::stats(self, &job.name);
+        let mut phases = ctx.phases;
+        phases.cleanup_ms = ms_since(t);
+        let teardown = cleanup::Teardown::of(ctx, found.lease);
+        if result.is_ok() && self.teardown_after_reply {
+            self.after_reply.push(teardown);
+        } else {
+            phases.cleanup_ms += teardown.run_logged(self);
+        }
 
         let mut res = result?;
-        if let Some(e) = cleanup_err {
-            tracing::warn!(error = %e, "cleanup after the job was incomplete; `skiff gc` will retry");
-        }
         cleanup::apply_stats(&mut res, &stats);
-        res.phases = ctx.phases;
+        res.phases = phases;
         res.wall_ms = ms_since(t0);
         res.runtime = backend.name();
         res.name = job.name.clone();

@@ -191,7 +191,7 @@ impl crate::run::Runner {
 
     /// Discard every sandbox (the launcher is ending).
     pub fn warm_shutdown(&mut self) {
-        self.warm_after_reply();
+        self.after_reply();
         for s in std::mem::take(&mut self.warm.ready) {
             self.warm.counters.discarded += 1;
             discard::discard(self, s);
