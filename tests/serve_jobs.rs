@@ -237,6 +237,44 @@ fn test_idempotency_key_returns_the_first_job() {
     assert_eq!(id(&first), id(&second));
     let (_, l) = w.call("GET", "/v1/jobs", None);
     assert_eq!(l["jobs"].as_array().map(Vec::len), Some(1));
+
+    // A key used twice in one batch is one job; a key seen before answers
+    // with the first job; keyless jobs are new each time.
+    let twice = with(sh("true"), json!({ "idempotency_key": "order-18" }));
+    let batch = json!({ "jobs": [twice.clone(), sh("true"), twice, job] });
+    let (st, b) = w.call("POST", "/v1/jobs", Some(&batch));
+    assert_eq!(st, 201, "{b}");
+    let ids: Vec<&str> = b["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 4, "{b}");
+    assert_eq!(ids[0], ids[2], "one key, one job: {b}");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(ids[3], id(&first), "the key of the first request: {b}");
+    let (_, l) = w.call("GET", "/v1/jobs", None);
+    assert_eq!(l["jobs"].as_array().map(Vec::len), Some(3), "{l}");
+    // What the submit answered is what the job reads as, unless it moved
+    // on meanwhile.
+    let answered = &b["jobs"][1];
+    assert_eq!(answered["transitions"][0]["state"], "queued", "{b}");
+    let read = w.job(ids[1]);
+    for field in [
+        "id",
+        "queue",
+        "priority",
+        "request",
+        "payload_bytes",
+        "max_retries",
+        "created_at",
+    ] {
+        assert_eq!(
+            answered[field], read[field],
+            "{field}: {answered} vs {read}"
+        );
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod request;
 pub mod schedules;
 pub mod serve;
 pub mod state;
+mod submit;
 pub mod volumes;
 pub mod webhooks;
 

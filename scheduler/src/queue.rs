@@ -20,7 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::error::QueueError;
-use crate::request::{JobRequest, ValidJob};
+use crate::request::JobRequest;
 use crate::state::{Attempt, Job, JobState, Transition};
 
 type Result<T> = std::result::Result<T, QueueError>;
@@ -106,10 +106,6 @@ pub struct ListFilter {
     pub limit: Option<i64>,
     /// Only jobs submitted after the job with this id (paging).
     pub after: Option<String>,
-}
-
-fn random_id() -> String {
-    format!("j-{:016x}", rand::random::<u64>())
 }
 
 /// Delay before retry `n` (1-based): `base · 2^(n-1)`, at most an hour
@@ -242,74 +238,6 @@ impl Queue {
     /// webhook deliveries).
     pub fn pool(&self) -> &SqlitePool {
         &self.db
-    }
-
-    /// Accept jobs, all or none, in one transaction. A job whose
-    /// idempotency key was seen returns the first job, with `false`.
-    pub async fn submit(&self, jobs: Vec<ValidJob>) -> Result<Vec<(Job, bool)>> {
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        let mut ids = Vec::with_capacity(jobs.len());
-        for v in jobs {
-            if let Some(key) = &v.request.idempotency_key {
-                let found: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM jobs WHERE idempotency_key = ?")
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if let Some(id) = found {
-                    ids.push((id, false));
-                    continue;
-                }
-            }
-            let id = random_id();
-            let state = if v.delay_ms > 0 {
-                JobState::Delayed
-            } else {
-                JobState::Queued
-            };
-            let mut spec = v.request.clone();
-            let payload = spec.payload.take().map(String::into_bytes);
-            let spec = serde_json::to_string(&spec).map_err(|e| QueueError::Corrupt {
-                id: id.clone(),
-                what: "spec",
-                detail: e.to_string(),
-            })?;
-            sqlx::query(
-                "INSERT INTO jobs (id, state, queue, label, priority, spec, payload, \
-                 memory_bytes, cpus, timeout_ms, max_retries, retry_delay_ms, run_at, \
-                 idempotency_key, webhook, code, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(state.as_str())
-            .bind(&v.queue)
-            .bind(&v.request.label)
-            .bind(v.priority)
-            .bind(spec)
-            .bind(payload)
-            .bind(v.memory_bytes.map(|m| m as i64))
-            .bind(v.request.cpus)
-            .bind(v.timeout_ms)
-            .bind(v.max_retries)
-            .bind(v.retry_delay_ms)
-            .bind(now + v.delay_ms)
-            .bind(&v.request.idempotency_key)
-            .bind(&v.request.webhook)
-            .bind(&v.request.code)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            transition(&mut tx, &id, state, now).await?;
-            ids.push((id, true));
-        }
-        tx.commit().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, created) in ids {
-            out.push((self.get(&id).await?, created));
-        }
-        Ok(out)
     }
 
     /// One job, with its attempts and transitions.
