@@ -4,7 +4,7 @@
 //! Admission is part of the query: the dispatcher says what still fits
 //! ([`Admission`]), and one `UPDATE` takes the first queued job (highest
 //! priority, then oldest) within it, passing over the rest. The
-//! `jobs_claimed` trigger (migration 0007) opens the attempt and records
+//! `jobs_claimed` trigger (migration 0008) opens the attempt and records
 //! the transition in the same statement: one round trip to the database
 //! thread, on the dispatcher's connection.
 

@@ -12,6 +12,7 @@ mod finish;
 pub mod hooks;
 pub mod launchers;
 pub mod metrics;
+mod migrations;
 pub mod queue;
 pub mod queues;
 pub mod request;

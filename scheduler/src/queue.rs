@@ -211,7 +211,7 @@ impl Queue {
             .max_connections(4)
             .connect_with(opts.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&db).await?;
+        crate::migrations::run(&db).await?;
         let dispatch = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts.synchronous(SqliteSynchronous::Normal))
