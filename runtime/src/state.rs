@@ -67,9 +67,21 @@ pub fn validate_name(name: &str) -> Result<()> {
 /// names start with a letter or digit): `gc` can tell whether the process
 /// that owns it is alive, however early or late that process was killed.
 fn private_dir_name(prefix: &str, name: &str) -> String {
-    let pid = std::process::id() as i32;
-    let start = process_start_time(pid).unwrap_or(0);
+    let (pid, start) = own_pid_and_start();
     format!("{prefix}{pid}-{start}-{name}")
+}
+
+/// This process's pid and start time, read from `/proc` once per process
+/// (twice per job otherwise: a directory made and one removed).
+fn own_pid_and_start() -> (i32, u64) {
+    static OWN: std::sync::OnceLock<(i32, u64)> = std::sync::OnceLock::new();
+    let pid = std::process::id() as i32;
+    match OWN.get() {
+        Some(&(p, start)) if p == pid => (p, start),
+        // Set by a parent before a fork: read it again.
+        Some(_) => (pid, process_start_time(pid).unwrap_or(0)),
+        None => *OWN.get_or_init(|| (pid, process_start_time(pid).unwrap_or(0))),
+    }
 }
 
 fn new_dir_name(name: &str) -> String {
