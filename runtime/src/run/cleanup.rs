@@ -15,7 +15,6 @@ use imagestore::Lease;
 
 use crate::backend::{self, Backend};
 use crate::cgroups::CgroupStats;
-use crate::error::Error;
 use crate::mounts;
 use crate::state::JobDir;
 
@@ -53,8 +52,9 @@ impl Teardown {
         }
     }
 
-    /// Undo it all; the milliseconds taken and the first error, if any.
-    pub(crate) fn run(self, runner: &mut Runner) -> (f64, Option<Error>) {
+    /// Undo it all; the milliseconds taken. An incomplete teardown is
+    /// logged and left to `skiff gc`.
+    pub(crate) fn run(self, runner: &mut Runner) -> f64 {
         let t = Instant::now();
         let mut first_err = None;
         if let Backend::Binary(runtime) = &self.backend {
@@ -82,17 +82,10 @@ impl Teardown {
             first_err.get_or_insert(e);
         }
         drop(self.lease);
-        (ms_since(t), first_err)
-    }
-
-    /// [`Teardown::run`], logging an incomplete one.
-    pub(crate) fn run_logged(self, runner: &mut Runner) -> f64 {
-        let name = self.name.clone();
-        let (ms, err) = self.run(runner);
-        if let Some(e) = err {
-            tracing::warn!(job = %name, error = %e, "cleanup after the job was incomplete; `skiff gc` will retry");
+        if let Some(e) = first_err {
+            tracing::warn!(job = %self.name, error = %e, "cleanup after the job was incomplete; `skiff gc` will retry");
         }
-        ms
+        ms_since(t)
     }
 }
 

@@ -257,7 +257,7 @@ impl Runner {
     /// and the sandboxes they used.
     pub fn after_reply(&mut self) {
         for t in std::mem::take(&mut self.after_reply) {
-            t.run_logged(self);
+            t.run(self);
         }
         self.warm_after_reply();
     }
@@ -324,7 +324,7 @@ impl Runner {
         if result.is_ok() && self.teardown_after_reply {
             self.after_reply.push(teardown);
         } else {
-            phases.cleanup_ms += teardown.run_logged(self);
+            phases.cleanup_ms += teardown.run(self);
         }
 
         let mut res = result?;
