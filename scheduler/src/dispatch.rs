@@ -9,9 +9,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::claim::Admission;
+use crate::error::QueueError;
+use crate::finish::Ended;
 use crate::launchers::{job_name, signal_job, Slots};
-use crate::queue::{Outcome, Queue};
-use crate::state::JobState;
+use crate::queue::{Claim, Outcome, Queue};
+use crate::state::{JobState, RetryPolicy};
 
 /// What the worker may run at once.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +31,7 @@ struct Running {
     slot: usize,
     id: String,
     attempt: i64,
+    retry: RetryPolicy,
     memory: u64,
     cpus: f64,
     queue: String,
@@ -87,9 +90,13 @@ pub async fn run(
                 Default::default()
             });
         }
+        // Each claim carries the records of the attempts that ended since
+        // the last: one round trip per job (`crate::turn`).
         while let Some(&slot) = free.last() {
             let fits = admission(&running, capacity, &limits, &code_limits);
-            let claim = match queue.claim_next(&fits).await {
+            let (turn, delayed) = take_turn(&queue, &changed, &mut ended, Some(&fits)).await;
+            refresh |= delayed;
+            let claim = match turn {
                 Ok(Some(c)) => c,
                 Ok(None) => break,
                 Err(e) => {
@@ -106,6 +113,7 @@ pub async fn run(
                     slot,
                     id: claim.id.clone(),
                     attempt: claim.attempt,
+                    retry: claim.retry,
                     memory: claim.memory_bytes.unwrap_or(0),
                     cpus: claim.cpus.unwrap_or(0.0),
                     queue: claim.queue.clone(),
@@ -115,10 +123,8 @@ pub async fn run(
             slots.run(slot, claim, &done_tx);
         }
         crate::metrics::slots(running.len(), free.len());
-        // Only now, with the freed slots busy again, record how their last
-        // jobs ended: the slots do not wait on these writes.
-        for (r, outcome) in ended.drain(..) {
-            refresh |= record(&queue, &changed, r, outcome).await == Some(JobState::Delayed);
+        if !ended.is_empty() {
+            refresh |= record(&queue, &changed, &mut ended).await;
         }
         if refresh {
             continue;
@@ -139,18 +145,15 @@ pub async fn run(
             _ = stop.changed() => {}
         }
     }
-    for (r, outcome) in ended.drain(..) {
-        record(&queue, &changed, r, outcome).await;
-    }
+    record(&queue, &changed, &mut ended).await;
     // Drain: take nothing new; wait for the running jobs up to `drain`.
     tracing::info!(running = running.len(), "draining");
     let deadline = tokio::time::Instant::now() + drain;
     while !running.is_empty() {
         tokio::select! {
             Some(done) = done_rx.recv() => {
-                if let Some((r, outcome)) = free_slot(&mut running, &mut free, done) {
-                    record(&queue, &changed, r, outcome).await;
-                }
+                ended.extend(free_slot(&mut running, &mut free, done));
+                record(&queue, &changed, &mut ended).await;
             }
             _ = tokio::time::sleep_until(deadline) => break,
         }
@@ -220,26 +223,52 @@ fn free_slot(
     running.remove(&slot).map(|r| (r, outcome))
 }
 
-/// Record how attempt `r` ended; the job's new state, if it was recorded.
-async fn record(
+/// Record the attempts in `ended` (emptied); whether a job was put off for
+/// a retry. A failure is logged per attempt (see [`take_turn`]).
+async fn record(queue: &Queue, changed: &Changed, ended: &mut Vec<(Running, Outcome)>) -> bool {
+    take_turn(queue, changed, ended, None).await.1
+}
+
+/// Record the attempts in `ended` (emptied) and, given `fits`, claim the
+/// next job, in one transaction; the claim, and whether a job was put off
+/// for a retry.
+async fn take_turn(
     queue: &Queue,
     changed: &Changed,
-    r: Running,
-    outcome: Outcome,
-) -> Option<JobState> {
-    match queue.finish(&r.id, r.attempt, &outcome).await {
-        Ok(Some(state)) => {
-            crate::metrics::attempt_ended(&outcome, state);
-            let _ = changed.send((r.id.clone(), state));
-            Some(state)
+    ended: &mut Vec<(Running, Outcome)>,
+    fits: Option<&Admission>,
+) -> (Result<Option<Claim>, QueueError>, bool) {
+    if ended.is_empty() && fits.is_none() {
+        return (Ok(None), false);
+    }
+    let batch: Vec<Ended> = ended
+        .drain(..)
+        .map(|(r, outcome)| Ended {
+            id: r.id,
+            n: r.attempt,
+            retry: r.retry,
+            outcome,
+        })
+        .collect();
+    let turn = match queue.turn(&batch, fits).await {
+        Ok(turn) => turn,
+        Err(err) => {
+            for lost in &batch {
+                tracing::error!(job = %lost.id, "record attempt: {err}");
+            }
+            return (Err(err), false);
         }
-        Ok(None) => {
-            tracing::debug!(job = %r.id, "attempt result fenced off");
-            None
-        }
-        Err(e) => {
-            tracing::error!(job = %r.id, "record attempt: {e}");
-            None
+    };
+    let mut delayed = false;
+    for (e, state) in batch.iter().zip(turn.recorded) {
+        match state {
+            Some(state) => {
+                crate::metrics::attempt_ended(&e.outcome, state);
+                let _ = changed.send((e.id.clone(), state));
+                delayed |= state == JobState::Delayed;
+            }
+            None => tracing::debug!(job = %e.id, "attempt result fenced off"),
         }
     }
+    (turn.claim, delayed)
 }

@@ -1,115 +1,166 @@
 //! Recording how an attempt ended, and moving its job on: to its end
 //! state, or to `delayed` for a retry.
 //!
-//! Attempts are fenced: a result is recorded only while the job still runs
-//! that attempt. The record is two round trips on the dispatcher's
-//! connection: `BEGIN IMMEDIATE` with the fence read, then every write with
-//! `COMMIT`. A record that fails midway closes the connection, and with it
-//! the open transaction.
+//! The retry decision is made here, from the job's retry policy (read when
+//! the attempt was claimed: it cannot change while the attempt runs); a
+//! cancel asked for meanwhile is the one input read at record time, in the
+//! SQL. Attempts are fenced: the first statement updates the job only
+//! while it still runs attempt `n`, and each later statement goes on only
+//! if the one before it changed a row (`changes()`), so a fenced-off
+//! result writes nothing at all. The whole record is statements appended
+//! to one batch: alone ([`Queue::finish`]) or ahead of the next claim
+//! ([`crate::turn`]), one round trip to the database thread.
 
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, Row};
 
 use crate::error::QueueError;
-use crate::queue::{backoff_ms, now_ms, queue_webhook_sql, Outcome, Queue};
-use crate::state::JobState;
+use crate::queue::{backoff_ms, Outcome, Queue};
+use crate::state::{JobState, RetryPolicy};
 
-impl Queue {
-    /// Record how attempt `n` of `id` ended and move the job on: to
-    /// `complete`, to `delayed` for a retry, or to the attempt's state.
-    /// Returns the job's new state, or `None` when the job no longer runs
-    /// that attempt (fenced).
-    pub async fn finish(
-        &self,
-        id: &str,
-        n: i64,
-        out: &Outcome,
-    ) -> Result<Option<JobState>, QueueError> {
-        let mut conn = self.dispatch.acquire().await?;
-        let recorded = record(&mut conn, id, n, out).await;
-        if recorded.is_err() {
-            let _ = conn.detach().close().await;
-        }
-        recorded
-    }
+/// An attempt that ended: which, under what policy, and how.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// Job id.
+    pub id: String,
+    /// The attempt's number.
+    pub n: i64,
+    /// The job's retry policy.
+    pub retry: RetryPolicy,
+    /// How it ended.
+    pub outcome: Outcome,
 }
 
-async fn record(
-    conn: &mut SqliteConnection,
-    id: &str,
-    n: i64,
-    out: &Outcome,
-) -> Result<Option<JobState>, QueueError> {
-    let now = now_ms();
+/// One attempt's record: four statements, fenced and chained (module doc).
+/// The first returns `finished_id, finished_state` when it was recorded.
+pub(crate) const FINISH_SQL: &str = "\
+UPDATE jobs SET \
+  state = CASE WHEN cancel_requested THEN 'cancelled' ELSE ? END, \
+  reason = CASE WHEN cancel_requested THEN 'cancelled while running' ELSE ? END, \
+  run_at = CASE WHEN cancel_requested THEN ? ELSE ? END, \
+  cancel_requested = 0, updated_at = ? \
+  WHERE id = ? AND state = 'running' AND attempts = ? \
+  RETURNING id AS finished_id, state AS finished_state; \
+UPDATE attempts SET \
+  state = CASE WHEN (SELECT state FROM jobs WHERE id = ?) = 'cancelled' THEN 'cancelled' ELSE ? END, \
+  reason = (SELECT reason FROM jobs WHERE id = ?), \
+  exit_code = ?, signal = ?, oom_killed = ?, wall_ms = ?, cpu_usec = ?, \
+  peak_memory_bytes = ?, stdout_dropped = ?, stderr_dropped = ?, ended_at = ? \
+  WHERE job_id = ? AND n = ? AND changes() > 0; \
+INSERT INTO transitions (job_id, at, state) \
+  SELECT id, ?, state FROM jobs WHERE id = ? AND changes() > 0; \
+INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
+  SELECT id, webhook, 'pending', ?, ? FROM jobs WHERE id = ? AND webhook IS NOT NULL \
+  AND changes() > 0 AND state IN ('complete', 'error', 'timeout', 'killed', 'cancelled'); ";
+
+/// Bind [`FINISH_SQL`]'s parameters for `e` (plain `?`s, in order: sqlx
+/// binds a numbered parameter after a gap in the numbering as NULL).
+pub(crate) fn bind_finish<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    e: &'q Ended,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    let out = &e.outcome;
     let ended = out.ended_at.unwrap_or(now);
-    let row = sqlx::query(
-        "BEGIN IMMEDIATE; \
-         SELECT max_retries, retry_delay_ms, cancel_requested FROM jobs \
-         WHERE id = ?1 AND state = 'running' AND attempts = ?2",
-    )
-    .bind(id)
-    .bind(n)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
-        return Ok(None);
-    };
-    let cancelled = row.try_get::<i64, _>("cancel_requested")? != 0;
-    let (attempt_state, reason) = if cancelled {
-        (
-            JobState::Cancelled,
-            Some("cancelled while running".to_string()),
-        )
-    } else {
-        (out.state.unwrap_or(JobState::Error), out.reason.clone())
-    };
-    let max_retries: i64 = row.try_get("max_retries")?;
-    let retry_delay: i64 = row.try_get("retry_delay_ms")?;
-    let retry =
-        !matches!(attempt_state, JobState::Complete | JobState::Cancelled) && n <= max_retries;
+    let attempt_state = out.state.unwrap_or(JobState::Error);
+    let retry = !matches!(attempt_state, JobState::Complete | JobState::Cancelled)
+        && e.n <= e.retry.max_retries;
     let (state, run_at) = if retry {
-        (JobState::Delayed, ended + backoff_ms(retry_delay, n))
+        (JobState::Delayed, ended + backoff_ms(e.retry.delay_ms, e.n))
     } else {
         (attempt_state, ended)
     };
-    // Plain `?`s, bound in order across the statements: sqlx binds a
-    // numbered parameter after a gap in the numbering as NULL.
-    sqlx::query(concat!(
-        "UPDATE attempts SET state = ?, reason = ?, exit_code = ?, signal = ?, \
-         oom_killed = ?, wall_ms = ?, cpu_usec = ?, peak_memory_bytes = ?, \
-         stdout_dropped = ?, stderr_dropped = ?, ended_at = ? WHERE job_id = ? AND n = ?; \
-         UPDATE jobs SET state = ?, reason = ?, run_at = ?, cancel_requested = 0, \
-         updated_at = ? WHERE id = ?; \
-         INSERT INTO transitions (job_id, at, state) VALUES (?, ?, ?); ",
-        queue_webhook_sql!(),
-        "; COMMIT"
-    ))
-    .bind(attempt_state.as_str())
-    .bind(&reason)
-    .bind(out.exit_code)
-    .bind(out.signal)
-    .bind(out.oom_killed.map(i64::from))
-    .bind(out.wall_ms)
-    .bind(out.cpu_usec)
-    .bind(out.peak_memory_bytes)
-    .bind(out.dropped.map(|d| d[0]))
-    .bind(out.dropped.map(|d| d[1]))
-    .bind(ended)
-    .bind(id)
-    .bind(n)
-    .bind(state.as_str())
-    .bind(&reason)
-    .bind(run_at)
-    .bind(now)
-    .bind(id)
-    .bind(id)
-    .bind(ended)
-    .bind(state.as_str())
-    .bind(now)
-    .bind(now)
-    .bind(id)
-    .bind(state.is_terminal())
-    .execute(&mut *conn)
-    .await?;
-    Ok(Some(state))
+    q.bind(state.as_str())
+        .bind(out.reason.as_deref())
+        .bind(ended)
+        .bind(run_at)
+        .bind(now)
+        .bind(e.id.as_str())
+        .bind(e.n)
+        // attempts
+        .bind(e.id.as_str())
+        .bind(attempt_state.as_str())
+        .bind(e.id.as_str())
+        .bind(out.exit_code)
+        .bind(out.signal)
+        .bind(out.oom_killed.map(i64::from))
+        .bind(out.wall_ms)
+        .bind(out.cpu_usec)
+        .bind(out.peak_memory_bytes)
+        .bind(out.dropped.map(|d| d[0]))
+        .bind(out.dropped.map(|d| d[1]))
+        .bind(ended)
+        .bind(e.id.as_str())
+        .bind(e.n)
+        // transitions
+        .bind(ended)
+        .bind(e.id.as_str())
+        // webhook delivery
+        .bind(now)
+        .bind(now)
+        .bind(e.id.as_str())
+}
+
+/// The new state in a row that [`FINISH_SQL`] returned, if it is one.
+pub(crate) fn finished_of(row: &sqlx::sqlite::SqliteRow) -> Option<(String, String)> {
+    let id = row.try_get::<String, _>("finished_id").ok()?;
+    let state = row.try_get::<String, _>("finished_state").ok()?;
+    Some((id, state))
+}
+
+impl Queue {
+    /// Record how attempt `e.n` of `e.id` ended and move the job on: to
+    /// `complete`, to `delayed` for a retry, or to the attempt's state.
+    /// Returns the job's new state, or `None` when the job no longer runs
+    /// that attempt (fenced).
+    pub async fn finish(&self, e: &Ended) -> Result<Option<JobState>, QueueError> {
+        let turn = self.turn(std::slice::from_ref(e), None).await?;
+        Ok(turn.recorded.into_iter().next().flatten())
+    }
+
+    /// After a crash: every `running` job lost its attempt. Record it as
+    /// `killed` (worker lost) and retry the job if it has retries left.
+    /// Returns the jobs recovered.
+    pub async fn recover_running(&self) -> Result<Vec<String>, QueueError> {
+        let running: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, attempts, max_retries, retry_delay_ms FROM jobs WHERE state = 'running'",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut out = Vec::new();
+        for (id, n, max_retries, delay_ms) in running {
+            let e = Ended {
+                id,
+                n,
+                retry: RetryPolicy {
+                    max_retries,
+                    delay_ms,
+                },
+                outcome: Outcome {
+                    state: Some(JobState::Killed),
+                    reason: Some("worker lost".into()),
+                    ..Default::default()
+                },
+            };
+            self.finish(&e).await?;
+            out.push(e.id);
+        }
+        Ok(out)
+    }
+
+    /// Run `sql` (a `BEGIN IMMEDIATE … COMMIT` batch) on the dispatcher's
+    /// connection and return its rows. A batch that fails midway closes
+    /// the connection, and with it the open transaction.
+    pub(crate) async fn dispatch_batch<'q>(
+        &self,
+        q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>, QueueError> {
+        let mut conn = self.dispatch.acquire().await?;
+        match q.fetch_all(&mut *conn).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                let _ = conn.detach().close().await;
+                Err(e.into())
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ pub mod client;
 pub mod code;
 pub mod dispatch;
 pub mod error;
-mod finish;
+pub mod finish;
 pub mod hooks;
 pub mod launchers;
 pub mod metrics;
@@ -20,6 +20,7 @@ pub mod schedules;
 pub mod serve;
 pub mod state;
 mod submit;
+pub mod turn;
 pub mod volumes;
 pub mod webhooks;
 

@@ -63,6 +63,8 @@ pub struct Claim {
     pub queue: String,
     /// When the job became due (its `run_at`: submit, delay or retry), ms.
     pub ready_at_ms: i64,
+    /// Its retry policy.
+    pub retry: crate::state::RetryPolicy,
 }
 
 /// How an attempt ended.
@@ -172,29 +174,18 @@ async fn transition(
     Ok(())
 }
 
-/// The statement that queues a job's webhook delivery, if the job has a
-/// webhook and the last parameter is true. Parameters: the delivery's
-/// `next_at` and `created_at`, the job id, whether. A literal, so that
-/// `finish.rs` can `concat!` it into its one round trip.
-macro_rules! queue_webhook_sql {
-    () => {
-        "INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
-         SELECT id, webhook, 'pending', ?, ? FROM jobs \
-         WHERE id = ? AND webhook IS NOT NULL AND ?"
-    };
-}
-pub(crate) use queue_webhook_sql;
-
 /// Queue the job's webhook delivery (if it has a webhook), in the
 /// transaction that ends the job.
 async fn queue_webhook(tx: &mut sqlx::SqliteConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query(queue_webhook_sql!())
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .bind(true)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
+         SELECT id, webhook, 'pending', ?, ? FROM jobs WHERE id = ? AND webhook IS NOT NULL",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -212,8 +203,12 @@ impl Queue {
             .connect_with(opts.clone())
             .await?;
         crate::migrations::run(&db).await?;
+        // One connection, held by the dispatcher's turns in sequence: no
+        // ping before each (`test_before_acquire`), which would be a round
+        // trip to the database thread per turn.
         let dispatch = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.synchronous(SqliteSynchronous::Normal))
             .await?;
         Ok(Queue { db, dispatch })
@@ -431,27 +426,6 @@ impl Queue {
         transition(&mut tx, id, JobState::Queued, now).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    /// After a crash: every `running` job lost its attempt. Record it as
-    /// `killed` (worker lost) and retry the job if it has retries left.
-    /// Returns the jobs recovered.
-    pub async fn recover_running(&self) -> Result<Vec<String>> {
-        let running: Vec<(String, i64)> =
-            sqlx::query_as("SELECT id, attempts FROM jobs WHERE state = 'running'")
-                .fetch_all(&self.db)
-                .await?;
-        let lost = Outcome {
-            state: Some(JobState::Killed),
-            reason: Some("worker lost".into()),
-            ..Default::default()
-        };
-        let mut out = Vec::new();
-        for (id, n) in running {
-            self.finish(&id, n, &lost).await?;
-            out.push(id);
-        }
-        Ok(out)
     }
 
     /// At shutdown, after the drain timeout: end each running attempt as

@@ -26,6 +26,15 @@ pub enum JobState {
     Cancelled,
 }
 
+/// A job's retry policy, fixed at submit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries allowed after the first attempt.
+    pub max_retries: i64,
+    /// Base delay before a retry, ms.
+    pub delay_ms: i64,
+}
+
 impl JobState {
     /// Every state, in lifecycle order.
     pub const ALL: [JobState; 8] = [
