@@ -30,6 +30,57 @@ pub struct Ended {
     pub outcome: Outcome,
 }
 
+impl Ended {
+    /// The end of claimed attempt `n` of `id`, whose stored request could
+    /// not be read (`why`): `error`, not retried (it would be as unreadable
+    /// next time).
+    pub(crate) fn unreadable(id: String, n: i64, why: &QueueError) -> Ended {
+        Ended {
+            id,
+            n,
+            retry: RetryPolicy::default(),
+            outcome: Outcome {
+                state: Some(JobState::Error),
+                reason: Some(format!("stored request unreadable: {why}")),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What recording an attempt writes, unless a cancel was asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    /// The job's new state: the attempt's, or `delayed` for a retry.
+    pub(crate) state: JobState,
+    /// The attempt's state.
+    pub(crate) attempt_state: JobState,
+    /// When the attempt ended, ms.
+    pub(crate) ended: i64,
+    /// The job's `run_at`: the end, or when the retry is due.
+    pub(crate) run_at: i64,
+}
+
+/// Decide how `e` moves its job on (either engine): retried while the
+/// attempt failed and retries are left.
+pub(crate) fn decide(e: &Ended, now: i64) -> Decision {
+    let ended = e.outcome.ended_at.unwrap_or(now);
+    let attempt_state = e.outcome.state.unwrap_or(JobState::Error);
+    let retry = !matches!(attempt_state, JobState::Complete | JobState::Cancelled)
+        && e.n <= e.retry.max_retries;
+    let (state, run_at) = if retry {
+        (JobState::Delayed, ended + backoff_ms(e.retry.delay_ms, e.n))
+    } else {
+        (attempt_state, ended)
+    };
+    Decision {
+        state,
+        attempt_state,
+        ended,
+        run_at,
+    }
+}
+
 /// One attempt's record: four statements, fenced and chained (module doc).
 /// The first returns `finished_id, finished_state` when it was recorded.
 pub(crate) const FINISH_SQL: &str = "\
@@ -60,15 +111,12 @@ pub(crate) fn bind_finish<'q>(
     now: i64,
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
     let out = &e.outcome;
-    let ended = out.ended_at.unwrap_or(now);
-    let attempt_state = out.state.unwrap_or(JobState::Error);
-    let retry = !matches!(attempt_state, JobState::Complete | JobState::Cancelled)
-        && e.n <= e.retry.max_retries;
-    let (state, run_at) = if retry {
-        (JobState::Delayed, ended + backoff_ms(e.retry.delay_ms, e.n))
-    } else {
-        (attempt_state, ended)
-    };
+    let Decision {
+        state,
+        attempt_state,
+        ended,
+        run_at,
+    } = decide(e, now);
     q.bind(state.as_str())
         .bind(out.reason.as_deref())
         .bind(ended)

@@ -20,8 +20,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::error::QueueError;
+use crate::records::{state_of, JobRecord, ATTEMPT_COLUMNS};
 use crate::request::JobRequest;
-use crate::state::{Attempt, Job, JobState, Transition};
+use crate::state::{Job, JobState};
 
 type Result<T> = std::result::Result<T, QueueError>;
 
@@ -119,42 +120,6 @@ pub fn backoff_ms(base_ms: i64, n: i64) -> i64 {
     (capped + jitter).max(0)
 }
 
-fn state_of(id: &str, s: &str) -> Result<JobState> {
-    JobState::parse(s).ok_or_else(|| QueueError::Corrupt {
-        id: id.to_string(),
-        what: "state",
-        detail: format!("unknown state {s:?}"),
-    })
-}
-
-fn job_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Job> {
-    let id: String = row.try_get("id")?;
-    let spec: String = row.try_get("spec")?;
-    let request: JobRequest = serde_json::from_str(&spec).map_err(|e| QueueError::Corrupt {
-        id: id.clone(),
-        what: "spec",
-        detail: e.to_string(),
-    })?;
-    let state: String = row.try_get("state")?;
-    Ok(Job {
-        state: state_of(&id, &state)?,
-        reason: row.try_get("reason")?,
-        queue: row.try_get("queue")?,
-        label: row.try_get("label")?,
-        priority: row.try_get("priority")?,
-        request,
-        payload_bytes: row.try_get("payload_bytes")?,
-        attempts: row.try_get("attempts")?,
-        max_retries: row.try_get("max_retries")?,
-        run_at: row.try_get("run_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        attempt_list: Vec::new(),
-        transitions: Vec::new(),
-        id,
-    })
-}
-
 const JOB_COLUMNS: &str = "id, state, reason, queue, label, priority, spec, \
      COALESCE(length(payload), 0) AS payload_bytes, attempts, max_retries, run_at, \
      created_at, updated_at";
@@ -237,50 +202,24 @@ impl Queue {
 
     /// One job, with its attempts and transitions.
     pub async fn get(&self, id: &str) -> Result<Job> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.db)
-            .await?
-            .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
-        let mut job = job_from_row(&row)?;
-        for r in sqlx::query("SELECT * FROM attempts WHERE job_id = ? ORDER BY n")
-            .bind(id)
-            .fetch_all(&self.db)
-            .await?
-        {
-            let state: String = r.try_get("state")?;
-            let dropped: (Option<i64>, Option<i64>) =
-                (r.try_get("stdout_dropped")?, r.try_get("stderr_dropped")?);
-            job.attempt_list.push(Attempt {
-                n: r.try_get("n")?,
-                state: state_of(id, &state)?,
-                reason: r.try_get("reason")?,
-                exit_code: r.try_get("exit_code")?,
-                signal: r.try_get("signal")?,
-                oom_killed: r.try_get::<Option<i64>, _>("oom_killed")?.map(|b| b != 0),
-                wall_ms: r.try_get("wall_ms")?,
-                cpu_usec: r.try_get("cpu_usec")?,
-                peak_memory_bytes: r.try_get("peak_memory_bytes")?,
-                output_dropped_bytes: match dropped {
-                    (Some(a), Some(b)) => Some([a, b]),
-                    _ => None,
-                },
-                started_at: r.try_get("started_at")?,
-                ended_at: r.try_get("ended_at")?,
-            });
-        }
-        for r in sqlx::query("SELECT state, at FROM transitions WHERE job_id = ? ORDER BY rowid")
-            .bind(id)
-            .fetch_all(&self.db)
-            .await?
-        {
-            let state: String = r.try_get("state")?;
-            job.transitions.push(Transition {
-                state: state_of(id, &state)?,
-                at: r.try_get("at")?,
-            });
-        }
-        Ok(job)
+        let job: JobRecord =
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.db)
+                .await?
+                .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        let attempts = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ? ORDER BY n"
+        ))
+        .bind(id)
+        .fetch_all(&self.db)
+        .await?;
+        let transitions =
+            sqlx::query_as("SELECT state, at FROM transitions WHERE job_id = ? ORDER BY rowid")
+                .bind(id)
+                .fetch_all(&self.db)
+                .await?;
+        job.with_history(attempts, transitions)
     }
 
     /// Jobs in submission order, filtered.
@@ -293,7 +232,7 @@ impl Queue {
                 .await?
                 .ok_or_else(|| QueueError::NotFound(id.to_string()))?,
         };
-        let rows = sqlx::query(&format!(
+        let rows: Vec<JobRecord> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ? \
              AND (? IS NULL OR state = ?) AND (? IS NULL OR queue = ?) \
              AND (? IS NULL OR label = ?) ORDER BY seq LIMIT ?"
@@ -308,7 +247,7 @@ impl Queue {
         .bind(f.limit.unwrap_or(100).clamp(1, 1000))
         .fetch_all(&self.db)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        rows.into_iter().map(JobRecord::into_job).collect()
     }
 
     /// Jobs per state.

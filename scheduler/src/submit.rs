@@ -19,18 +19,18 @@ use crate::state::{Job, JobState, Transition};
 /// 32,766.
 const ROWS_PER_STATEMENT: usize = 250;
 
-/// A job to insert: its row, and the job as it will read.
-struct NewJob {
-    job: Job,
-    spec: String,
-    payload: Option<Vec<u8>>,
-    memory_bytes: Option<i64>,
-    cpus: Option<f64>,
-    timeout_ms: i64,
-    retry_delay_ms: i64,
-    idempotency_key: Option<String>,
-    webhook: Option<String>,
-    code: Option<String>,
+/// A job to insert (either engine): its row, and the job as it will read.
+pub(crate) struct NewJob {
+    pub(crate) job: Job,
+    pub(crate) spec: String,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) memory_bytes: Option<i64>,
+    pub(crate) cpus: Option<f64>,
+    pub(crate) timeout_ms: i64,
+    pub(crate) retry_delay_ms: i64,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) webhook: Option<String>,
+    pub(crate) code: Option<String>,
 }
 
 /// Where each accepted job's answer comes from.
@@ -47,7 +47,8 @@ fn random_id() -> String {
     format!("j-{:016x}", rand::random::<u64>())
 }
 
-fn new_job(v: ValidJob, now: i64) -> Result<NewJob, QueueError> {
+/// The row and the job for `v`, accepted at `now`, with a new id.
+pub(crate) fn new_job(v: ValidJob, now: i64) -> Result<NewJob, QueueError> {
     let id = random_id();
     let state = if v.delay_ms > 0 {
         JobState::Delayed

@@ -6,8 +6,8 @@
 use crate::claim::{bind_claim, claim_of, claimed_attempt, is_claim_row, Admission, CLAIM_SQL};
 use crate::error::QueueError;
 use crate::finish::{bind_finish, finished_of, Ended, FINISH_SQL};
-use crate::queue::{now_ms, Claim, Outcome, Queue};
-use crate::state::{JobState, RetryPolicy};
+use crate::queue::{now_ms, Claim, Queue};
+use crate::state::JobState;
 
 /// What a turn did.
 #[derive(Debug)]
@@ -78,17 +78,7 @@ impl Queue {
         let Ok((id, n, _)) = claimed_attempt(row) else {
             return why;
         };
-        let e = Ended {
-            id,
-            n,
-            // Not retried: the request would be as unreadable next time.
-            retry: RetryPolicy::default(),
-            outcome: Outcome {
-                state: Some(JobState::Error),
-                reason: Some(format!("stored request unreadable: {why}")),
-                ..Default::default()
-            },
-        };
+        let e = Ended::unreadable(id, n, &why);
         match Box::pin(self.finish(&e)).await {
             Ok(_) => why,
             Err(err) => err,
@@ -99,6 +89,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Outcome;
     use crate::request::JobRequest;
 
     const FITS: Admission = Admission {

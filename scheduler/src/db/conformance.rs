@@ -1,0 +1,284 @@
+//! The same behaviour from both engines: each case runs against SQLite
+//! and against a PostgreSQL cluster of the test's own, through
+//! [`Storage`] only. PostgreSQL's fleet cases (many workers on one
+//! database) follow.
+
+use std::sync::Arc;
+
+use super::postgres::PgStore;
+use super::test_cluster::TestCluster;
+use super::Storage;
+use crate::claim::Admission;
+use crate::finish::Ended;
+use crate::queue::{Outcome, Queue};
+use crate::request::JobRequest;
+use crate::state::JobState;
+
+fn fits() -> Admission {
+    Admission {
+        memory_bytes: u64::MAX >> 1,
+        cpus: 64.0,
+        ..Default::default()
+    }
+}
+
+fn job() -> JobRequest {
+    JobRequest {
+        image: "busybox".into(),
+        ..Default::default()
+    }
+}
+
+fn ended(id: &str, n: i64, retry: crate::state::RetryPolicy, state: JobState) -> Ended {
+    Ended {
+        id: id.into(),
+        n,
+        retry,
+        outcome: Outcome {
+            state: Some(state),
+            reason: Some("exit 3".into()),
+            exit_code: Some(3),
+            oom_killed: Some(false),
+            ..Default::default()
+        },
+    }
+}
+
+async fn submit(s: &dyn Storage, jobs: Vec<JobRequest>) -> Vec<(String, bool)> {
+    let valid = jobs
+        .into_iter()
+        .map(|j| j.validate().expect("valid"))
+        .collect();
+    let out = s.submit(valid).await.expect("submit");
+    out.into_iter().map(|(j, new)| (j.id, new)).collect()
+}
+
+/// Each engine, fresh: SQLite in a temporary directory, and a database on
+/// a test cluster (`None` when PostgreSQL is absent and not required).
+async fn engines(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    Option<TestCluster>,
+    Vec<(&'static str, Arc<dyn Storage>)>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Queue::open(&dir.path().join("jobs.db"))
+        .await
+        .expect("open");
+    let mut out: Vec<(&'static str, Arc<dyn Storage>)> = vec![("sqlite", Arc::new(sqlite))];
+    let cluster = TestCluster::start();
+    if let Some(c) = &cluster {
+        let pg = PgStore::open(&c.url(name), "w1")
+            .await
+            .expect("open postgres");
+        out.push(("postgres", Arc::new(pg)));
+    }
+    (dir, cluster, out)
+}
+
+/// Claim, a fenced-off late result, the real result, and its history.
+#[tokio::test]
+async fn test_claim_fence_and_record_on_both_engines() {
+    let (_d, _c, engines) = engines("fence").await;
+    for (name, s) in engines {
+        let ids = submit(&*s, vec![job()]).await;
+        let t = s.turn(&[], Some(&fits())).await.expect("turn");
+        let c = t.claim.expect("claim").expect("a job");
+        assert_eq!(c.id, ids[0].0, "{name}");
+        assert_eq!(c.attempt, 1, "{name}");
+        let late = ended(&c.id, 2, c.retry, JobState::Complete);
+        let t = s.turn(&[late], None).await.expect("turn");
+        assert_eq!(t.recorded, vec![None], "{name}: fenced");
+        let j = s.get(&c.id).await.expect("get");
+        assert_eq!(j.state, JobState::Running, "{name}");
+        assert_eq!(j.attempt_list[0].state, JobState::Running, "{name}");
+        assert_eq!(j.transitions.len(), 2, "{name}: queued, running");
+
+        let t = s
+            .turn(&[ended(&c.id, 1, c.retry, JobState::Error)], Some(&fits()))
+            .await
+            .expect("turn");
+        assert_eq!(t.recorded, vec![Some(JobState::Error)], "{name}");
+        assert!(t.claim.expect("claim").is_none(), "{name}: empty");
+        let j = s.get(&c.id).await.expect("get");
+        assert_eq!(j.state, JobState::Error, "{name}");
+        let a = &j.attempt_list[0];
+        assert_eq!(a.state, JobState::Error, "{name}");
+        assert_eq!(a.exit_code, Some(3), "{name}");
+        assert_eq!(a.oom_killed, Some(false), "{name}");
+        let states: Vec<JobState> = j.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(
+            states,
+            [JobState::Queued, JobState::Running, JobState::Error],
+            "{name}"
+        );
+    }
+}
+
+/// A failed attempt with retries left is put off; a cancel asked for while
+/// it ran wins; a waiting job is cancelled at once.
+#[tokio::test]
+async fn test_retry_and_cancel_on_both_engines() {
+    let (_d, _c, engines) = engines("retry").await;
+    for (name, s) in engines {
+        let retried = JobRequest {
+            max_retries: Some(2),
+            retry_delay: Some(60),
+            ..job()
+        };
+        let ids = submit(&*s, vec![retried, job(), job()]).await;
+        let c = s
+            .turn(&[], Some(&fits()))
+            .await
+            .expect("turn")
+            .claim
+            .expect("claim")
+            .expect("a job");
+        assert_eq!(c.retry.max_retries, 2, "{name}");
+        let t = s
+            .turn(&[ended(&c.id, 1, c.retry, JobState::Timeout)], None)
+            .await
+            .expect("turn");
+        assert_eq!(t.recorded, vec![Some(JobState::Delayed)], "{name}");
+        let j = s.get(&c.id).await.expect("get");
+        assert!(j.run_at > j.updated_at + 40_000, "{name}: backoff");
+        let (promoted, next) = s.promote_delayed().await.expect("promote");
+        assert_eq!(promoted, 0, "{name}: not due");
+        assert_eq!(next, Some(j.run_at), "{name}");
+
+        let c2 = s
+            .turn(&[], Some(&fits()))
+            .await
+            .expect("turn")
+            .claim
+            .expect("claim")
+            .expect("a job");
+        assert_eq!(c2.id, ids[1].0, "{name}");
+        assert!(s.cancel(&c2.id).await.expect("cancel"), "{name}: marked");
+        assert!(
+            !s.cancel(&ids[2].0).await.expect("cancel"),
+            "{name}: at once"
+        );
+        let t = s
+            .turn(&[ended(&c2.id, 1, c2.retry, JobState::Killed)], None)
+            .await
+            .expect("turn");
+        assert_eq!(t.recorded, vec![Some(JobState::Cancelled)], "{name}");
+        let j = s.get(&c2.id).await.expect("get");
+        assert_eq!(j.attempt_list[0].state, JobState::Cancelled, "{name}");
+        let waiting = s.get(&ids[2].0).await.expect("get");
+        assert_eq!(waiting.state, JobState::Cancelled, "{name}");
+        let err = s.cancel(&ids[2].0).await.expect_err("ended");
+        assert!(err.to_string().contains("cancelled"), "{name}: {err}");
+    }
+}
+
+/// Higher priority first, FIFO within one; a job that does not fit is
+/// passed over; one key, one job.
+#[tokio::test]
+async fn test_order_admission_and_keys_on_both_engines() {
+    let (_d, _c, engines) = engines("order").await;
+    for (name, s) in engines {
+        let big = JobRequest {
+            memory: Some(crate::request::Size::Text("1g".into())),
+            ..job()
+        };
+        let urgent = JobRequest {
+            priority: Some(2),
+            ..job()
+        };
+        let keyed = JobRequest {
+            idempotency_key: Some("k1".into()),
+            ..job()
+        };
+        let ids = submit(&*s, vec![job(), big, urgent, keyed.clone(), keyed.clone()]).await;
+        assert!(ids[3].1 && !ids[4].1, "{name}: {ids:?}");
+        assert_eq!(ids[3].0, ids[4].0, "{name}");
+        let again = submit(&*s, vec![keyed]).await;
+        assert_eq!(again, vec![(ids[3].0.clone(), false)], "{name}");
+        let small = Admission {
+            memory_bytes: 512 << 20,
+            ..fits()
+        };
+        let mut order = Vec::new();
+        loop {
+            let t = s.turn(&[], Some(&small)).await.expect("turn");
+            match t.claim.expect("claim") {
+                Some(c) => order.push(c.id),
+                None => break,
+            }
+        }
+        assert_eq!(
+            order,
+            [ids[2].0.clone(), ids[0].0.clone(), ids[3].0.clone()],
+            "{name}"
+        );
+        let counts = s.counts().await.expect("counts");
+        let queued: i64 = counts
+            .iter()
+            .filter(|(st, _, _)| *st == JobState::Queued)
+            .map(|c| c.2)
+            .sum();
+        assert_eq!(queued, 1, "{name}: the 1g job waits");
+    }
+}
+
+/// Workers starting together on an empty database migrate it once; then
+/// four workers claiming at once take each of 200 jobs exactly once
+/// (`SKIP LOCKED`), and a worker's result for another's attempt is fenced.
+#[tokio::test]
+async fn test_postgres_workers_share_one_queue() {
+    let Some(c) = TestCluster::start() else {
+        return;
+    };
+    let url = c.url("fleet");
+    let url = &url;
+    let opens = (1..=4).map(|i| async move { PgStore::open(url, &format!("w{i}")).await });
+    let workers: Vec<PgStore> = futures_util::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(|r| r.expect("open while others migrate"))
+        .collect();
+    let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(workers[0].pool())
+        .await
+        .expect("versions");
+    assert_eq!(versions, 1);
+
+    let ids = submit(&workers[0], vec![job(); 200]).await;
+    let claims = workers.iter().map(|w| async move {
+        let mut mine = Vec::new();
+        while let Some(c) = w
+            .turn(&[], Some(&fits()))
+            .await
+            .expect("turn")
+            .claim
+            .expect("claim")
+        {
+            mine.push(c);
+        }
+        mine
+    });
+    let per_worker = futures_util::future::join_all(claims).await;
+    let mut all: Vec<String> = per_worker.iter().flatten().map(|c| c.id.clone()).collect();
+    all.sort();
+    let mut want: Vec<String> = ids.into_iter().map(|(id, _)| id).collect();
+    want.sort();
+    assert_eq!(all, want, "every job claimed exactly once");
+
+    // w2 reports a job that w1 holds: fenced by the worker, not recorded.
+    let held = per_worker[0].first().expect("w1 claimed some");
+    let wrong = ended(&held.id, held.attempt, held.retry, JobState::Complete);
+    let t = workers[1]
+        .turn(std::slice::from_ref(&wrong), None)
+        .await
+        .expect("turn");
+    assert_eq!(t.recorded, vec![None]);
+    assert_eq!(
+        workers[1].get(&held.id).await.expect("get").state,
+        JobState::Running
+    );
+    let t = workers[0].turn(&[wrong], None).await.expect("turn");
+    assert_eq!(t.recorded, vec![Some(JobState::Complete)]);
+}

@@ -1,0 +1,46 @@
+//! The storage seam: the queue's operations, each one transaction, behind
+//! one trait ([`Storage`]) with one implementation per engine. SQLite
+//! (`sqlite.rs`, over [`crate::queue::Queue`]) serves one host; PostgreSQL
+//! (`postgres/`) serves a fleet. The job model, validation, admission and
+//! the retry decision stay engine-neutral (`submit.rs`, `claim.rs`,
+//! `finish.rs`, `records.rs`); only SQL lives here. See `docs/fleet.md`.
+
+use crate::claim::Admission;
+use crate::error::QueueError;
+use crate::finish::Ended;
+use crate::request::ValidJob;
+use crate::state::{Job, JobState};
+use crate::turn::Turn;
+
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
+mod sqlite;
+#[cfg(test)]
+pub(crate) mod test_cluster;
+
+/// The queue's operations, as every engine provides them.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Accept jobs, all or none. A job whose idempotency key was seen
+    /// answers with that job, and `false`.
+    async fn submit(&self, jobs: Vec<ValidJob>) -> Result<Vec<(Job, bool)>, QueueError>;
+
+    /// Record `ended` (fenced) and, given `fits`, claim the first queued
+    /// job it admits for this worker.
+    async fn turn(&self, ended: &[Ended], fits: Option<&Admission>) -> Result<Turn, QueueError>;
+
+    /// One job, with its attempts and transitions.
+    async fn get(&self, id: &str) -> Result<Job, QueueError>;
+
+    /// Move due `delayed` jobs to `queued`: how many, and when the next
+    /// delayed job is due.
+    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), QueueError>;
+
+    /// Cancel: a waiting job at once (`false`); a running one is marked
+    /// (`true`) and its attempt must be stopped.
+    async fn cancel(&self, id: &str) -> Result<bool, QueueError>;
+
+    /// Jobs per state and queue.
+    async fn counts(&self) -> Result<Vec<(JobState, String, i64)>, QueueError>;
+}

@@ -1,0 +1,113 @@
+//! PostgreSQL, a fleet: many workers share one database. Each worker has
+//! an id; a claim stamps the attempt with it and a lease, and every write
+//! for an attempt is fenced by the attempt number and that worker, so a
+//! worker that lost its jobs (a partition outlasting the lease) changes
+//! nothing when it comes back. Dequeue is `FOR UPDATE SKIP LOCKED` in one
+//! short statement; a submit notifies `skiff_jobs`.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::error::QueueError;
+
+mod cancel;
+mod delayed;
+mod read;
+mod submit;
+mod turn;
+
+/// The channel a submit notifies (`LISTEN skiff_jobs` to wake up).
+pub const NOTIFY_CHANNEL: &str = "skiff_jobs";
+
+/// How long a claimed attempt is held without a heartbeat, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
+
+/// The queue on a PostgreSQL database, as worker `worker` sees it.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    worker: String,
+    lease: Duration,
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://…`) as worker `worker` and apply the
+    /// migrations (once across workers starting together: sqlx holds an
+    /// advisory lock while it migrates).
+    pub async fn open(url: &str, worker: &str) -> Result<PgStore, QueueError> {
+        let opts: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PgStore {
+            pool,
+            worker: worker.to_string(),
+            lease: DEFAULT_LEASE,
+        })
+    }
+
+    /// Hold claimed attempts for `lease` between heartbeats.
+    pub fn with_lease(mut self, lease: Duration) -> PgStore {
+        self.lease = lease;
+        self
+    }
+
+    /// This worker's id.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+}
+
+/// The job columns the views read, in [`crate::records::JobRecord`]'s names.
+const JOB_COLUMNS: &str = "id, state, reason, queue, label, priority, spec, \
+     COALESCE(octet_length(payload), 0)::BIGINT AS payload_bytes, attempts, max_retries, \
+     run_at, created_at, updated_at";
+
+#[async_trait::async_trait]
+impl crate::db::Storage for PgStore {
+    async fn submit(
+        &self,
+        jobs: Vec<crate::request::ValidJob>,
+    ) -> Result<Vec<(crate::state::Job, bool)>, QueueError> {
+        self.submit_jobs(jobs).await
+    }
+
+    async fn turn(
+        &self,
+        ended: &[crate::finish::Ended],
+        fits: Option<&crate::claim::Admission>,
+    ) -> Result<crate::turn::Turn, QueueError> {
+        self.take_turn(ended, fits).await
+    }
+
+    async fn get(&self, id: &str) -> Result<crate::state::Job, QueueError> {
+        self.get_job(id).await
+    }
+
+    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), QueueError> {
+        self.promote().await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<bool, QueueError> {
+        self.cancel_job(id).await
+    }
+
+    async fn counts(&self) -> Result<Vec<(crate::state::JobState, String, i64)>, QueueError> {
+        self.count_jobs().await
+    }
+}

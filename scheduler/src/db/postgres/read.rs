@@ -1,0 +1,39 @@
+//! Reading jobs back on PostgreSQL: one job with its history, and counts.
+
+use super::{PgStore, JOB_COLUMNS};
+use crate::error::QueueError;
+use crate::records::{state_of, JobRecord, ATTEMPT_COLUMNS};
+use crate::state::{Job, JobState};
+
+impl PgStore {
+    pub(super) async fn get_job(&self, id: &str) -> Result<Job, QueueError> {
+        let job: JobRecord =
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
+        let attempts = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY n"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let transitions =
+            sqlx::query_as("SELECT state, at FROM transitions WHERE job_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+        job.with_history(attempts, transitions)
+    }
+
+    pub(super) async fn count_jobs(&self) -> Result<Vec<(JobState, String, i64)>, QueueError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT state, queue, COUNT(*) FROM jobs GROUP BY state, queue")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(s, q, n)| Ok((state_of("(count)", &s)?, q, n)))
+            .collect()
+    }
+}

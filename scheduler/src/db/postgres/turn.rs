@@ -1,0 +1,164 @@
+//! The dispatcher's turn on PostgreSQL: each ended attempt is one
+//! statement (the fenced job `UPDATE` and, in data-modifying CTEs fed by
+//! its `RETURNING`, the attempt, the transition and the webhook delivery:
+//! a fenced-off result writes nothing), and the claim is one statement
+//! (`FOR UPDATE SKIP LOCKED`, then the attempt and transition from its
+//! `RETURNING`). Each statement commits on its own: none needs another's
+//! atomicity, and a short transaction is what keeps SKIP LOCKED fast.
+
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use super::PgStore;
+use crate::claim::Admission;
+use crate::error::QueueError;
+use crate::finish::{decide, Ended};
+use crate::queue::{now_ms, Claim};
+use crate::request::JobRequest;
+use crate::state::{JobState, RetryPolicy};
+use crate::turn::Turn;
+
+const FINISH: &str = "\
+WITH j AS (
+  UPDATE jobs SET
+    state = CASE WHEN cancel_requested THEN 'cancelled' ELSE $1 END,
+    reason = CASE WHEN cancel_requested THEN 'cancelled while running' ELSE $2 END,
+    run_at = CASE WHEN cancel_requested THEN $3 ELSE $4 END,
+    cancel_requested = false, worker_id = NULL, lease_until = NULL, updated_at = $5
+  WHERE id = $6 AND state = 'running' AND attempts = $7 AND worker_id = $8
+  RETURNING id, state, reason, webhook
+), a AS (
+  UPDATE attempts SET
+    state = CASE WHEN j.state = 'cancelled' THEN 'cancelled' ELSE $9 END,
+    reason = j.reason, exit_code = $10, signal = $11, oom_killed = $12, wall_ms = $13,
+    cpu_usec = $14, peak_memory_bytes = $15, stdout_dropped = $16, stderr_dropped = $17,
+    ended_at = $3
+  FROM j WHERE attempts.job_id = j.id AND attempts.n = $7
+), t AS (
+  INSERT INTO transitions (job_id, at, state) SELECT id, $3, state FROM j
+), w AS (
+  INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at)
+  SELECT id, webhook, 'pending', $5, $5 FROM j
+  WHERE webhook IS NOT NULL AND state IN ('complete', 'error', 'timeout', 'killed', 'cancelled')
+)
+SELECT state FROM j";
+
+const CLAIM: &str = "\
+WITH next AS (
+  SELECT id FROM jobs WHERE state = 'queued'
+    AND COALESCE(memory_bytes, 0) <= $2 AND COALESCE(cpus, 0) <= $3
+    AND NOT (queue = ANY($4)) AND (code IS NULL OR NOT (code = ANY($5)))
+  ORDER BY priority DESC, seq LIMIT 1
+  FOR UPDATE SKIP LOCKED
+), c AS (
+  UPDATE jobs SET state = 'running', reason = NULL, attempts = jobs.attempts + 1,
+    worker_id = $6, lease_until = $7, updated_at = $1
+  FROM next WHERE jobs.id = next.id
+  RETURNING jobs.id, jobs.spec, jobs.payload, jobs.memory_bytes, jobs.cpus, jobs.queue,
+    jobs.timeout_ms, jobs.attempts, jobs.run_at, jobs.max_retries, jobs.retry_delay_ms
+), a AS (
+  INSERT INTO attempts (job_id, n, worker_id, state, started_at)
+  SELECT id, attempts, $6, 'running', $1 FROM c
+), t AS (
+  INSERT INTO transitions (job_id, at, state) SELECT id, $1, 'running' FROM c
+)
+SELECT * FROM c";
+
+impl PgStore {
+    pub(super) async fn take_turn(
+        &self,
+        ended: &[Ended],
+        fits: Option<&Admission>,
+    ) -> Result<Turn, QueueError> {
+        let now = now_ms();
+        let mut recorded = Vec::with_capacity(ended.len());
+        for e in ended {
+            recorded.push(self.record(e, now).await?);
+        }
+        let claim = match fits {
+            None => Ok(None),
+            Some(fits) => match self.claim(fits, now).await? {
+                None => Ok(None),
+                Some(row) => self.claim_of(&row).await,
+            },
+        };
+        Ok(Turn { recorded, claim })
+    }
+
+    async fn record(&self, e: &Ended, now: i64) -> Result<Option<JobState>, QueueError> {
+        let d = decide(e, now);
+        let out = &e.outcome;
+        let state: Option<String> = sqlx::query_scalar(FINISH)
+            .bind(d.state.as_str())
+            .bind(out.reason.as_deref())
+            .bind(d.ended)
+            .bind(d.run_at)
+            .bind(now)
+            .bind(&e.id)
+            .bind(e.n)
+            .bind(&self.worker)
+            .bind(d.attempt_state.as_str())
+            .bind(out.exit_code)
+            .bind(out.signal)
+            .bind(out.oom_killed)
+            .bind(out.wall_ms)
+            .bind(out.cpu_usec)
+            .bind(out.peak_memory_bytes)
+            .bind(out.dropped.map(|d| d[0]))
+            .bind(out.dropped.map(|d| d[1]))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(state.and_then(|s| JobState::parse(&s)))
+    }
+
+    async fn claim(&self, fits: &Admission, now: i64) -> Result<Option<PgRow>, QueueError> {
+        Ok(sqlx::query(CLAIM)
+            .bind(now)
+            .bind(i64::try_from(fits.memory_bytes).unwrap_or(i64::MAX))
+            .bind(fits.cpus + 1e-9)
+            .bind(&fits.full_queues)
+            .bind(&fits.full_codes)
+            .bind(&self.worker)
+            .bind(now + self.lease_ms())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// The claim in `r`; a job whose stored request cannot be read is
+    /// ended in `error` (not retried) and reported.
+    async fn claim_of(&self, r: &PgRow) -> Result<Option<Claim>, QueueError> {
+        let id: String = r.try_get("id")?;
+        let attempt: i64 = r.try_get("attempts")?;
+        let retry = RetryPolicy {
+            max_retries: r.try_get("max_retries")?,
+            delay_ms: r.try_get("retry_delay_ms")?,
+        };
+        let spec: String = r.try_get("spec")?;
+        let request = match serde_json::from_str::<JobRequest>(&spec) {
+            Ok(request) => request,
+            Err(e) => {
+                let why = QueueError::Corrupt {
+                    id: id.clone(),
+                    what: "spec",
+                    detail: e.to_string(),
+                };
+                let end = Ended::unreadable(id, attempt, &why);
+                self.record(&end, now_ms()).await?;
+                return Err(why);
+            }
+        };
+        let memory: Option<i64> = r.try_get("memory_bytes")?;
+        Ok(Some(Claim {
+            attempt,
+            request,
+            payload: r.try_get("payload")?,
+            memory_bytes: memory.map(|m| m as u64),
+            cpus: r.try_get("cpus")?,
+            timeout_ms: r.try_get("timeout_ms")?,
+            queue: r.try_get("queue")?,
+            ready_at_ms: r.try_get("run_at")?,
+            retry,
+            id,
+        }))
+    }
+}

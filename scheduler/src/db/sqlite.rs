@@ -1,0 +1,38 @@
+//! SQLite, one host: the [`Storage`] operations of [`Queue`], whose SQL
+//! lives beside each step (`submit.rs`, `turn.rs`, `queue.rs`).
+
+use super::Storage;
+use crate::claim::Admission;
+use crate::error::QueueError;
+use crate::finish::Ended;
+use crate::queue::Queue;
+use crate::request::ValidJob;
+use crate::state::{Job, JobState};
+use crate::turn::Turn;
+
+#[async_trait::async_trait]
+impl Storage for Queue {
+    async fn submit(&self, jobs: Vec<ValidJob>) -> Result<Vec<(Job, bool)>, QueueError> {
+        Queue::submit(self, jobs).await
+    }
+
+    async fn turn(&self, ended: &[Ended], fits: Option<&Admission>) -> Result<Turn, QueueError> {
+        Queue::turn(self, ended, fits).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Job, QueueError> {
+        Queue::get(self, id).await
+    }
+
+    async fn promote_delayed(&self) -> Result<(u64, Option<i64>), QueueError> {
+        Queue::promote_delayed(self).await
+    }
+
+    async fn cancel(&self, id: &str) -> Result<bool, QueueError> {
+        Queue::cancel(self, id).await
+    }
+
+    async fn counts(&self) -> Result<Vec<(JobState, String, i64)>, QueueError> {
+        Queue::counts(self).await
+    }
+}
