@@ -106,6 +106,24 @@ pub struct QueueArgs {
     /// No progress bar or notes on stderr.
     #[arg(long)]
     pub quiet: bool,
+
+    /// NO-OP JOBS: measure the queue alone (SQLite and PostgreSQL, no
+    /// container work; labelled so in every output). Never the default.
+    #[arg(long)]
+    pub noop: bool,
+
+    /// With --noop: the PostgreSQL server (`postgres://…`; a new database
+    /// on it per round) [default: a private cluster on this host].
+    #[arg(long, value_name = "URL", requires = "noop")]
+    pub db: Option<String>,
+
+    /// With --noop: workers (each its own PostgreSQL store and id).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "noop")]
+    pub workers: usize,
+
+    /// With --noop: slots per worker.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "noop")]
+    pub slots: usize,
 }
 
 /// `skiff bench soak` options.
@@ -371,6 +389,9 @@ fn run_soak(a: SoakArgs) -> anyhow::Result<()> {
 
 fn run_queue(a: QueueArgs) -> anyhow::Result<()> {
     use bench::queue;
+    if a.noop {
+        return run_queue_noop(a);
+    }
     let cfg = queue::QueueConfig {
         skiff_exe: std::env::current_exe().context("finding the skiff binary")?,
         image: a.image,
@@ -403,6 +424,29 @@ fn run_queue(a: QueueArgs) -> anyhow::Result<()> {
             results.summary.failed
         );
     }
+    Ok(())
+}
+
+fn run_queue_noop(a: QueueArgs) -> anyhow::Result<()> {
+    use bench::queue::noop;
+    let cfg = noop::NoopConfig {
+        db: a.db,
+        jobs: a.jobs.unwrap_or(if a.quick { 2_000 } else { 20_000 }),
+        batch: a.batch,
+        rounds: a.rounds.unwrap_or(if a.quick { 1 } else { 3 }),
+        workers: a.workers,
+        slots: a.slots,
+        workdir: a.workdir,
+    };
+    let ui = bench::Ui::new(a.quiet);
+    let results = noop::run(&cfg, &ui).context("no-op queue benchmark")?;
+    let path = results.write_json(&a.out).context("writing the results")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", results.table());
+    }
+    ui.note(format!("results: {}", path.display()));
     Ok(())
 }
 

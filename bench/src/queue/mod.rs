@@ -30,6 +30,7 @@
 
 pub mod results;
 
+pub mod noop;
 mod pool;
 mod worker;
 
@@ -143,6 +144,9 @@ pub enum QueueBenchError {
     /// An async task failed.
     #[error("async task: {0}")]
     Task(String),
+    /// The no-op queue benchmark's storage failed.
+    #[error("no-op queue: {0}")]
+    Noop(String),
     /// A pool launcher could not be started.
     #[error("cannot start pool launcher {index}")]
     SpawnLauncher {

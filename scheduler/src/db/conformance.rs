@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use super::postgres::local::LocalCluster;
 use super::postgres::PgStore;
-use super::test_cluster::TestCluster;
 use super::Storage;
 use crate::claim::Admission;
 use crate::finish::Ended;
@@ -53,13 +53,27 @@ async fn submit(s: &dyn Storage, jobs: Vec<JobRequest>) -> Vec<(String, bool)> {
     out.into_iter().map(|(j, new)| (j.id, new)).collect()
 }
 
+/// A cluster of the test's own; `None` (skip) when PostgreSQL is not
+/// installed, which under `SKIFF_REQUIRE_PRIVILEGED=1` (CI) fails instead.
+fn cluster() -> Option<LocalCluster> {
+    let c = LocalCluster::start().expect("start a cluster");
+    if c.is_none() {
+        assert!(
+            std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "PostgreSQL's initdb not found (install postgresql, or set SKIFF_PG_BIN)"
+        );
+        eprintln!("skipped: PostgreSQL not installed");
+    }
+    c
+}
+
 /// Each engine, fresh: SQLite in a temporary directory, and a database on
 /// a test cluster (`None` when PostgreSQL is absent and not required).
 async fn engines(
     name: &str,
 ) -> (
     tempfile::TempDir,
-    Option<TestCluster>,
+    Option<LocalCluster>,
     Vec<(&'static str, Arc<dyn Storage>)>,
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -67,9 +81,9 @@ async fn engines(
         .await
         .expect("open");
     let mut out: Vec<(&'static str, Arc<dyn Storage>)> = vec![("sqlite", Arc::new(sqlite))];
-    let cluster = TestCluster::start();
+    let cluster = cluster();
     if let Some(c) = &cluster {
-        let pg = PgStore::open(&c.url(name), "w1")
+        let pg = PgStore::open(&c.url(name).expect("a database"), "w1")
             .await
             .expect("open postgres");
         out.push(("postgres", Arc::new(pg)));
@@ -229,10 +243,10 @@ async fn test_order_admission_and_keys_on_both_engines() {
 /// (`SKIP LOCKED`), and a worker's result for another's attempt is fenced.
 #[tokio::test]
 async fn test_postgres_workers_share_one_queue() {
-    let Some(c) = TestCluster::start() else {
+    let Some(c) = cluster() else {
         return;
     };
-    let url = c.url("fleet");
+    let url = c.url("fleet").expect("a database");
     let url = &url;
     let opens = (1..=4).map(|i| async move { PgStore::open(url, &format!("w{i}")).await });
     let workers: Vec<PgStore> = futures_util::future::join_all(opens)
@@ -281,4 +295,44 @@ async fn test_postgres_workers_share_one_queue() {
     );
     let t = workers[0].turn(&[wrong], None).await.expect("turn");
     assert_eq!(t.recorded, vec![Some(JobState::Complete)]);
+}
+
+/// One turn records the last attempt and claims the next job; a fenced
+/// record in the same turn still claims.
+#[tokio::test]
+async fn test_a_turn_records_and_claims_on_both_engines() {
+    let (_d, _c, engines) = engines("together").await;
+    for (name, s) in engines {
+        let ids = submit(&*s, vec![job(), job(), job()]).await;
+        let first = s
+            .turn(&[], Some(&fits()))
+            .await
+            .expect("turn")
+            .claim
+            .expect("claim")
+            .expect("a job");
+        let t = s
+            .turn(
+                &[ended(&first.id, 1, first.retry, JobState::Complete)],
+                Some(&fits()),
+            )
+            .await
+            .expect("turn");
+        assert_eq!(t.recorded, vec![Some(JobState::Complete)], "{name}");
+        let second = t.claim.expect("claim").expect("the second job");
+        assert_eq!(second.id, ids[1].0, "{name}");
+        let late = ended(&first.id, 1, first.retry, JobState::Error);
+        let t = s.turn(&[late], Some(&fits())).await.expect("turn");
+        assert_eq!(t.recorded, vec![None], "{name}: fenced");
+        let third = t.claim.expect("claim").expect("the third job");
+        assert_eq!(third.id, ids[2].0, "{name}");
+        assert_eq!(
+            s.get(&first.id).await.expect("get").state,
+            JobState::Complete
+        );
+        assert_eq!(
+            s.get(&second.id).await.expect("get").state,
+            JobState::Running
+        );
+    }
 }

@@ -16,8 +16,6 @@ use crate::turn::Turn;
 mod conformance;
 pub mod postgres;
 mod sqlite;
-#[cfg(test)]
-pub(crate) mod test_cluster;
 
 /// The queue's operations, as every engine provides them.
 #[async_trait::async_trait]

@@ -19,7 +19,7 @@ impl PgStore {
                     (SELECT MIN(run_at) FROM jobs WHERE state = 'delayed' AND run_at > $1)",
         )
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.dispatch)
         .await?;
         Ok((moved as u64, next))
     }

@@ -13,6 +13,7 @@ use crate::error::QueueError;
 
 mod cancel;
 mod delayed;
+pub mod local;
 mod read;
 mod submit;
 mod turn;
@@ -26,9 +27,17 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
 
 /// The queue on a PostgreSQL database, as worker `worker` sees it.
+///
+/// As on SQLite, what the API accepts commits durably (a 201 means the
+/// WAL is flushed), while the dispatcher's own writes (claims, attempt
+/// results, delayed jobs falling due) use connections with
+/// `synchronous_commit=off`: a server crash can lose the last moments of
+/// them, never corrupt anything; those jobs come back `queued` or
+/// `running` and run again, at least once, as after a lost worker.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    dispatch: PgPool,
     worker: String,
     lease: Duration,
 }
@@ -42,11 +51,17 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let dispatch = PgPoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(opts.options([("synchronous_commit", "off")]))
+            .await?;
         Ok(PgStore {
             pool,
+            dispatch,
             worker: worker.to_string(),
             lease: DEFAULT_LEASE,
         })

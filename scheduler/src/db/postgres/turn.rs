@@ -1,10 +1,13 @@
-//! The dispatcher's turn on PostgreSQL: each ended attempt is one
-//! statement (the fenced job `UPDATE` and, in data-modifying CTEs fed by
-//! its `RETURNING`, the attempt, the transition and the webhook delivery:
-//! a fenced-off result writes nothing), and the claim is one statement
-//! (`FOR UPDATE SKIP LOCKED`, then the attempt and transition from its
-//! `RETURNING`). Each statement commits on its own: none needs another's
-//! atomicity, and a short transaction is what keeps SKIP LOCKED fast.
+//! The dispatcher's turn on PostgreSQL, one statement per job: the last
+//! ended attempt's record and the next claim together. A record is the
+//! fenced job `UPDATE` and, in data-modifying CTEs fed by its
+//! `RETURNING`, the attempt, the transition and the webhook delivery (a
+//! fenced-off result writes nothing); a claim is `FOR UPDATE SKIP LOCKED`,
+//! then the attempt and transition from its `RETURNING`. Each statement
+//! commits on its own (short transactions are what keep SKIP LOCKED fast),
+//! on the dispatcher's `synchronous_commit=off` connections.
+
+use std::sync::LazyLock;
 
 use sqlx::postgres::PgRow;
 use sqlx::Row;
@@ -18,8 +21,10 @@ use crate::request::JobRequest;
 use crate::state::{JobState, RetryPolicy};
 use crate::turn::Turn;
 
-const FINISH: &str = "\
-WITH j AS (
+/// The record's CTEs (`j` is the fenced job update, which the others
+/// follow): parameters `$1`–`$17`.
+const FINISH_CTES: &str = "\
+j AS (
   UPDATE jobs SET
     state = CASE WHEN cancel_requested THEN 'cancelled' ELSE $1 END,
     reason = CASE WHEN cancel_requested THEN 'cancelled while running' ELSE $2 END,
@@ -40,29 +45,97 @@ WITH j AS (
   INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at)
   SELECT id, webhook, 'pending', $5, $5 FROM j
   WHERE webhook IS NOT NULL AND state IN ('complete', 'error', 'timeout', 'killed', 'cancelled')
-)
-SELECT state FROM j";
+)";
 
-const CLAIM: &str = "\
-WITH next AS (
+/// The claim's CTEs (`c` returns the job started), parameters from `$p`:
+/// now, memory left, CPUs left, full queues, full code packages, the
+/// worker, the lease's end.
+fn claim_ctes(p: usize) -> String {
+    let [now, mem, cpus, queues, codes, worker, lease] = std::array::from_fn(|i| p + i);
+    format!(
+        "next AS (
   SELECT id FROM jobs WHERE state = 'queued'
-    AND COALESCE(memory_bytes, 0) <= $2 AND COALESCE(cpus, 0) <= $3
-    AND NOT (queue = ANY($4)) AND (code IS NULL OR NOT (code = ANY($5)))
+    AND COALESCE(memory_bytes, 0) <= ${mem} AND COALESCE(cpus, 0) <= ${cpus}
+    AND NOT (queue = ANY(${queues})) AND (code IS NULL OR NOT (code = ANY(${codes})))
   ORDER BY priority DESC, seq LIMIT 1
   FOR UPDATE SKIP LOCKED
 ), c AS (
   UPDATE jobs SET state = 'running', reason = NULL, attempts = jobs.attempts + 1,
-    worker_id = $6, lease_until = $7, updated_at = $1
+    worker_id = ${worker}, lease_until = ${lease}, updated_at = ${now}
   FROM next WHERE jobs.id = next.id
   RETURNING jobs.id, jobs.spec, jobs.payload, jobs.memory_bytes, jobs.cpus, jobs.queue,
     jobs.timeout_ms, jobs.attempts, jobs.run_at, jobs.max_retries, jobs.retry_delay_ms
-), a AS (
+), a2 AS (
   INSERT INTO attempts (job_id, n, worker_id, state, started_at)
-  SELECT id, attempts, $6, 'running', $1 FROM c
-), t AS (
-  INSERT INTO transitions (job_id, at, state) SELECT id, $1, 'running' FROM c
-)
-SELECT * FROM c";
+  SELECT id, attempts, ${worker}, 'running', ${now} FROM c
+), t2 AS (
+  INSERT INTO transitions (job_id, at, state) SELECT id, ${now}, 'running' FROM c
+)"
+    )
+}
+
+/// A record alone: the job's new state, if recorded.
+static FINISH: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {FINISH_CTES} SELECT state FROM j"));
+
+/// A claim alone: the job started, if any.
+static CLAIM: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {} SELECT * FROM c", claim_ctes(1)));
+
+/// A record and the next claim in one statement (one round trip, one
+/// commit): one row, the recorded state (NULL when fenced off) and the
+/// claimed job's columns (NULL when none). The claim cannot take the
+/// recorded job: it reads the snapshot, where that job still runs.
+static FINISH_AND_CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH {FINISH_CTES}, {} \
+         SELECT (SELECT state FROM j) AS finished_state, c.* FROM (SELECT 1) AS one \
+         LEFT JOIN c ON true",
+        claim_ctes(18)
+    )
+});
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Bind the record's parameters (`$1`–`$17`) for `e`.
+fn bind_finish<'q>(q: PgQuery<'q>, e: &'q Ended, worker: &'q str, now: i64) -> PgQuery<'q> {
+    let d = decide(e, now);
+    let out = &e.outcome;
+    q.bind(d.state.as_str())
+        .bind(out.reason.as_deref())
+        .bind(d.ended)
+        .bind(d.run_at)
+        .bind(now)
+        .bind(&e.id)
+        .bind(e.n)
+        .bind(worker)
+        .bind(d.attempt_state.as_str())
+        .bind(out.exit_code)
+        .bind(out.signal)
+        .bind(out.oom_killed)
+        .bind(out.wall_ms)
+        .bind(out.cpu_usec)
+        .bind(out.peak_memory_bytes)
+        .bind(out.dropped.map(|d| d[0]))
+        .bind(out.dropped.map(|d| d[1]))
+}
+
+/// Bind the claim's seven parameters.
+fn bind_claim<'q>(
+    q: PgQuery<'q>,
+    fits: &'q Admission,
+    worker: &'q str,
+    now: i64,
+    lease_until: i64,
+) -> PgQuery<'q> {
+    q.bind(now)
+        .bind(i64::try_from(fits.memory_bytes).unwrap_or(i64::MAX))
+        .bind(fits.cpus + 1e-9)
+        .bind(&fits.full_queues)
+        .bind(&fits.full_codes)
+        .bind(worker)
+        .bind(lease_until)
+}
 
 impl PgStore {
     pub(super) async fn take_turn(
@@ -71,57 +144,51 @@ impl PgStore {
         fits: Option<&Admission>,
     ) -> Result<Turn, QueueError> {
         let now = now_ms();
+        let lease_until = now + self.lease_ms();
         let mut recorded = Vec::with_capacity(ended.len());
-        for e in ended {
+        // All but the last ended attempt alone; the last with the claim.
+        let (last, rest) = match (fits, ended.split_last()) {
+            (Some(_), Some((last, rest))) => (Some(last), rest),
+            _ => (None, ended),
+        };
+        for e in rest {
             recorded.push(self.record(e, now).await?);
         }
-        let claim = match fits {
+        let row = match (fits, last) {
+            (None, _) => {
+                return Ok(Turn {
+                    recorded,
+                    claim: Ok(None),
+                })
+            }
+            (Some(fits), None) => {
+                let q = bind_claim(sqlx::query(&CLAIM), fits, &self.worker, now, lease_until);
+                q.fetch_optional(&self.dispatch).await?
+            }
+            (Some(fits), Some(e)) => {
+                let q = bind_finish(sqlx::query(&FINISH_AND_CLAIM), e, &self.worker, now);
+                let row = bind_claim(q, fits, &self.worker, now, lease_until)
+                    .fetch_one(&self.dispatch)
+                    .await?;
+                let state: Option<String> = row.try_get("finished_state")?;
+                recorded.push(state.and_then(|s| JobState::parse(&s)));
+                let claimed: Option<String> = row.try_get("id")?;
+                claimed.map(|_| row)
+            }
+        };
+        let claim = match row {
             None => Ok(None),
-            Some(fits) => match self.claim(fits, now).await? {
-                None => Ok(None),
-                Some(row) => self.claim_of(&row).await,
-            },
+            Some(row) => self.claim_of(&row).await,
         };
         Ok(Turn { recorded, claim })
     }
 
     async fn record(&self, e: &Ended, now: i64) -> Result<Option<JobState>, QueueError> {
-        let d = decide(e, now);
-        let out = &e.outcome;
-        let state: Option<String> = sqlx::query_scalar(FINISH)
-            .bind(d.state.as_str())
-            .bind(out.reason.as_deref())
-            .bind(d.ended)
-            .bind(d.run_at)
-            .bind(now)
-            .bind(&e.id)
-            .bind(e.n)
-            .bind(&self.worker)
-            .bind(d.attempt_state.as_str())
-            .bind(out.exit_code)
-            .bind(out.signal)
-            .bind(out.oom_killed)
-            .bind(out.wall_ms)
-            .bind(out.cpu_usec)
-            .bind(out.peak_memory_bytes)
-            .bind(out.dropped.map(|d| d[0]))
-            .bind(out.dropped.map(|d| d[1]))
-            .fetch_optional(&self.pool)
+        let row = bind_finish(sqlx::query(&FINISH), e, &self.worker, now)
+            .fetch_optional(&self.dispatch)
             .await?;
+        let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
         Ok(state.and_then(|s| JobState::parse(&s)))
-    }
-
-    async fn claim(&self, fits: &Admission, now: i64) -> Result<Option<PgRow>, QueueError> {
-        Ok(sqlx::query(CLAIM)
-            .bind(now)
-            .bind(i64::try_from(fits.memory_bytes).unwrap_or(i64::MAX))
-            .bind(fits.cpus + 1e-9)
-            .bind(&fits.full_queues)
-            .bind(&fits.full_codes)
-            .bind(&self.worker)
-            .bind(now + self.lease_ms())
-            .fetch_optional(&self.pool)
-            .await?)
     }
 
     /// The claim in `r`; a job whose stored request cannot be read is
