@@ -118,3 +118,65 @@ fn bench_queue_quick_run_completes_every_job_and_reports() {
         assert!(g["met"].is_boolean(), "{g}");
     }
 }
+
+/// `skiff bench queue --noop`: labelled as no-op jobs in the table and the
+/// JSON, a round of each engine on a private PostgreSQL cluster, every
+/// figure present; the cluster is gone afterwards. Never checks timings.
+#[test]
+fn bench_queue_noop_is_labelled_and_measures_both_engines() {
+    if !gate(missing_prerequisite()) {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/postgresql").exists() {
+        assert!(
+            std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "PostgreSQL is not installed"
+        );
+        eprintln!("skipped: PostgreSQL is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out_dir = tmp.path().join("out");
+    let output = skiff_on(&tmp.path().join("unused-store"))
+        .args(["bench", "queue", "--noop", "--quick", "--quiet"])
+        .args(["--jobs", "500", "--batch", "100"])
+        .arg("--workdir")
+        .arg(tmp.path().join("work"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .expect("run skiff");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "skiff bench queue --noop failed: {}: {}\n{stdout}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("NO-OP JOBS"), "unlabelled:\n{stdout}");
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("queue-noop.json")).expect("queue-noop.json"),
+    )
+    .expect("json");
+    assert!(v["kind"]
+        .as_str()
+        .is_some_and(|k| k.starts_with("NO-OP JOBS")));
+    let rounds = v["rounds"].as_array().expect("rounds");
+    let engines: Vec<&str> = rounds.iter().filter_map(|r| r["engine"].as_str()).collect();
+    assert_eq!(engines, ["sqlite", "postgres"]);
+    for r in rounds {
+        for f in ["enqueue_jobs_per_s", "dequeue_jobs_per_s"] {
+            assert!(r[f].as_f64().is_some_and(|x| x > 0.0), "{f} in {r}");
+        }
+        assert!(r["submit_to_start_ms"]["p50"].is_number(), "{r}");
+    }
+    let pg_left = std::process::Command::new("pgrep")
+        .args(["-f", "skiff-pg-"])
+        .output()
+        .expect("pgrep");
+    assert!(
+        pg_left.stdout.is_empty(),
+        "a PostgreSQL of the benchmark's is still running: {}",
+        String::from_utf8_lossy(&pg_left.stdout)
+    );
+}
