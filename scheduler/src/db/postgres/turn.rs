@@ -1,11 +1,18 @@
-//! The dispatcher's turn on PostgreSQL, one statement per job: the last
-//! ended attempt's record and the next claim together. A record is the
-//! fenced job `UPDATE` and, in data-modifying CTEs fed by its
-//! `RETURNING`, the attempt, the transition and the webhook delivery (a
-//! fenced-off result writes nothing); a claim is `FOR UPDATE SKIP LOCKED`,
-//! then the attempt and transition from its `RETURNING`. Each statement
-//! commits on its own (short transactions are what keep SKIP LOCKED fast),
-//! on the dispatcher's `synchronous_commit=off` connections.
+//! The dispatcher's turn on PostgreSQL: a statement per ended attempt,
+//! then one for the claim. A record is the fenced job `UPDATE` and, in
+//! data-modifying CTEs fed by its `RETURNING`, the attempt, the transition
+//! and the webhook delivery (a fenced-off result writes nothing); a claim
+//! is `FOR UPDATE SKIP LOCKED`, then the attempt and transition from its
+//! `RETURNING`. Each statement commits on its own, on the dispatcher's
+//! `synchronous_commit=off` connections.
+//!
+//! Record and claim are not one statement (as they are one batch on
+//! SQLite): a claim reads a snapshot from its start, and may lock a job
+//! that another worker claimed since (the row fails the recheck and is
+//! skipped, but stays locked until the statement ends). A claim never
+//! waits, so alone it cannot close a cycle; joined to a record, which
+//! waits for its job's row, two workers deadlocked (the no-op benchmark
+//! found it: `deadlock detected` after a 1 s stall).
 
 use std::sync::LazyLock;
 
@@ -82,19 +89,6 @@ static FINISH: LazyLock<String> =
 static CLAIM: LazyLock<String> =
     LazyLock::new(|| format!("WITH {} SELECT * FROM c", claim_ctes(1)));
 
-/// A record and the next claim in one statement (one round trip, one
-/// commit): one row, the recorded state (NULL when fenced off) and the
-/// claimed job's columns (NULL when none). The claim cannot take the
-/// recorded job: it reads the snapshot, where that job still runs.
-static FINISH_AND_CLAIM: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH {FINISH_CTES}, {} \
-         SELECT (SELECT state FROM j) AS finished_state, c.* FROM (SELECT 1) AS one \
-         LEFT JOIN c ON true",
-        claim_ctes(18)
-    )
-});
-
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Bind the record's parameters (`$1`–`$17`) for `e`.
@@ -146,34 +140,15 @@ impl PgStore {
         let now = now_ms();
         let lease_until = now + self.lease_ms();
         let mut recorded = Vec::with_capacity(ended.len());
-        // All but the last ended attempt alone; the last with the claim.
-        let (last, rest) = match (fits, ended.split_last()) {
-            (Some(_), Some((last, rest))) => (Some(last), rest),
-            _ => (None, ended),
-        };
-        for e in rest {
+        for e in ended {
             recorded.push(self.record(e, now).await?);
         }
-        let row = match (fits, last) {
-            (None, _) => {
-                return Ok(Turn {
-                    recorded,
-                    claim: Ok(None),
-                })
-            }
-            (Some(fits), None) => {
-                let q = bind_claim(sqlx::query(&CLAIM), fits, &self.worker, now, lease_until);
-                q.fetch_optional(&self.dispatch).await?
-            }
-            (Some(fits), Some(e)) => {
-                let q = bind_finish(sqlx::query(&FINISH_AND_CLAIM), e, &self.worker, now);
-                let row = bind_claim(q, fits, &self.worker, now, lease_until)
-                    .fetch_one(&self.dispatch)
-                    .await?;
-                let state: Option<String> = row.try_get("finished_state")?;
-                recorded.push(state.and_then(|s| JobState::parse(&s)));
-                let claimed: Option<String> = row.try_get("id")?;
-                claimed.map(|_| row)
+        let row = match fits {
+            None => None,
+            Some(fits) => {
+                bind_claim(sqlx::query(&CLAIM), fits, &self.worker, now, lease_until)
+                    .fetch_optional(&self.dispatch)
+                    .await?
             }
         };
         let claim = match row {
