@@ -336,3 +336,71 @@ async fn test_a_turn_records_and_claims_on_both_engines() {
         );
     }
 }
+
+/// A worker that stops heartbeating loses its attempts when the lease
+/// runs out: another worker ends them as `killed` ("worker lost"),
+/// retrying a job with retries left; the lost worker's next heartbeat
+/// shows it holds nothing, and its late result is fenced.
+#[tokio::test]
+async fn test_postgres_expired_leases_are_reaped_and_fenced() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let url = c.url("leases").expect("a database");
+    let w1 = PgStore::open(&url, "w1")
+        .await
+        .expect("open")
+        .with_lease(std::time::Duration::from_millis(300));
+    let w2 = PgStore::open(&url, "w2").await.expect("open");
+    let retried = JobRequest {
+        max_retries: Some(1),
+        retry_delay: Some(1),
+        ..job()
+    };
+    let ids = submit(&w1, vec![retried, job()]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let t = w1.turn(&[], Some(&fits())).await.expect("turn");
+        held.push(t.claim.expect("claim").expect("a job"));
+    }
+    let info = super::postgres::WorkerInfo {
+        host: "h1".into(),
+        slots: 2,
+        version: "test".into(),
+        ..Default::default()
+    };
+    assert_eq!(w1.heartbeat(&info).await.expect("heartbeat").len(), 2);
+    assert!(
+        w2.reap_expired().await.expect("reap").is_empty(),
+        "leases live"
+    );
+    // w1 goes silent for longer than its lease.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let mut reaped = w2.reap_expired().await.expect("reap");
+    reaped.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut want = vec![
+        (ids[0].0.clone(), JobState::Delayed),
+        (ids[1].0.clone(), JobState::Killed),
+    ];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(reaped, want);
+    let j = w2.get(&ids[1].0).await.expect("get");
+    assert_eq!(j.attempt_list[0].state, JobState::Killed);
+    assert_eq!(j.attempt_list[0].reason.as_deref(), Some("worker lost"));
+    assert!(
+        w1.heartbeat(&info).await.expect("heartbeat").is_empty(),
+        "lost both"
+    );
+    let late = ended(
+        &held[1].id,
+        held[1].attempt,
+        held[1].retry,
+        JobState::Complete,
+    );
+    let t = w1.turn(&[late], None).await.expect("turn");
+    assert_eq!(t.recorded, vec![None], "a lost worker's result is fenced");
+    assert_eq!(
+        w2.get(&ids[1].0).await.expect("get").state,
+        JobState::Killed
+    );
+}

@@ -11,8 +11,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::QueueError;
 
+pub use lease::WorkerInfo;
+
 mod cancel;
 mod delayed;
+mod lease;
 pub mod local;
 mod read;
 mod submit;

@@ -89,6 +89,21 @@ static FINISH: LazyLock<String> =
 static CLAIM: LazyLock<String> =
     LazyLock::new(|| format!("WITH {} SELECT * FROM c", claim_ctes(1)));
 
+/// Record `e`, an attempt of `worker`'s, on `conn`: the job's new state,
+/// or `None` when fenced off.
+pub(super) async fn record_in(
+    conn: &mut sqlx::PgConnection,
+    e: &Ended,
+    worker: &str,
+    now: i64,
+) -> Result<Option<JobState>, QueueError> {
+    let row = bind_finish(sqlx::query(&FINISH), e, worker, now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
+    Ok(state.and_then(|s| JobState::parse(&s)))
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Bind the record's parameters (`$1`–`$17`) for `e`.
@@ -159,11 +174,8 @@ impl PgStore {
     }
 
     async fn record(&self, e: &Ended, now: i64) -> Result<Option<JobState>, QueueError> {
-        let row = bind_finish(sqlx::query(&FINISH), e, &self.worker, now)
-            .fetch_optional(&self.dispatch)
-            .await?;
-        let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
-        Ok(state.and_then(|s| JobState::parse(&s)))
+        let mut conn = self.dispatch.acquire().await?;
+        record_in(&mut conn, e, &self.worker, now).await
     }
 
     /// The claim in `r`; a job whose stored request cannot be read is
