@@ -404,3 +404,54 @@ async fn test_postgres_expired_leases_are_reaped_and_fenced() {
         JobState::Killed
     );
 }
+
+/// The fleet view: a heartbeat makes a worker row; a silent one reads as
+/// lost and is pruned. A submit by one worker wakes another's `LISTEN`;
+/// with notifications off the wait is a poll.
+#[tokio::test]
+async fn test_postgres_workers_view_and_wakeups() {
+    use super::postgres::Woken;
+    use std::time::Duration;
+    let Some(c) = cluster() else {
+        return;
+    };
+    let url = c.url("view").expect("a database");
+    let w1 = PgStore::open(&url, "w1").await.expect("open");
+    let w2 = PgStore::open(&url, "w2").await.expect("open");
+    let info = super::postgres::WorkerInfo {
+        host: "h1".into(),
+        slots: 2,
+        memory_bytes: 1 << 30,
+        cpus: 2.0,
+        images: vec!["sha256:ab".into()],
+        version: "test".into(),
+        ..Default::default()
+    };
+    w1.heartbeat(&info).await.expect("heartbeat");
+    let rows = w2.workers().await.expect("workers");
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].id.as_str(), rows[0].host.as_str()), ("w1", "h1"));
+    assert_eq!(rows[0].images, r#"["sha256:ab"]"#);
+    let now = crate::queue::now_ms();
+    assert!(!rows[0].is_lost(now, Duration::from_secs(60)));
+    assert!(rows[0].is_lost(now + 61_000, Duration::from_secs(60)));
+    assert_eq!(
+        w2.prune_workers(Duration::from_secs(60))
+            .await
+            .expect("prune"),
+        0
+    );
+    assert_eq!(w2.prune_workers(Duration::ZERO).await.expect("prune"), 1);
+
+    let mut listening = w2
+        .wakeups(true, Duration::from_secs(60))
+        .await
+        .expect("listen");
+    submit(&w1, vec![job()]).await;
+    assert_eq!(listening.wait().await, Woken::Notified);
+    let mut polling = w2
+        .wakeups(false, Duration::from_millis(10))
+        .await
+        .expect("poll");
+    assert_eq!(polling.wait().await, Woken::Polled);
+}

@@ -11,10 +11,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::error::QueueError;
 
+pub use fleet::{Wakeups, Woken, WorkerRow};
 pub use lease::WorkerInfo;
 
 mod cancel;
 mod delayed;
+mod fleet;
 mod lease;
 pub mod local;
 mod read;
