@@ -24,6 +24,7 @@ CREATE TABLE jobs (
     cancel_requested BOOLEAN NOT NULL DEFAULT false,
     webhook          TEXT,
     code             TEXT,
+    image            TEXT NOT NULL,    -- the image reference it runs (placement)
     worker_id        TEXT,             -- the worker running the current attempt
     lease_until      BIGINT,           -- and until when it holds it
     created_at       BIGINT NOT NULL,
@@ -129,7 +130,7 @@ CREATE TABLE workers (
     memory_bytes  BIGINT NOT NULL,
     cpus          DOUBLE PRECISION NOT NULL,
     running       BIGINT NOT NULL DEFAULT 0,
-    images        TEXT NOT NULL DEFAULT '[]', -- JSON: image ids in its store
+    images        JSONB NOT NULL DEFAULT '[]', -- image references its store resolves
     version       TEXT NOT NULL,
     started_at    BIGINT NOT NULL,
     heartbeat_at  BIGINT NOT NULL

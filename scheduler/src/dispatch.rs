@@ -250,17 +250,26 @@ async fn take_turn(
             outcome,
         })
         .collect();
-    let turn = match queue.turn(&batch, fits).await {
-        Ok(turn) => turn,
-        Err(err) => {
-            for lost in &batch {
-                tracing::error!(job = %lost.id, "record attempt: {err}");
+    let (recorded, claim) = match queue.turn(&batch, fits).await {
+        Ok(turn) => (turn.recorded, turn.claim),
+        Err(err) if !batch.is_empty() => {
+            // The whole batch rolled back: record each attempt alone, so
+            // that one bad record or a passing failure loses none of the
+            // others (a job left `running` would wait for a restart).
+            tracing::warn!("turn failed ({err}); recording its attempts one by one");
+            let mut recorded = Vec::with_capacity(batch.len());
+            for e in &batch {
+                recorded.push(queue.finish(e).await.unwrap_or_else(|err| {
+                    tracing::error!(job = %e.id, "record attempt: {err}");
+                    None
+                }));
             }
-            return (Err(err), false);
+            (recorded, Err(err))
         }
+        Err(err) => return (Err(err), false),
     };
     let mut delayed = false;
-    for (e, state) in batch.iter().zip(turn.recorded) {
+    for (e, state) in batch.iter().zip(recorded) {
         match state {
             Some(state) => {
                 crate::metrics::attempt_ended(&e.outcome, state);
@@ -270,5 +279,5 @@ async fn take_turn(
             None => tracing::debug!(job = %e.id, "attempt result fenced off"),
         }
     }
-    (turn.claim, delayed)
+    (claim, delayed)
 }

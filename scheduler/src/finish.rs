@@ -11,7 +11,7 @@
 //! to one batch: alone ([`Queue::finish`]) or ahead of the next claim
 //! ([`crate::turn`]), one round trip to the database thread.
 
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use crate::error::QueueError;
 use crate::queue::{backoff_ms, Outcome, Queue};
@@ -81,7 +81,8 @@ pub(crate) fn decide(e: &Ended, now: i64) -> Decision {
     }
 }
 
-/// One attempt's record: four statements, fenced and chained (module doc).
+/// One attempt's record: four statements, fenced and chained (module doc):
+/// the job, its transition, the attempt, the webhook delivery.
 /// The first returns `finished_id, finished_state` when it was recorded.
 pub(crate) const FINISH_SQL: &str = "\
 UPDATE jobs SET \
@@ -91,14 +92,14 @@ UPDATE jobs SET \
   cancel_requested = 0, updated_at = ? \
   WHERE id = ? AND state = 'running' AND attempts = ? \
   RETURNING id AS finished_id, state AS finished_state; \
+INSERT INTO transitions (job_id, at, state) \
+  SELECT id, ?, state FROM jobs WHERE id = ? AND changes() > 0; \
 UPDATE attempts SET \
   state = CASE WHEN (SELECT state FROM jobs WHERE id = ?) = 'cancelled' THEN 'cancelled' ELSE ? END, \
   reason = (SELECT reason FROM jobs WHERE id = ?), \
   exit_code = ?, signal = ?, oom_killed = ?, wall_ms = ?, cpu_usec = ?, \
   peak_memory_bytes = ?, stdout_dropped = ?, stderr_dropped = ?, ended_at = ? \
   WHERE job_id = ? AND n = ? AND changes() > 0; \
-INSERT INTO transitions (job_id, at, state) \
-  SELECT id, ?, state FROM jobs WHERE id = ? AND changes() > 0; \
 INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at) \
   SELECT id, webhook, 'pending', ?, ? FROM jobs WHERE id = ? AND webhook IS NOT NULL \
   AND changes() > 0 AND state IN ('complete', 'error', 'timeout', 'killed', 'cancelled'); ";
@@ -124,6 +125,9 @@ pub(crate) fn bind_finish<'q>(
         .bind(now)
         .bind(e.id.as_str())
         .bind(e.n)
+        // transitions
+        .bind(ended)
+        .bind(e.id.as_str())
         // attempts
         .bind(e.id.as_str())
         .bind(attempt_state.as_str())
@@ -139,9 +143,6 @@ pub(crate) fn bind_finish<'q>(
         .bind(ended)
         .bind(e.id.as_str())
         .bind(e.n)
-        // transitions
-        .bind(ended)
-        .bind(e.id.as_str())
         // webhook delivery
         .bind(now)
         .bind(now)
@@ -202,11 +203,14 @@ impl Queue {
         &self,
         q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
     ) -> Result<Vec<sqlx::sqlite::SqliteRow>, QueueError> {
-        let mut conn = self.dispatch.acquire().await?;
-        match q.fetch_all(&mut *conn).await {
+        let rows = {
+            let mut conn = self.dispatch.lock().await?;
+            q.fetch_all(&mut *conn).await
+        };
+        match rows {
             Ok(rows) => Ok(rows),
             Err(e) => {
-                let _ = conn.detach().close().await;
+                self.dispatch.discard().await;
                 Err(e.into())
             }
         }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod code;
 pub mod db;
 pub mod dispatch;
+mod dispatch_conn;
 pub mod error;
 pub mod finish;
 pub mod hooks;

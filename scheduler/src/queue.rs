@@ -17,7 +17,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, Row, SqlitePool};
 
 use crate::error::QueueError;
 use crate::records::{state_of, JobRecord, ATTEMPT_COLUMNS};
@@ -40,7 +40,7 @@ pub struct Queue {
     db: SqlitePool,
     /// The dispatcher's own connection (`synchronous=NORMAL`): claims,
     /// attempt results and delayed jobs falling due.
-    pub(crate) dispatch: SqlitePool,
+    pub(crate) dispatch: crate::dispatch_conn::DispatchConn,
 }
 
 /// A job handed to the dispatcher to run one attempt.
@@ -168,14 +168,9 @@ impl Queue {
             .connect_with(opts.clone())
             .await?;
         crate::migrations::run(&db).await?;
-        // One connection, held by the dispatcher's turns in sequence: no
-        // ping before each (`test_before_acquire`), which would be a round
-        // trip to the database thread per turn.
-        let dispatch = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(opts.synchronous(SqliteSynchronous::Normal))
-            .await?;
+        let dispatch =
+            crate::dispatch_conn::DispatchConn::open(opts.synchronous(SqliteSynchronous::Normal))
+                .await?;
         Ok(Queue { db, dispatch })
     }
 
@@ -185,13 +180,6 @@ impl Queue {
     /// transaction upgrades to a write.
     pub async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.db.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// A write transaction on the dispatcher's connection: written through
-    /// to the kernel at commit (safe when the worker dies), synced to disk
-    /// by the next `FULL` commit or checkpoint (see the module doc).
-    async fn dispatch_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.dispatch.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// The database (for the tables beside the queue's: schedules, hooks,
@@ -272,7 +260,10 @@ impl Queue {
     /// and when the next delayed job is due.
     pub async fn promote_delayed(&self) -> Result<(u64, Option<i64>)> {
         let now = now_ms();
-        let mut tx = self.dispatch_tx().await?;
+        // Written through to the kernel at commit (safe when the worker
+        // dies), synced to disk by the next `FULL` commit or checkpoint.
+        let mut conn = self.dispatch.lock().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<String> =
             sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'delayed' AND run_at <= ?")
                 .bind(now)

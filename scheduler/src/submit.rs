@@ -31,6 +31,8 @@ pub(crate) struct NewJob {
     pub(crate) idempotency_key: Option<String>,
     pub(crate) webhook: Option<String>,
     pub(crate) code: Option<String>,
+    /// The image reference it runs (PostgreSQL's placement reads it).
+    pub(crate) image: String,
 }
 
 /// Where each accepted job's answer comes from.
@@ -71,6 +73,7 @@ pub(crate) fn new_job(v: ValidJob, now: i64) -> Result<NewJob, QueueError> {
         idempotency_key: request.idempotency_key.clone(),
         webhook: request.webhook.clone(),
         code: request.code.clone(),
+        image: request.image_ref(),
         job: Job {
             state,
             reason: None,

@@ -369,7 +369,11 @@ async fn test_postgres_expired_leases_are_reaped_and_fenced() {
         version: "test".into(),
         ..Default::default()
     };
-    assert_eq!(w1.heartbeat(&info).await.expect("heartbeat").len(), 2);
+    let runs: Vec<(String, i64)> = held.iter().map(|c| (c.id.clone(), c.attempt)).collect();
+    assert_eq!(
+        w1.heartbeat(&info, &runs).await.expect("heartbeat").len(),
+        2
+    );
     assert!(
         w2.reap_expired().await.expect("reap").is_empty(),
         "leases live"
@@ -388,7 +392,7 @@ async fn test_postgres_expired_leases_are_reaped_and_fenced() {
     assert_eq!(j.attempt_list[0].state, JobState::Killed);
     assert_eq!(j.attempt_list[0].reason.as_deref(), Some("worker lost"));
     assert!(
-        w1.heartbeat(&info).await.expect("heartbeat").is_empty(),
+        w1.heartbeat(&info, &runs).await.expect("heartbeat").is_empty(),
         "lost both"
     );
     let late = ended(
@@ -427,7 +431,7 @@ async fn test_postgres_workers_view_and_wakeups() {
         version: "test".into(),
         ..Default::default()
     };
-    w1.heartbeat(&info).await.expect("heartbeat");
+    w1.heartbeat(&info, &[]).await.expect("heartbeat");
     let rows = w2.workers().await.expect("workers");
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].id.as_str(), rows[0].host.as_str()), ("w1", "h1"));
@@ -454,4 +458,65 @@ async fn test_postgres_workers_view_and_wakeups() {
         .await
         .expect("poll");
     assert_eq!(polling.wait().await, Woken::Polled);
+}
+
+/// Placement: a job whose image another live worker's store holds (with a
+/// free slot) is left to it for the grace period; a job no such worker
+/// holds, or one whose grace ran out, goes to whoever asks first.
+#[tokio::test]
+async fn test_postgres_placement_prefers_the_store_that_holds_the_image() {
+    use super::postgres::Placement;
+    use std::time::Duration;
+    let Some(c) = cluster() else {
+        return;
+    };
+    let url = c.url("placement").expect("a database");
+    let w1 = PgStore::open(&url, "w1").await.expect("open");
+    let w2 = PgStore::open(&url, "w2").await.expect("open");
+    let grace = Duration::from_secs(3600);
+    w1.set_placement(Placement {
+        images: vec!["img-a".into()],
+        grace,
+        ..Default::default()
+    });
+    w2.set_placement(Placement {
+        images: vec!["img-b".into()],
+        grace,
+        ..Default::default()
+    });
+    let holds_b = super::postgres::WorkerInfo {
+        host: "h2".into(),
+        slots: 2,
+        images: vec!["img-b".into()],
+        version: "test".into(),
+        ..Default::default()
+    };
+    w2.heartbeat(&holds_b, &[]).await.expect("heartbeat");
+    let with = |image: &str| JobRequest {
+        image: image.into(),
+        ..Default::default()
+    };
+    let ids = submit(&w1, vec![with("img-b"), with("img-a"), with("img-c")]).await;
+    let claim = |w: &PgStore| {
+        let w = w.clone();
+        async move {
+            let t = w.turn(&[], Some(&fits())).await.expect("turn");
+            t.claim.expect("claim").map(|c| c.id)
+        }
+    };
+    // w1 passes over img-b (w2 holds it) for its own img-a, then img-c
+    // (nobody holds it), then finds nothing it may take yet.
+    assert_eq!(claim(&w1).await.as_ref(), Some(&ids[1].0));
+    assert_eq!(claim(&w1).await.as_ref(), Some(&ids[2].0));
+    assert_eq!(claim(&w1).await, None, "img-b is left to w2");
+    assert_eq!(claim(&w2).await.as_ref(), Some(&ids[0].0));
+    // Once the grace has run out (here: none), anyone takes it.
+    let late = submit(&w1, vec![with("img-b")]).await;
+    assert_eq!(claim(&w1).await, None, "within the grace");
+    w1.set_placement(Placement {
+        images: vec!["img-a".into()],
+        grace: Duration::ZERO,
+        ..Default::default()
+    });
+    assert_eq!(claim(&w1).await.as_ref(), Some(&late[0].0));
 }

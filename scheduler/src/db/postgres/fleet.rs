@@ -28,7 +28,7 @@ pub struct WorkerRow {
     pub cpus: f64,
     /// Jobs running at its last heartbeat.
     pub running: i64,
-    /// Image ids in its store, JSON.
+    /// Image references its store resolves, JSON.
     pub images: String,
     /// skiff's version.
     pub version: String,
@@ -86,7 +86,8 @@ impl PgStore {
     /// The workers that have sent a heartbeat, newest first.
     pub async fn workers(&self) -> Result<Vec<WorkerRow>, QueueError> {
         Ok(sqlx::query_as(
-            "SELECT id, host, address, slots, memory_bytes, cpus, running, images, version, \
+            "SELECT id, host, address, slots, memory_bytes, cpus, running, images::text AS images, \
+             version, \
              started_at, heartbeat_at FROM workers ORDER BY heartbeat_at DESC, id",
         )
         .fetch_all(&self.pool)

@@ -4,6 +4,9 @@
 //! off, or lost its host) as `killed` ("worker lost"), retrying the job if
 //! it has retries left, exactly as a worker's own recovery does.
 //!
+//! Lease ends are the database's clock plus the lease (not a worker's
+//! clock), so a worker whose clock is off does not end live attempts.
+//!
 //! A heartbeat that finds one of its attempts gone (ended by another
 //! worker while this one was cut off) reports it, so that the worker stops
 //! that container; its late result is fenced anyway (`finish`).
@@ -31,7 +34,7 @@ pub struct WorkerInfo {
     pub cpus: f64,
     /// Jobs it runs now.
     pub running: i64,
-    /// Image ids in its store.
+    /// Image references its store resolves (ids and tags).
     pub images: Vec<String>,
     /// skiff's version.
     pub version: String,
@@ -39,21 +42,32 @@ pub struct WorkerInfo {
 
 impl PgStore {
     /// Record this worker's heartbeat and extend the leases of the
-    /// attempts it holds; the `(job, attempt)`s it still holds.
-    pub async fn heartbeat(&self, info: &WorkerInfo) -> Result<Vec<(String, i64)>, QueueError> {
+    /// attempts it runs (`running`: job, attempt); those it still holds.
+    /// An attempt it holds in the database but does not run (a claim whose
+    /// answer was lost) is not extended, and is reaped when its lease ends.
+    pub async fn heartbeat(
+        &self,
+        info: &WorkerInfo,
+        running: &[(String, i64)],
+    ) -> Result<Vec<(String, i64)>, QueueError> {
         let now = now_ms();
+        let ids: Vec<&str> = running.iter().map(|r| r.0.as_str()).collect();
+        let ns: Vec<i64> = running.iter().map(|r| r.1).collect();
         let images = serde_json::Value::from(info.images.clone()).to_string();
         let rows = sqlx::query(
             "WITH w AS ( \
                INSERT INTO workers (id, host, address, slots, memory_bytes, cpus, running, \
                  images, version, started_at, heartbeat_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $10) \
                ON CONFLICT (id) DO UPDATE SET host = $2, address = $3, slots = $4, \
-                 memory_bytes = $5, cpus = $6, running = $7, images = $8, version = $9, \
+                 memory_bytes = $5, cpus = $6, running = $7, images = $8::jsonb, version = $9, \
                  heartbeat_at = $10 \
              ) \
-             UPDATE jobs SET lease_until = $11 \
-             WHERE state = 'running' AND worker_id = $1 RETURNING id, attempts",
+             UPDATE jobs SET lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $11 \
+             FROM UNNEST($12::text[], $13::bigint[]) AS h(id, n) \
+             WHERE jobs.id = h.id AND jobs.attempts = h.n AND jobs.state = 'running' \
+               AND jobs.worker_id = $1 \
+             RETURNING jobs.id, jobs.attempts",
         )
         .bind(&self.worker)
         .bind(&info.host)
@@ -65,7 +79,9 @@ impl PgStore {
         .bind(images)
         .bind(&info.version)
         .bind(now)
-        .bind(now + self.lease_ms())
+        .bind(self.lease_ms())
+        .bind(&ids)
+        .bind(&ns)
         .fetch_all(&self.dispatch)
         .await?;
         rows.iter()
@@ -82,9 +98,10 @@ impl PgStore {
         let mut tx = self.dispatch.begin().await?;
         let lost: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
             "SELECT id, attempts, max_retries, retry_delay_ms, worker_id FROM jobs \
-             WHERE state = 'running' AND lease_until < $1 FOR UPDATE SKIP LOCKED",
+             WHERE state = 'running' \
+               AND lease_until < (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+             FOR UPDATE SKIP LOCKED",
         )
-        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Vec::with_capacity(lost.len());

@@ -45,6 +45,30 @@ pub struct PgStore {
     dispatch: PgPool,
     worker: String,
     lease: Duration,
+    placement: std::sync::Arc<std::sync::RwLock<Placement>>,
+}
+
+/// What placement knows: the image references this worker's store
+/// resolves (ids and tags), how long a job another live worker's store
+/// holds is left to it, and after how long a silent worker is lost.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Image references this worker's store resolves.
+    pub images: Vec<String>,
+    /// How long a job is left to a worker whose store holds its image.
+    pub grace: Duration,
+    /// After how long without a heartbeat a worker is lost.
+    pub lost_after: Duration,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            images: Vec::new(),
+            grace: Duration::from_secs(2),
+            lost_after: 2 * DEFAULT_LEASE,
+        }
+    }
 }
 
 impl PgStore {
@@ -69,6 +93,7 @@ impl PgStore {
             dispatch,
             worker: worker.to_string(),
             lease: DEFAULT_LEASE,
+            placement: Default::default(),
         })
     }
 
@@ -76,6 +101,18 @@ impl PgStore {
     pub fn with_lease(mut self, lease: Duration) -> PgStore {
         self.lease = lease;
         self
+    }
+
+    /// Placement from now on: the images this worker's store holds (a
+    /// change in the store calls this again), the grace, the silence.
+    pub fn set_placement(&self, p: Placement) {
+        if let Ok(mut cur) = self.placement.write() {
+            *cur = p;
+        }
+    }
+
+    fn placement(&self) -> Placement {
+        self.placement.read().map(|p| p.clone()).unwrap_or_default()
     }
 
     /// This worker's id.

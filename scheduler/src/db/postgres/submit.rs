@@ -14,7 +14,7 @@ use crate::request::ValidJob;
 use crate::state::Job;
 use crate::submit::{new_job, NewJob};
 
-/// Jobs per multi-row `INSERT`: 18 parameters each, well inside
+/// Jobs per multi-row `INSERT`: 19 parameters each, well inside
 /// PostgreSQL's 65,535.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -42,7 +42,11 @@ impl PgStore {
         }
         let mut tx = self.pool.begin().await?;
         let mut inserted: Vec<String> = Vec::with_capacity(new.len());
-        for rows in new.chunks(ROWS_PER_STATEMENT) {
+        // In key order: two requests with the same keys in another order
+        // would otherwise each wait on the other's uncommitted key.
+        let mut order: Vec<&NewJob> = new.iter().collect();
+        order.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+        for rows in order.chunks(ROWS_PER_STATEMENT) {
             let ids: Vec<String> = insert(rows)
                 .build_query_scalar()
                 .fetch_all(&mut *tx)
@@ -93,13 +97,13 @@ impl PgStore {
 }
 
 /// The rows of `jobs`, skipping any whose key is taken; the ids inserted.
-fn insert(jobs: &[NewJob]) -> QueryBuilder<'_, Postgres> {
+fn insert<'a>(jobs: &[&'a NewJob]) -> QueryBuilder<'a, Postgres> {
     let mut q = QueryBuilder::new(
         "INSERT INTO jobs (id, state, queue, label, priority, spec, payload, \
          memory_bytes, cpus, timeout_ms, max_retries, retry_delay_ms, run_at, \
-         idempotency_key, webhook, code, created_at, updated_at) ",
+         idempotency_key, webhook, code, image, created_at, updated_at) ",
     );
-    q.push_values(jobs, |mut row, n| {
+    q.push_values(jobs.iter().copied(), |mut row, n: &'a NewJob| {
         let j = &n.job;
         row.push_bind(&j.id)
             .push_bind(j.state.as_str())
@@ -117,6 +121,7 @@ fn insert(jobs: &[NewJob]) -> QueryBuilder<'_, Postgres> {
             .push_bind(&n.idempotency_key)
             .push_bind(&n.webhook)
             .push_bind(&n.code)
+            .push_bind(&n.image)
             .push_bind(j.created_at)
             .push_bind(j.updated_at);
     });

@@ -54,40 +54,47 @@ j AS (
   WHERE webhook IS NOT NULL AND state IN ('complete', 'error', 'timeout', 'killed', 'cancelled')
 )";
 
-/// The claim's CTEs (`c` returns the job started), parameters from `$p`:
-/// now, memory left, CPUs left, full queues, full code packages, the
-/// worker, the lease's end.
-fn claim_ctes(p: usize) -> String {
-    let [now, mem, cpus, queues, codes, worker, lease] = std::array::from_fn(|i| p + i);
-    format!(
-        "next AS (
+/// The claim: the first queued job that fits and that placement lets
+/// this worker take (`c` returns it). Parameters: now, memory left, CPUs
+/// left, full queues, full code packages, the worker, the lease (ms, from
+/// the database's clock),
+/// the images in this worker's store, the placement grace and after how
+/// long a silent worker counts as lost (ms).
+///
+/// Placement: a job whose image this worker's store holds, or that no
+/// live worker with a free slot holds, may be taken at once; one that such
+/// another worker holds is left to it for the grace period after it
+/// became due, then anyone may take it.
+const CLAIM_CTES: &str = "\
+next AS (
   SELECT id FROM jobs WHERE state = 'queued'
-    AND COALESCE(memory_bytes, 0) <= ${mem} AND COALESCE(cpus, 0) <= ${cpus}
-    AND NOT (queue = ANY(${queues})) AND (code IS NULL OR NOT (code = ANY(${codes})))
+    AND COALESCE(memory_bytes, 0) <= $2 AND COALESCE(cpus, 0) <= $3
+    AND NOT (queue = ANY($4)) AND (code IS NULL OR NOT (code = ANY($5)))
+    AND (image = ANY($8) OR run_at <= $1 - $9 OR NOT EXISTS (
+      SELECT 1 FROM workers w WHERE w.id <> $6 AND w.heartbeat_at > $1 - $10
+        AND w.running < w.slots AND w.images ? jobs.image))
   ORDER BY priority DESC, seq LIMIT 1
   FOR UPDATE SKIP LOCKED
 ), c AS (
   UPDATE jobs SET state = 'running', reason = NULL, attempts = jobs.attempts + 1,
-    worker_id = ${worker}, lease_until = ${lease}, updated_at = ${now}
+    worker_id = $6, lease_until = (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $7,
+    updated_at = $1
   FROM next WHERE jobs.id = next.id
   RETURNING jobs.id, jobs.spec, jobs.payload, jobs.memory_bytes, jobs.cpus, jobs.queue,
     jobs.timeout_ms, jobs.attempts, jobs.run_at, jobs.max_retries, jobs.retry_delay_ms
 ), a2 AS (
   INSERT INTO attempts (job_id, n, worker_id, state, started_at)
-  SELECT id, attempts, ${worker}, 'running', ${now} FROM c
+  SELECT id, attempts, $6, 'running', $1 FROM c
 ), t2 AS (
-  INSERT INTO transitions (job_id, at, state) SELECT id, ${now}, 'running' FROM c
-)"
-    )
-}
+  INSERT INTO transitions (job_id, at, state) SELECT id, $1, 'running' FROM c
+)";
 
 /// A record alone: the job's new state, if recorded.
 static FINISH: LazyLock<String> =
     LazyLock::new(|| format!("WITH {FINISH_CTES} SELECT state FROM j"));
 
 /// A claim alone: the job started, if any.
-static CLAIM: LazyLock<String> =
-    LazyLock::new(|| format!("WITH {} SELECT * FROM c", claim_ctes(1)));
+static CLAIM: LazyLock<String> = LazyLock::new(|| format!("WITH {CLAIM_CTES} SELECT * FROM c"));
 
 /// Record `e`, an attempt of `worker`'s, on `conn`: the job's new state,
 /// or `None` when fenced off.
@@ -129,21 +136,19 @@ fn bind_finish<'q>(q: PgQuery<'q>, e: &'q Ended, worker: &'q str, now: i64) -> P
         .bind(out.dropped.map(|d| d[1]))
 }
 
-/// Bind the claim's seven parameters.
-fn bind_claim<'q>(
-    q: PgQuery<'q>,
-    fits: &'q Admission,
-    worker: &'q str,
-    now: i64,
-    lease_until: i64,
-) -> PgQuery<'q> {
+/// Bind the claim's parameters ([`CLAIM_CTES`]).
+fn bind_claim<'q>(q: PgQuery<'q>, fits: &'q Admission, s: &'q PgStore, now: i64) -> PgQuery<'q> {
+    let p = s.placement();
     q.bind(now)
         .bind(i64::try_from(fits.memory_bytes).unwrap_or(i64::MAX))
         .bind(fits.cpus + 1e-9)
         .bind(&fits.full_queues)
         .bind(&fits.full_codes)
-        .bind(worker)
-        .bind(lease_until)
+        .bind(&s.worker)
+        .bind(s.lease_ms())
+        .bind(p.images)
+        .bind(p.grace.as_millis() as i64)
+        .bind(p.lost_after.as_millis() as i64)
 }
 
 impl PgStore {
@@ -153,7 +158,6 @@ impl PgStore {
         fits: Option<&Admission>,
     ) -> Result<Turn, QueueError> {
         let now = now_ms();
-        let lease_until = now + self.lease_ms();
         let mut recorded = Vec::with_capacity(ended.len());
         for e in ended {
             recorded.push(self.record(e, now).await?);
@@ -161,7 +165,7 @@ impl PgStore {
         let row = match fits {
             None => None,
             Some(fits) => {
-                bind_claim(sqlx::query(&CLAIM), fits, &self.worker, now, lease_until)
+                bind_claim(sqlx::query(&CLAIM), fits, self, now)
                     .fetch_optional(&self.dispatch)
                     .await?
             }
