@@ -392,7 +392,10 @@ async fn test_postgres_expired_leases_are_reaped_and_fenced() {
     assert_eq!(j.attempt_list[0].state, JobState::Killed);
     assert_eq!(j.attempt_list[0].reason.as_deref(), Some("worker lost"));
     assert!(
-        w1.heartbeat(&info, &runs).await.expect("heartbeat").is_empty(),
+        w1.heartbeat(&info, &runs)
+            .await
+            .expect("heartbeat")
+            .is_empty(),
         "lost both"
     );
     let late = ended(
