@@ -11,6 +11,7 @@
 use sqlx::Row;
 
 use crate::error::QueueError;
+use crate::finish::Ended;
 use crate::queue::{Claim, Queue};
 use crate::request::JobRequest;
 use crate::state::RetryPolicy;
@@ -58,44 +59,57 @@ pub(crate) fn is_claim_row(row: &sqlx::sqlite::SqliteRow) -> bool {
     row.try_get::<String, _>("spec").is_ok()
 }
 
-/// A claim row's job id, attempt and retry policy: what it takes to end
-/// the attempt even when the rest of the row cannot be read.
-pub(crate) fn claimed_attempt(
-    r: &sqlx::sqlite::SqliteRow,
-) -> Result<(String, i64, RetryPolicy), QueueError> {
-    Ok((
-        r.try_get("id")?,
-        r.try_get("attempts")?,
-        RetryPolicy {
-            max_retries: r.try_get("max_retries")?,
-            delay_ms: r.try_get("retry_delay_ms")?,
-        },
-    ))
+/// The row a claim returns, on either engine (`sqlx::FromRow` is generic
+/// over the engine): one mapping to the [`Claim`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ClaimRecord {
+    id: String,
+    spec: String,
+    payload: Option<Vec<u8>>,
+    memory_bytes: Option<i64>,
+    cpus: Option<f64>,
+    queue: String,
+    timeout_ms: i64,
+    attempts: i64,
+    run_at: i64,
+    max_retries: i64,
+    retry_delay_ms: i64,
 }
 
-/// The claim in a claim row; `Corrupt` when its stored request cannot be
-/// read.
-pub(crate) fn claim_of(r: &sqlx::sqlite::SqliteRow) -> Result<Claim, QueueError> {
-    let (id, attempt, retry) = claimed_attempt(r)?;
-    let spec: String = r.try_get("spec")?;
-    let request = serde_json::from_str::<JobRequest>(&spec).map_err(|e| QueueError::Corrupt {
-        id: id.clone(),
-        what: "spec",
-        detail: e.to_string(),
-    })?;
-    let memory: Option<i64> = r.try_get("memory_bytes")?;
-    Ok(Claim {
-        attempt,
-        request,
-        payload: r.try_get("payload")?,
-        memory_bytes: memory.map(|m| m as u64),
-        cpus: r.try_get("cpus")?,
-        timeout_ms: r.try_get("timeout_ms")?,
-        queue: r.try_get("queue")?,
-        ready_at_ms: r.try_get("run_at")?,
-        retry,
-        id,
-    })
+impl ClaimRecord {
+    /// The claim; when its stored request cannot be read, the end to
+    /// record for the attempt (`error`, not retried) and the error.
+    pub(crate) fn into_claim(self) -> Result<Claim, Box<(Ended, QueueError)>> {
+        let request = match serde_json::from_str::<JobRequest>(&self.spec) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = QueueError::Corrupt {
+                    id: self.id.clone(),
+                    what: "spec",
+                    detail: e.to_string(),
+                };
+                return Err(Box::new((
+                    Ended::unreadable(self.id, self.attempts, &why),
+                    why,
+                )));
+            }
+        };
+        Ok(Claim {
+            attempt: self.attempts,
+            request,
+            payload: self.payload,
+            memory_bytes: self.memory_bytes.map(|m| m as u64),
+            cpus: self.cpus,
+            timeout_ms: self.timeout_ms,
+            queue: self.queue,
+            ready_at_ms: self.run_at,
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                delay_ms: self.retry_delay_ms,
+            },
+            id: self.id,
+        })
+    }
 }
 
 impl Queue {

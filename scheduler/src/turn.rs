@@ -3,7 +3,9 @@
 //! connection: one round trip to the database thread per job, where the
 //! record and the claim were three (and a ping before each).
 
-use crate::claim::{bind_claim, claim_of, claimed_attempt, is_claim_row, Admission, CLAIM_SQL};
+use sqlx::FromRow;
+
+use crate::claim::{bind_claim, is_claim_row, Admission, ClaimRecord, CLAIM_SQL};
 use crate::error::QueueError;
 use crate::finish::{bind_finish, finished_of, Ended, FINISH_SQL};
 use crate::queue::{now_ms, Claim, Queue};
@@ -62,23 +64,21 @@ impl Queue {
                     recorded[i] = Some(s);
                 }
             } else if is_claim_row(row) {
-                claim = match claim_of(row) {
+                claim = match ClaimRecord::from_row(row)?.into_claim() {
                     Ok(c) => Ok(Some(c)),
-                    Err(e) => Err(self.end_unreadable(row, e).await),
+                    Err(failed) => {
+                        let (end, why) = *failed;
+                        Err(self.end_unreadable(end, why).await)
+                    }
                 };
             }
         }
         Ok(Turn { recorded, claim })
     }
 
-    /// End the claimed attempt in `row`, whose request could not be read
-    /// (`why`), in `error` rather than leave it running; the error to
-    /// report.
-    async fn end_unreadable(&self, row: &sqlx::sqlite::SqliteRow, why: QueueError) -> QueueError {
-        let Ok((id, n, _)) = claimed_attempt(row) else {
-            return why;
-        };
-        let e = Ended::unreadable(id, n, &why);
+    /// Record `e`, the end of a claimed attempt whose request could not
+    /// be read (`why`), rather than leave it running; the error to report.
+    async fn end_unreadable(&self, e: Ended, why: QueueError) -> QueueError {
         match Box::pin(self.finish(&e)).await {
             Ok(_) => why,
             Err(err) => err,

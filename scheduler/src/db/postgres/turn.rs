@@ -17,15 +17,14 @@
 use std::sync::LazyLock;
 
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::PgStore;
-use crate::claim::Admission;
+use crate::claim::{Admission, ClaimRecord};
 use crate::error::QueueError;
 use crate::finish::{decide, Ended};
 use crate::queue::{now_ms, Claim};
-use crate::request::JobRequest;
-use crate::state::{JobState, RetryPolicy};
+use crate::state::JobState;
 use crate::turn::Turn;
 
 /// The record's CTEs (`j` is the fenced job update, which the others
@@ -185,38 +184,13 @@ impl PgStore {
     /// The claim in `r`; a job whose stored request cannot be read is
     /// ended in `error` (not retried) and reported.
     async fn claim_of(&self, r: &PgRow) -> Result<Option<Claim>, QueueError> {
-        let id: String = r.try_get("id")?;
-        let attempt: i64 = r.try_get("attempts")?;
-        let retry = RetryPolicy {
-            max_retries: r.try_get("max_retries")?,
-            delay_ms: r.try_get("retry_delay_ms")?,
-        };
-        let spec: String = r.try_get("spec")?;
-        let request = match serde_json::from_str::<JobRequest>(&spec) {
-            Ok(request) => request,
-            Err(e) => {
-                let why = QueueError::Corrupt {
-                    id: id.clone(),
-                    what: "spec",
-                    detail: e.to_string(),
-                };
-                let end = Ended::unreadable(id, attempt, &why);
+        match ClaimRecord::from_row(r)?.into_claim() {
+            Ok(c) => Ok(Some(c)),
+            Err(failed) => {
+                let (end, why) = *failed;
                 self.record(&end, now_ms()).await?;
-                return Err(why);
+                Err(why)
             }
-        };
-        let memory: Option<i64> = r.try_get("memory_bytes")?;
-        Ok(Some(Claim {
-            attempt,
-            request,
-            payload: r.try_get("payload")?,
-            memory_bytes: memory.map(|m| m as u64),
-            cpus: r.try_get("cpus")?,
-            timeout_ms: r.try_get("timeout_ms")?,
-            queue: r.try_get("queue")?,
-            ready_at_ms: r.try_get("run_at")?,
-            retry,
-            id,
-        }))
+        }
     }
 }
