@@ -1,17 +1,20 @@
 //! The dispatcher: moves due jobs to `queued`, admits queued jobs onto free
 //! launcher slots within the worker's capacity, records each outcome, and
-//! drains on shutdown.
+//! drains on shutdown. A slot thread whose attempt ends records it and
+//! claims its own next job in one turn ([`SlotEnd`]), so that a busy
+//! worker's path from one job to the next is slot thread → database thread
+//! → slot thread; the dispatcher task fills the slots left free.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Mutex, Notify};
 
 use crate::claim::Admission;
 use crate::error::QueueError;
 use crate::finish::Ended;
-use crate::launchers::{job_name, signal_job, Slots};
+use crate::launchers::{job_name, signal_job, SlotEnd, Slots};
 use crate::queue::{Claim, Outcome, Queue};
 use crate::state::{JobState, RetryPolicy};
 
@@ -38,158 +41,275 @@ struct Running {
     code: Option<String>,
 }
 
-/// Run the dispatcher until `stop` turns true, then drain for at most
-/// `drain`: running jobs past it are stopped and queued again.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
+/// What the dispatcher task and the slot threads share, under one lock
+/// that is also held over each turn: admission is decided from `running`,
+/// so two claims must never be in flight at once.
+#[derive(Default)]
+struct State {
+    free: Vec<usize>,
+    running: HashMap<usize, Running>,
+    /// Attempts ended but not yet recorded (a slot found gone).
+    ended: Vec<(Running, Outcome)>,
+    limits: HashMap<String, i64>,
+    code_limits: HashMap<String, i64>,
+    /// A retry was put off since the dispatcher last read delayed jobs.
+    refresh: bool,
+    /// No claims: the worker is draining.
+    draining: bool,
+}
+
+/// The worker's dispatcher: what it needs besides the slots.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// The queue.
+    pub queue: Queue,
+    /// What may run at once.
+    pub capacity: Capacity,
+    /// Woken by the API and the scheduler when jobs or caps change.
+    pub wake: Arc<Notify>,
+    /// Where state changes are published.
+    pub changed: Changed,
+    /// How long a drain waits for running jobs.
+    pub drain: Duration,
+    /// The launchers' container records, to stop jobs at drain timeout.
+    pub run_root: std::path::PathBuf,
+}
+
+/// The shared half: the slot threads end their attempts through it.
+struct Shared {
     queue: Queue,
-    slots: Slots,
-    capacity: Capacity,
-    wake: Arc<Notify>,
     changed: Changed,
-    mut stop: watch::Receiver<bool>,
-    drain: Duration,
-    run_root: std::path::PathBuf,
-) {
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
-    let mut free: Vec<usize> = (0..slots.len()).rev().collect();
-    let mut running: HashMap<usize, Running> = HashMap::new();
-    let mut refresh = true;
-    let mut next_due: Option<i64> = None;
-    let mut limits = HashMap::new();
-    let mut code_limits = HashMap::new();
-    let mut ended: Vec<(Running, Outcome)> = Vec::new();
-    loop {
-        if *stop.borrow() {
-            break;
-        }
-        // Delayed jobs and the caps are read again only when something may
-        // have changed them: a wake from the API or the scheduler, a retry
-        // put off, the due time of the next delayed job, or once a second.
-        // Between, finishing a job and claiming the next cost no more.
-        if refresh || next_due.is_some_and(|t| t <= crate::queue::now_ms()) {
-            refresh = false;
-            next_due = match queue.promote_delayed().await {
-                Ok((n, next)) => {
-                    if n > 0 {
-                        tracing::debug!(jobs = n, "delayed jobs queued");
-                    }
-                    next
+    capacity: Capacity,
+    state: Mutex<State>,
+    /// Wakes the dispatcher task from a slot thread.
+    poke: Notify,
+    rt: tokio::runtime::Handle,
+}
+
+impl Dispatch {
+    /// Run until `stop` turns true, then drain for at most `drain`: running
+    /// jobs past it are stopped and queued again.
+    pub async fn run(self, slots: Slots, mut stop: watch::Receiver<bool>) {
+        let shared = Arc::new(Shared {
+            queue: self.queue.clone(),
+            changed: self.changed.clone(),
+            capacity: self.capacity,
+            state: Mutex::new(State {
+                free: (0..slots.len()).rev().collect(),
+                ..Default::default()
+            }),
+            poke: Notify::new(),
+            rt: tokio::runtime::Handle::current(),
+        });
+        let end: Arc<dyn SlotEnd> = shared.clone();
+        let mut refresh = true;
+        let mut next_due: Option<i64> = None;
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            // Delayed jobs and the caps are read again only when something
+            // may have changed them: a wake from the API or the scheduler, a
+            // retry put off, the due time of the next delayed job, or once a
+            // second. Between, a slot thread that ends an attempt claims its
+            // next job itself, in the same turn (`SlotEnd`).
+            if refresh || next_due.is_some_and(|t| t <= crate::queue::now_ms()) {
+                next_due = self.refresh(&shared).await;
+            }
+            let mut st = shared.state.lock().await;
+            refresh = std::mem::take(&mut st.refresh);
+            if refresh {
+                continue;
+            }
+            shared.fill(&mut st, &slots, &end).await;
+            refresh = std::mem::take(&mut st.refresh);
+            drop(st);
+            if refresh {
+                continue;
+            }
+            let sleep = match next_due {
+                Some(t) => {
+                    Duration::from_millis((t - crate::queue::now_ms()).clamp(1, 1000) as u64)
                 }
-                Err(e) => {
-                    tracing::error!("promote delayed jobs: {e}");
-                    None
-                }
+                None => Duration::from_secs(1),
             };
-            limits = crate::queues::limits(&queue).await.unwrap_or_else(|e| {
+            tokio::select! {
+                _ = self.wake.notified() => refresh = true,
+                _ = shared.poke.notified() => {}
+                _ = tokio::time::sleep(sleep) => refresh = true,
+                _ = stop.changed() => {}
+            }
+        }
+        self.drain(&shared).await;
+        tokio::task::spawn_blocking(move || slots.shutdown())
+            .await
+            .ok();
+    }
+
+    /// Queue the delayed jobs that are due and read the caps again; when the
+    /// next delayed job is due.
+    async fn refresh(&self, shared: &Shared) -> Option<i64> {
+        let next_due = match self.queue.promote_delayed().await {
+            Ok((n, next)) => {
+                if n > 0 {
+                    tracing::debug!(jobs = n, "delayed jobs queued");
+                }
+                next
+            }
+            Err(e) => {
+                tracing::error!("promote delayed jobs: {e}");
+                None
+            }
+        };
+        let limits = crate::queues::limits(&self.queue)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::error!("queue limits: {e}");
                 Default::default()
             });
-            code_limits = crate::code::limits(&queue).await.unwrap_or_else(|e| {
-                tracing::error!("code package limits: {e}");
-                Default::default()
-            });
-        }
-        // Each claim carries the records of the attempts that ended since
-        // the last: one round trip per job (`crate::turn`).
-        while let Some(&slot) = free.last() {
-            let fits = admission(&running, capacity, &limits, &code_limits);
-            let (turn, delayed) = take_turn(&queue, &changed, &mut ended, Some(&fits)).await;
-            refresh |= delayed;
-            let claim = match turn {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!("claim a job: {e}");
-                    break;
-                }
-            };
-            free.pop();
-            crate::metrics::started(&claim);
-            let _ = changed.send((claim.id.clone(), JobState::Running));
-            running.insert(
-                slot,
-                Running {
-                    slot,
-                    id: claim.id.clone(),
-                    attempt: claim.attempt,
-                    retry: claim.retry,
-                    memory: claim.memory_bytes.unwrap_or(0),
-                    cpus: claim.cpus.unwrap_or(0.0),
-                    queue: claim.queue.clone(),
-                    code: claim.request.code.clone(),
-                },
-            );
-            slots.run(slot, claim, &done_tx);
-        }
-        crate::metrics::slots(running.len(), free.len());
-        if !ended.is_empty() {
-            refresh |= record(&queue, &changed, &mut ended).await;
-        }
-        if refresh {
-            continue;
-        }
-        let sleep = match next_due {
-            Some(t) => Duration::from_millis((t - crate::queue::now_ms()).clamp(1, 1000) as u64),
-            None => Duration::from_secs(1),
-        };
-        tokio::select! {
-            _ = wake.notified() => refresh = true,
-            Some(done) = done_rx.recv() => {
-                ended.extend(free_slot(&mut running, &mut free, done));
-                while let Ok(done) = done_rx.try_recv() {
-                    ended.extend(free_slot(&mut running, &mut free, done));
-                }
-            }
-            _ = tokio::time::sleep(sleep) => refresh = true,
-            _ = stop.changed() => {}
-        }
+        let code_limits = crate::code::limits(&self.queue).await.unwrap_or_else(|e| {
+            tracing::error!("code package limits: {e}");
+            Default::default()
+        });
+        let mut st = shared.state.lock().await;
+        st.limits = limits;
+        st.code_limits = code_limits;
+        next_due
     }
-    record(&queue, &changed, &mut ended).await;
-    // Drain: take nothing new; wait for the running jobs up to `drain`.
-    tracing::info!(running = running.len(), "draining");
-    let deadline = tokio::time::Instant::now() + drain;
-    while !running.is_empty() {
-        tokio::select! {
-            Some(done) = done_rx.recv() => {
-                ended.extend(free_slot(&mut running, &mut free, done));
-                record(&queue, &changed, &mut ended).await;
+
+    /// Take nothing new; wait for the running jobs up to `drain`, then stop
+    /// those left and queue them again.
+    async fn drain(&self, shared: &Shared) {
+        let mut st = shared.state.lock().await;
+        st.draining = true;
+        shared.record(&mut st).await;
+        tracing::info!(running = st.running.len(), "draining");
+        drop(st);
+        let deadline = tokio::time::Instant::now() + self.drain;
+        loop {
+            let st = shared.state.lock().await;
+            if st.running.is_empty() {
+                break;
             }
-            _ = tokio::time::sleep_until(deadline) => break,
+            drop(st);
+            tokio::select! {
+                _ = shared.poke.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
         }
-    }
-    if !running.is_empty() {
-        let ids: Vec<(String, i64)> = running
+        let mut st = shared.state.lock().await;
+        if st.running.is_empty() {
+            return;
+        }
+        let ids: Vec<(String, i64)> = st
+            .running
             .values()
             .map(|r| (r.id.clone(), r.attempt))
             .collect();
-        match queue.requeue_stopped(&ids).await {
-            Ok(()) => {}
-            Err(e) => tracing::error!("requeue stopped jobs: {e}"),
+        if let Err(e) = self.queue.requeue_stopped(&ids).await {
+            tracing::error!("requeue stopped jobs: {e}");
         }
-        for r in running.values() {
+        // Their outcomes, when the kill ends them, have nothing to record.
+        for (_, r) in st.running.drain() {
             signal_job(
-                &run_root,
+                &self.run_root,
                 &job_name(&r.id, r.attempt),
                 nix::sys::signal::Signal::SIGKILL,
             );
             tracing::warn!(job = %r.id, slot = r.slot, "stopped at drain timeout, queued again");
         }
     }
-    drop(done_tx);
-    tokio::task::spawn_blocking(move || slots.shutdown())
-        .await
-        .ok();
+}
+
+impl Shared {
+    /// Claim a job for every free slot that admission allows.
+    async fn fill(&self, st: &mut State, slots: &Slots, end: &Arc<dyn SlotEnd>) {
+        while let Some(&slot) = st.free.last() {
+            let Some(claim) = self.turn(st, Some(slot)).await else {
+                break;
+            };
+            if !slots.run(slot, claim, end) {
+                // The slot's thread is gone: its job ends here, and the
+                // slot is not used again.
+                if let Some(r) = st.running.remove(&slot) {
+                    tracing::error!(job = %r.id, slot, "launcher slot stopped");
+                    st.ended
+                        .push((r, crate::launchers::failed("launcher slot stopped".into())));
+                }
+            }
+        }
+        if !st.ended.is_empty() {
+            self.record(st).await;
+        }
+        crate::metrics::slots(st.running.len(), st.free.len());
+    }
+
+    /// Record the attempts that ended.
+    async fn record(&self, st: &mut State) {
+        self.turn(st, None).await;
+    }
+
+    /// One turn: record the attempts that ended and, given a free `slot`
+    /// and unless draining, claim its next job, in one transaction.
+    async fn turn(&self, st: &mut State, slot: Option<usize>) -> Option<Claim> {
+        let slot = slot.filter(|_| !st.draining);
+        let fits = slot.map(|_| admission(st, self.capacity));
+        let (turn, delayed) =
+            take_turn(&self.queue, &self.changed, &mut st.ended, fits.as_ref()).await;
+        st.refresh |= delayed;
+        let claim = match turn {
+            Ok(c) => c?,
+            Err(e) => {
+                tracing::error!("claim a job: {e}");
+                return None;
+            }
+        };
+        let slot = slot?;
+        st.free.retain(|&s| s != slot);
+        crate::metrics::started(&claim);
+        let _ = self.changed.send((claim.id.clone(), JobState::Running));
+        st.running.insert(
+            slot,
+            Running {
+                slot,
+                id: claim.id.clone(),
+                attempt: claim.attempt,
+                retry: claim.retry,
+                memory: claim.memory_bytes.unwrap_or(0),
+                cpus: claim.cpus.unwrap_or(0.0),
+                queue: claim.queue.clone(),
+                code: claim.request.code.clone(),
+            },
+        );
+        Some(claim)
+    }
+}
+
+impl SlotEnd for Shared {
+    fn ended(&self, slot: usize, outcome: Outcome, claim_next: bool) -> Option<Claim> {
+        self.rt.block_on(async {
+            let mut st = self.state.lock().await;
+            if let Some(r) = st.running.remove(&slot) {
+                st.ended.push((r, outcome));
+            }
+            st.free.push(slot);
+            let next = self.turn(&mut st, claim_next.then_some(slot)).await;
+            crate::metrics::slots(st.running.len(), st.free.len());
+            // The dispatcher task is needed only to put off a retry, to
+            // fill other free slots while jobs are coming, or to see the
+            // last job of a drain end.
+            if st.refresh || st.draining || (next.is_some() && !st.free.is_empty()) {
+                self.poke.notify_one();
+            }
+            next
+        })
+    }
 }
 
 /// What a job may still take, given what runs, the capacity and the caps
 /// of queues and code packages.
-fn admission(
-    running: &HashMap<usize, Running>,
-    capacity: Capacity,
-    limits: &HashMap<String, i64>,
-    code_limits: &HashMap<String, i64>,
-) -> Admission {
+fn admission(st: &State, capacity: Capacity) -> Admission {
+    let running = &st.running;
     let used_mem: u64 = running.values().map(|r| r.memory).sum();
     let used_cpu: f64 = running.values().map(|r| r.cpus).sum();
     let full = |limits: &HashMap<String, i64>, of: &dyn Fn(&Running) -> Option<&str>| {
@@ -208,25 +328,9 @@ fn admission(
     Admission {
         memory_bytes: capacity.memory_bytes.saturating_sub(used_mem),
         cpus: (capacity.cpus - used_cpu).max(0.0),
-        full_queues: full(limits, &|r| Some(r.queue.as_str())),
-        full_codes: full(code_limits, &|r| r.code.as_deref()),
+        full_queues: full(&st.limits, &|r| Some(r.queue.as_str())),
+        full_codes: full(&st.code_limits, &|r| r.code.as_deref()),
     }
-}
-
-/// Free the slot of an ended attempt; the attempt, to be recorded.
-fn free_slot(
-    running: &mut HashMap<usize, Running>,
-    free: &mut Vec<usize>,
-    (slot, outcome): (usize, Outcome),
-) -> Option<(Running, Outcome)> {
-    free.push(slot);
-    running.remove(&slot).map(|r| (r, outcome))
-}
-
-/// Record the attempts in `ended` (emptied); whether a job was put off for
-/// a retry. A failure is logged per attempt (see [`take_turn`]).
-async fn record(queue: &Queue, changed: &Changed, ended: &mut Vec<(Running, Outcome)>) -> bool {
-    take_turn(queue, changed, ended, None).await.1
 }
 
 /// Record the attempts in `ended` (emptied) and, given `fits`, claim the

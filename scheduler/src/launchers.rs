@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use runtime::fd_volume::FdVolume;
@@ -40,36 +40,42 @@ pub struct LauncherConfig {
     pub volumes: std::sync::Arc<AllowedVolumes>,
 }
 
-/// Where a slot sends the outcome of an attempt: the dispatcher's channel,
-/// tagged with the slot.
-pub type Done = tokio::sync::mpsc::UnboundedSender<(usize, Outcome)>;
+/// Where a slot hands the outcome of an attempt: the dispatcher records
+/// it and, when `claim_next`, claims the slot's next job in the same turn.
+/// Called from the slot's own thread, which blocks until the turn is done.
+pub trait SlotEnd: Send + Sync {
+    /// Record `outcome` of `slot`'s attempt; the slot's next job, if any.
+    fn ended(&self, slot: usize, outcome: Outcome, claim_next: bool) -> Option<Claim>;
+}
 
-/// One attempt to run on a slot, and where to send its outcome. Dropped
+/// One attempt to run on a slot, and where its outcome goes. Dropped
 /// without an outcome (its slot thread gone), it reports the slot lost.
 struct Work {
     claim: Claim,
     slot: usize,
-    done: Option<Done>,
+    end: Option<Arc<dyn SlotEnd>>,
 }
 
 impl Work {
-    fn send(mut self, outcome: Outcome) {
-        self.deliver(outcome);
-    }
-
-    /// Send `outcome`, stamped with its end time, unless one was sent.
-    fn deliver(&mut self, mut outcome: Outcome) {
-        if let Some(done) = self.done.take() {
-            outcome.ended_at = Some(crate::queue::now_ms());
-            let _ = done.send((self.slot, outcome));
-        }
+    /// Hand over `outcome`, stamped with its end time; the slot's next work.
+    fn finish(mut self, mut outcome: Outcome) -> Option<Work> {
+        let end = self.end.take()?;
+        outcome.ended_at = Some(crate::queue::now_ms());
+        let claim = end.ended(self.slot, outcome, true)?;
+        Some(Work {
+            claim,
+            slot: self.slot,
+            end: Some(end),
+        })
     }
 }
 
 impl Drop for Work {
     fn drop(&mut self) {
-        if self.done.is_some() {
-            self.deliver(killed("launcher slot lost"));
+        if let Some(end) = self.end.take() {
+            let mut outcome = killed("launcher slot lost");
+            outcome.ended_at = Some(crate::queue::now_ms());
+            end.ended(self.slot, outcome, false);
         }
     }
 }
@@ -185,7 +191,8 @@ fn killed(reason: &str) -> Outcome {
     }
 }
 
-fn failed(reason: String) -> Outcome {
+/// An attempt that failed before or without running: `reason`.
+pub(crate) fn failed(reason: String) -> Outcome {
     Outcome {
         state: Some(JobState::Error),
         reason: Some(reason),
@@ -263,15 +270,20 @@ fn run_on(
 
 fn slot_main(cfg: LauncherConfig, rx: mpsc::Receiver<Work>) {
     let mut launcher: Option<Launcher> = None;
-    while let Ok(work) = rx.recv() {
-        let outcome = match request_for(&cfg, &work.claim) {
-            Err(reason) => failed(reason),
-            Ok((req, fds)) => run_on(&cfg, &mut launcher, &req, &fds),
-        };
-        if work.claim.payload.is_some() {
-            let _ = std::fs::remove_file(cfg.payload_dir.join(&work.claim.id));
+    while let Ok(mut work) = rx.recv() {
+        loop {
+            let outcome = match request_for(&cfg, &work.claim) {
+                Err(reason) => failed(reason),
+                Ok((req, fds)) => run_on(&cfg, &mut launcher, &req, &fds),
+            };
+            if work.claim.payload.is_some() {
+                let _ = std::fs::remove_file(cfg.payload_dir.join(&work.claim.id));
+            }
+            match work.finish(outcome) {
+                Some(next) => work = next,
+                None => break,
+            }
         }
-        work.send(outcome);
     }
     if let Some(l) = launcher {
         let _ = l.finish();
@@ -307,15 +319,20 @@ impl Slots {
         self.tx.is_empty()
     }
 
-    /// Run `claim` on slot `i`; `(i, outcome)` arrives on `done`.
-    pub fn run(&self, i: usize, claim: Claim, done: &Done) {
+    /// Run `claim` on slot `i`, its outcome handed to `end`; false, and
+    /// nothing handed, if the slot's thread is gone.
+    pub fn run(&self, i: usize, claim: Claim, end: &Arc<dyn SlotEnd>) -> bool {
         let work = Work {
             claim,
             slot: i,
-            done: Some(done.clone()),
+            end: Some(end.clone()),
         };
-        if let Err(mpsc::SendError(w)) = self.tx[i].send(work) {
-            w.send(failed("launcher slot stopped".into()));
+        match self.tx[i].send(work) {
+            Ok(()) => true,
+            Err(mpsc::SendError(mut w)) => {
+                w.end = None;
+                false
+            }
         }
     }
 

@@ -198,16 +198,17 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let (changed, _) = tokio::sync::broadcast::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let dispatcher = tokio::spawn(dispatch::run(
-        queue.clone(),
-        slots,
-        capacity,
-        wake.clone(),
-        changed.clone(),
-        stop_rx,
-        cfg.drain,
-        run_root.clone(),
-    ));
+    let dispatcher = tokio::spawn(
+        dispatch::Dispatch {
+            queue: queue.clone(),
+            capacity,
+            wake: wake.clone(),
+            changed: changed.clone(),
+            drain: cfg.drain,
+            run_root: run_root.clone(),
+        }
+        .run(slots, stop_rx),
+    );
 
     let webhooks = tokio::spawn(crate::webhooks::run(queue.clone(), stop_tx.subscribe()));
     let schedules = tokio::spawn(crate::schedules::run(
