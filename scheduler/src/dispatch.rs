@@ -12,10 +12,11 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
 
 use crate::claim::Admission;
+use crate::db::{Caps, Storage};
 use crate::error::QueueError;
 use crate::finish::Ended;
 use crate::launchers::{job_name, signal_job, SlotEnd, Slots};
-use crate::queue::{Claim, Outcome, Queue};
+use crate::queue::{Claim, Outcome};
 use crate::state::{JobState, RetryPolicy};
 
 /// What the worker may run at once.
@@ -50,8 +51,7 @@ struct State {
     running: HashMap<usize, Running>,
     /// Attempts ended but not yet recorded (a slot found gone).
     ended: Vec<(Running, Outcome)>,
-    limits: HashMap<String, i64>,
-    code_limits: HashMap<String, i64>,
+    caps: Caps,
     /// A retry was put off since the dispatcher last read delayed jobs.
     refresh: bool,
     /// No claims: the worker is draining.
@@ -61,8 +61,8 @@ struct State {
 /// The worker's dispatcher: what it needs besides the slots.
 #[derive(Debug)]
 pub struct Dispatch {
-    /// The queue.
-    pub queue: Queue,
+    /// The queue, on either engine.
+    pub queue: Arc<dyn Storage>,
     /// What may run at once.
     pub capacity: Capacity,
     /// Woken by the API and the scheduler when jobs or caps change.
@@ -77,7 +77,7 @@ pub struct Dispatch {
 
 /// The shared half: the slot threads end their attempts through it.
 struct Shared {
-    queue: Queue,
+    queue: Arc<dyn Storage>,
     changed: Changed,
     capacity: Capacity,
     state: Mutex<State>,
@@ -161,19 +161,12 @@ impl Dispatch {
                 None
             }
         };
-        let limits = crate::queues::limits(&self.queue)
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!("queue limits: {e}");
-                Default::default()
-            });
-        let code_limits = crate::code::limits(&self.queue).await.unwrap_or_else(|e| {
-            tracing::error!("code package limits: {e}");
+        let caps = self.queue.caps().await.unwrap_or_else(|e| {
+            tracing::error!("queue and code package caps: {e}");
             Default::default()
         });
         let mut st = shared.state.lock().await;
-        st.limits = limits;
-        st.code_limits = code_limits;
+        st.caps = caps;
         next_due
     }
 
@@ -255,7 +248,7 @@ impl Shared {
         let slot = slot.filter(|_| !st.draining);
         let fits = slot.map(|_| admission(st, self.capacity));
         let (turn, delayed) =
-            take_turn(&self.queue, &self.changed, &mut st.ended, fits.as_ref()).await;
+            take_turn(&*self.queue, &self.changed, &mut st.ended, fits.as_ref()).await;
         st.refresh |= delayed;
         let claim = match turn {
             Ok(c) => c?,
@@ -328,8 +321,8 @@ fn admission(st: &State, capacity: Capacity) -> Admission {
     Admission {
         memory_bytes: capacity.memory_bytes.saturating_sub(used_mem),
         cpus: (capacity.cpus - used_cpu).max(0.0),
-        full_queues: full(&st.limits, &|r| Some(r.queue.as_str())),
-        full_codes: full(&st.code_limits, &|r| r.code.as_deref()),
+        full_queues: full(&st.caps.queues, &|r| Some(r.queue.as_str())),
+        full_codes: full(&st.caps.codes, &|r| r.code.as_deref()),
     }
 }
 
@@ -337,7 +330,7 @@ fn admission(st: &State, capacity: Capacity) -> Admission {
 /// next job, in one transaction; the claim, and whether a job was put off
 /// for a retry.
 async fn take_turn(
-    queue: &Queue,
+    queue: &dyn Storage,
     changed: &Changed,
     ended: &mut Vec<(Running, Outcome)>,
     fits: Option<&Admission>,

@@ -200,7 +200,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = tokio::spawn(
         dispatch::Dispatch {
-            queue: queue.clone(),
+            queue: Arc::new(queue.clone()),
             capacity,
             wake: wake.clone(),
             changed: changed.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::postgres::local::LocalCluster;
 use super::postgres::PgStore;
-use super::Storage;
+use super::{Caps, Storage};
 use crate::claim::Admission;
 use crate::finish::Ended;
 use crate::queue::{Outcome, Queue};
@@ -522,4 +522,123 @@ async fn test_postgres_placement_prefers_the_store_that_holds_the_image() {
         ..Default::default()
     });
     assert_eq!(claim(&w1).await.as_ref(), Some(&late[0].0));
+}
+
+/// A draining worker's running attempt ends `killed` ("worker stopped")
+/// and its job is queued again without using a retry; the stopped
+/// attempt's late result is fenced off, and the job runs again.
+#[tokio::test]
+async fn test_requeue_stopped_on_both_engines() {
+    let (_d, _c, engines) = engines("requeue").await;
+    for (name, s) in engines {
+        let ids = submit(&*s, vec![job()]).await;
+        let claim = |s: Arc<dyn Storage>| async move {
+            s.turn(&[], Some(&fits()))
+                .await
+                .expect("turn")
+                .claim
+                .expect("claim")
+        };
+        let c = claim(s.clone()).await.expect("a job");
+        s.requeue_stopped(&[(c.id.clone(), c.attempt)])
+            .await
+            .expect("requeue");
+        let j = s.get(&ids[0].0).await.expect("get");
+        assert_eq!(j.state, JobState::Queued, "{name}");
+        assert_eq!(j.max_retries, 1, "{name}: no retry used");
+        assert_eq!(j.attempt_list[0].state, JobState::Killed, "{name}");
+        assert_eq!(
+            j.attempt_list[0].reason.as_deref(),
+            Some("worker stopped"),
+            "{name}"
+        );
+        let late = s
+            .finish(&ended(&c.id, 1, c.retry, JobState::Complete))
+            .await
+            .expect("finish");
+        assert_eq!(late, None, "{name}: fenced");
+        s.requeue_stopped(&[(c.id.clone(), c.attempt)])
+            .await
+            .expect("requeue again");
+        let again = s.get(&ids[0].0).await.expect("get");
+        assert_eq!(again.transitions.len(), j.transitions.len(), "{name}");
+        let c2 = claim(s.clone()).await.expect("queued again");
+        assert_eq!((c2.id.as_str(), c2.attempt), (c.id.as_str(), 2), "{name}");
+        let done = s
+            .finish(&ended(&c2.id, 2, c2.retry, JobState::Complete))
+            .await
+            .expect("finish");
+        assert_eq!(done, Some(JobState::Complete), "{name}");
+    }
+}
+
+/// The caps of queues and code packages read back from either engine.
+#[tokio::test]
+async fn test_caps_on_both_engines() {
+    const CODE: &str = "INSERT INTO code_packages (name, base_image, image_id, layer_bytes, \
+         max_concurrency, created_at, updated_at) VALUES ('pkg', 'busybox', 'sha256:00', 0, 3, 0, 0)";
+    let want = Caps {
+        queues: [("q".to_string(), 2)].into(),
+        codes: [("pkg".to_string(), 3)].into(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Queue::open(&dir.path().join("jobs.db"))
+        .await
+        .expect("open");
+    assert_eq!(Storage::caps(&sqlite).await.expect("caps"), Caps::default());
+    crate::queues::set(&sqlite, "q", Some(2))
+        .await
+        .expect("set");
+    crate::queues::set(&sqlite, "uncapped", None)
+        .await
+        .expect("set");
+    sqlx::query(CODE)
+        .execute(sqlite.pool())
+        .await
+        .expect("insert");
+    assert_eq!(Storage::caps(&sqlite).await.expect("caps"), want, "sqlite");
+    let Some(c) = cluster() else { return };
+    let pg = PgStore::open(&c.url("caps").expect("a database"), "w1")
+        .await
+        .expect("open postgres");
+    assert_eq!(Storage::caps(&pg).await.expect("caps"), Caps::default());
+    for q in [
+        "INSERT INTO queues (name, max_concurrency, updated_at) VALUES ('q', 2, 0), ('uncapped', NULL, 0)",
+        CODE,
+    ] {
+        sqlx::query(q).execute(pg.pool()).await.expect("insert");
+    }
+    assert_eq!(Storage::caps(&pg).await.expect("caps"), want, "postgres");
+}
+
+/// A draining worker requeues only the attempts it holds: another
+/// worker's running job is left alone.
+#[tokio::test]
+async fn test_postgres_requeue_touches_only_this_workers_attempts() {
+    let Some(c) = cluster() else { return };
+    let url = c.url("requeue_mine").expect("a database");
+    let w1 = PgStore::open(&url, "w1").await.expect("open w1");
+    let w2 = PgStore::open(&url, "w2").await.expect("open w2");
+    let ids = submit(&w1, vec![job()]).await;
+    let claim = w1
+        .turn(&[], Some(&fits()))
+        .await
+        .expect("turn")
+        .claim
+        .expect("claim")
+        .expect("a job");
+    w2.requeue_stopped(&[(claim.id.clone(), claim.attempt)])
+        .await
+        .expect("requeue");
+    assert_eq!(
+        w1.get(&ids[0].0).await.expect("get").state,
+        JobState::Running
+    );
+    w1.requeue_stopped(&[(claim.id.clone(), claim.attempt)])
+        .await
+        .expect("requeue");
+    assert_eq!(
+        w1.get(&ids[0].0).await.expect("get").state,
+        JobState::Queued
+    );
 }

@@ -41,4 +41,29 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// Jobs per state and queue.
     async fn counts(&self) -> Result<Vec<(JobState, String, i64)>, QueueError>;
+
+    /// Record one ended attempt alone (fenced): its job's new state, or
+    /// `None` when the result was fenced off.
+    async fn finish(&self, e: &Ended) -> Result<Option<JobState>, QueueError> {
+        let t = self.turn(std::slice::from_ref(e), None).await?;
+        Ok(t.recorded.into_iter().next().flatten())
+    }
+
+    /// A draining worker's attempts still running (job, attempt): each
+    /// ends as `killed` ("worker stopped") and its job is queued again
+    /// without using a retry. Fenced: an attempt no longer running
+    /// changes nothing.
+    async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<(), QueueError>;
+
+    /// The concurrency caps of queues and code packages.
+    async fn caps(&self) -> Result<Caps, QueueError>;
+}
+
+/// The concurrency caps admission honours: name → `max_concurrency`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Caps {
+    /// Per queue.
+    pub queues: std::collections::HashMap<String, i64>,
+    /// Per code package.
+    pub codes: std::collections::HashMap<String, i64>,
 }

@@ -1,7 +1,7 @@
 //! SQLite, one host: the [`Storage`] operations of [`Queue`], whose SQL
 //! lives beside each step (`submit.rs`, `turn.rs`, `queue.rs`).
 
-use super::Storage;
+use super::{Caps, Storage};
 use crate::claim::Admission;
 use crate::error::QueueError;
 use crate::finish::Ended;
@@ -34,5 +34,20 @@ impl Storage for Queue {
 
     async fn counts(&self) -> Result<Vec<(JobState, String, i64)>, QueueError> {
         Queue::counts(self).await
+    }
+
+    async fn finish(&self, e: &Ended) -> Result<Option<JobState>, QueueError> {
+        Queue::finish(self, e).await
+    }
+
+    async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<(), QueueError> {
+        Queue::requeue_stopped(self, running).await
+    }
+
+    async fn caps(&self) -> Result<Caps, QueueError> {
+        Ok(Caps {
+            queues: crate::queues::limits(self).await?,
+            codes: crate::code::limits(self).await?,
+        })
     }
 }

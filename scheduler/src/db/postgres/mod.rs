@@ -16,6 +16,7 @@ pub use lease::WorkerInfo;
 
 mod cancel;
 mod delayed;
+mod drain;
 mod fleet;
 mod lease;
 pub mod local;
@@ -174,5 +175,13 @@ impl crate::db::Storage for PgStore {
 
     async fn counts(&self) -> Result<Vec<(crate::state::JobState, String, i64)>, QueueError> {
         self.count_jobs().await
+    }
+
+    async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<(), QueueError> {
+        self.requeue(running).await
+    }
+
+    async fn caps(&self) -> Result<crate::db::Caps, QueueError> {
+        self.read_caps().await
     }
 }
