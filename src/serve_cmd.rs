@@ -10,9 +10,15 @@ use clap::Args;
 /// `skiff serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Job database (default ROOT/jobs.db).
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// Job database: a SQLite file (default ROOT/jobs.db), or a
+    /// postgres://USER@HOST/DB URL that a fleet of workers shares.
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
+    /// With a PostgreSQL queue: seconds a worker holds the jobs it runs
+    /// without a heartbeat (three per lease); a worker silent for longer
+    /// loses them to the fleet.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub lease: u64,
     /// API socket (default ROOT/skiff.sock, mode 0660).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -71,6 +77,7 @@ pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<u8> {
     let cfg = scheduler::serve::ServeConfig {
         root: root.to_path_buf(),
         db: args.db,
+        lease: Duration::from_secs(args.lease.max(1)),
         socket: args.socket,
         launchers: args.launchers,
         capacity_memory,

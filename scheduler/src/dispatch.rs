@@ -86,10 +86,37 @@ struct Shared {
     rt: tokio::runtime::Handle,
 }
 
+/// The attempts the worker runs (job, attempt), as its heartbeats report
+/// them to the fleet.
+#[derive(Clone)]
+pub struct RunningJobs(Arc<Shared>);
+
+impl std::fmt::Debug for RunningJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunningJobs")
+    }
+}
+
+impl RunningJobs {
+    /// What runs now.
+    pub async fn attempts(&self) -> Vec<(String, i64)> {
+        let st = self.0.state.lock().await;
+        st.running
+            .values()
+            .map(|r| (r.id.clone(), r.attempt))
+            .collect()
+    }
+}
+
 impl Dispatch {
-    /// Run until `stop` turns true, then drain for at most `drain`: running
-    /// jobs past it are stopped and queued again.
-    pub async fn run(self, slots: Slots, mut stop: watch::Receiver<bool>) {
+    /// Start the dispatcher on the runtime: it runs until `stop` turns
+    /// true, then drains for at most `drain` (running jobs past it are
+    /// stopped and queued again).
+    pub fn start(
+        self,
+        slots: Slots,
+        stop: watch::Receiver<bool>,
+    ) -> (tokio::task::JoinHandle<()>, RunningJobs) {
         let shared = Arc::new(Shared {
             queue: self.queue.clone(),
             changed: self.changed.clone(),
@@ -101,6 +128,11 @@ impl Dispatch {
             poke: Notify::new(),
             rt: tokio::runtime::Handle::current(),
         });
+        let view = RunningJobs(shared.clone());
+        (tokio::spawn(self.run(shared, slots, stop)), view)
+    }
+
+    async fn run(self, shared: Arc<Shared>, slots: Slots, mut stop: watch::Receiver<bool>) {
         let end: Arc<dyn SlotEnd> = shared.clone();
         let mut refresh = true;
         let mut next_due: Option<i64> = None;

@@ -11,6 +11,7 @@ pub mod dispatch;
 mod dispatch_conn;
 pub mod error;
 pub mod finish;
+pub mod fleet;
 pub mod hooks;
 pub mod launchers;
 pub mod metrics;

@@ -40,6 +40,9 @@ pub(crate) struct AttemptRecord {
     stderr_dropped: Option<i64>,
     started_at: i64,
     ended_at: Option<i64>,
+    /// The worker that ran it (a fleet's; SQLite has no such column).
+    #[sqlx(default)]
+    worker_id: Option<String>,
 }
 
 /// A `transitions` row.
@@ -110,6 +113,7 @@ impl JobRecord {
                 },
                 started_at: a.started_at,
                 ended_at: a.ended_at,
+                worker: a.worker_id,
             });
         }
         for t in transitions {

@@ -11,6 +11,8 @@ use tokio::net::UnixListener;
 use tokio::sync::{watch, Notify};
 
 use crate::api::{router, AppState};
+use crate::db::postgres::{PgStore, WorkerInfo};
+use crate::db::Storage;
 use crate::dispatch::{self, Capacity};
 use crate::error::QueueError;
 use crate::launchers::{LauncherConfig, Slots};
@@ -22,8 +24,11 @@ use crate::volumes::AllowedVolumes;
 pub struct ServeConfig {
     /// Store root.
     pub root: PathBuf,
-    /// Job database (default `ROOT/jobs.db`).
-    pub db: Option<PathBuf>,
+    /// Job database: a SQLite file (default `ROOT/jobs.db`), or a
+    /// `postgres://` URL shared by a fleet.
+    pub db: Option<String>,
+    /// A fleet worker's lease on the jobs it runs (PostgreSQL only).
+    pub lease: Duration,
     /// API socket (default `ROOT/skiff.sock`).
     pub socket: Option<PathBuf>,
     /// Launcher processes, i.e. jobs at once.
@@ -89,6 +94,14 @@ pub enum ServeError {
     /// A `--allow-volume` directory.
     #[error("{0}")]
     AllowVolume(String),
+}
+
+/// The queue's engine.
+enum Engine {
+    /// One host: an embedded SQLite file.
+    Sqlite(Box<Queue>),
+    /// A fleet: a shared PostgreSQL database.
+    Postgres(PgStore),
 }
 
 fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -161,18 +174,29 @@ pub async fn serve(
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| ServeError::Busy(lock_path.clone()))?;
 
-    let db_path = cfg.db.clone().unwrap_or_else(|| cfg.root.join("jobs.db"));
-    let queue = Queue::open(&db_path).await?;
+    let engine = match cfg.db.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let id = crate::fleet::worker_id(&dir).map_err(io("read or make worker id", &dir))?;
+            Engine::Postgres(PgStore::open(url, &id).await?.with_lease(cfg.lease))
+        }
+        db => {
+            let path = db.map_or_else(|| cfg.root.join("jobs.db"), PathBuf::from);
+            Engine::Sqlite(Box::new(Queue::open(&path).await?))
+        }
+    };
 
     // Recovery: what a killed worker left running is dead (its launchers
     // had a parent-death signal); clean up as `skiff gc` does, then end
     // those attempts as killed and retry their jobs.
     let run_root = cfg.root.join("run");
     collect_garbage(&cfg.root, &run_root).await?;
-    let lost = queue.recover_running().await?;
-    crate::metrics::worker_lost(lost.len());
-    if !lost.is_empty() {
-        tracing::warn!(jobs = lost.len(), "attempts lost with the previous worker");
+    let lost = match &engine {
+        Engine::Sqlite(q) => q.recover_running().await?.len(),
+        Engine::Postgres(pg) => pg.recover_mine().await?.len(),
+    };
+    crate::metrics::worker_lost(lost);
+    if lost > 0 {
+        tracing::warn!(jobs = lost, "attempts lost with the previous worker");
     }
 
     let capacity = Capacity {
@@ -198,24 +222,57 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let (changed, _) = tokio::sync::broadcast::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let dispatcher = tokio::spawn(
-        dispatch::Dispatch {
-            queue: Arc::new(queue.clone()),
-            capacity,
-            wake: wake.clone(),
-            changed: changed.clone(),
-            drain: cfg.drain,
-            run_root: run_root.clone(),
-        }
-        .run(slots, stop_rx),
-    );
+    let store: Arc<dyn Storage> = match &engine {
+        Engine::Sqlite(q) => Arc::new(Queue::clone(q)),
+        Engine::Postgres(pg) => Arc::new(pg.clone()),
+    };
+    let (dispatcher, running) = dispatch::Dispatch {
+        queue: store.clone(),
+        capacity,
+        wake: wake.clone(),
+        changed: changed.clone(),
+        drain: cfg.drain,
+        run_root: run_root.clone(),
+    }
+    .start(slots, stop_rx);
 
-    let webhooks = tokio::spawn(crate::webhooks::run(queue.clone(), stop_tx.subscribe()));
-    let schedules = tokio::spawn(crate::schedules::run(
-        queue.clone(),
-        wake.clone(),
-        stop_tx.subscribe(),
-    ));
+    // One host: webhooks and schedules. A fleet: heartbeats, the reaper
+    // and wake-ups (webhooks and schedules on PostgreSQL are to come).
+    let mut tasks = Vec::new();
+    match &engine {
+        Engine::Sqlite(q) => {
+            tasks.push(tokio::spawn(crate::webhooks::run(
+                Queue::clone(q),
+                stop_tx.subscribe(),
+            )));
+            tasks.push(tokio::spawn(crate::schedules::run(
+                Queue::clone(q),
+                wake.clone(),
+                stop_tx.subscribe(),
+            )));
+        }
+        Engine::Postgres(pg) => {
+            let fleet = crate::fleet::Fleet {
+                store: pg.clone(),
+                running,
+                wake: wake.clone(),
+                changed: changed.clone(),
+                store_root: cfg.root.clone(),
+                run_root: run_root.clone(),
+                info: WorkerInfo {
+                    host: crate::fleet::host_name(),
+                    address: cfg.listen.map(|a| a.to_string()),
+                    slots: cfg.launchers.max(1) as i64,
+                    memory_bytes: capacity.memory_bytes as i64,
+                    cpus: capacity.cpus,
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    ..Default::default()
+                },
+                lease: cfg.lease,
+            };
+            tasks.push(tokio::spawn(fleet.run(stop_tx.subscribe())));
+        }
+    }
     let socket = cfg
         .socket
         .clone()
@@ -234,7 +291,15 @@ pub async fn serve(
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
         .map_err(io("chmod", &socket))?;
     let app = router(AppState {
-        queue: queue.clone(),
+        queue: match &engine {
+            Engine::Sqlite(q) => Some(Queue::clone(q)),
+            Engine::Postgres(_) => None,
+        },
+        fleet: match &engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(pg) => Some(pg.clone()),
+        },
+        store,
         wake,
         changed,
         store_root: cfg.root.clone(),
@@ -295,8 +360,12 @@ pub async fn serve(
     if let Err(e) = collect_garbage(&cfg.root, &run_root).await {
         tracing::warn!("collect garbage at exit: {e}");
     }
-    let _ = webhooks.await;
-    let _ = schedules.await;
-    queue.close().await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    match engine {
+        Engine::Sqlite(q) => q.close().await,
+        Engine::Postgres(pg) => pg.pool().close().await,
+    }
     Ok(())
 }

@@ -118,6 +118,9 @@ pub struct Attempt {
     /// End, ms since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<i64>,
+    /// The fleet worker that ran it (`--db postgres://` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A state the job entered, and when (ms since the epoch).

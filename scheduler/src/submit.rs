@@ -73,7 +73,7 @@ pub(crate) fn new_job(v: ValidJob, now: i64) -> Result<NewJob, QueueError> {
         idempotency_key: request.idempotency_key.clone(),
         webhook: request.webhook.clone(),
         code: request.code.clone(),
-        image: request.image_ref(),
+        image: placement_key(&request.image_ref()),
         job: Job {
             state,
             reason: None,
@@ -176,4 +176,12 @@ fn insert(jobs: &[NewJob]) -> QueryBuilder<'_, Sqlite> {
             .push_bind(n.job.state.as_str());
     });
     q
+}
+
+/// The form of an image reference that placement compares with what
+/// workers advertise (image ids, and tags in canonical form): a tag is
+/// normalised as Docker does (`busybox` → `docker.io/library/busybox:latest`);
+/// anything else (an id, a digest) is kept as given.
+pub(crate) fn placement_key(image: &str) -> String {
+    imagestore::images::normalize_reference(image).unwrap_or_else(|_| image.to_string())
 }

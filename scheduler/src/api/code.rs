@@ -108,10 +108,10 @@ async fn push(
         created_at: 0,
         updated_at: 0,
     };
-    code::put(&st.queue, &p).await?;
+    code::put(st.sqlite("code packages")?, &p).await?;
     // The dispatcher reads caps again when woken.
     st.wake.notify_one();
-    let p = code::get(&st.queue, &name).await?;
+    let p = code::get(st.sqlite("code packages")?, &name).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "package": p, "layers_unpacked": report.layers_unpacked, "layers_reused": report.layers_reused })),
@@ -120,17 +120,21 @@ async fn push(
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "packages": code::list(&st.queue).await? })))
+    Ok(Json(
+        json!({ "packages": code::list(st.sqlite("code packages")?).await? }),
+    ))
 }
 
 async fn show(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     code::check_name("name", &name).map_err(ApiError::field)?;
-    Ok(Json(json!(code::get(&st.queue, &name).await?)))
+    Ok(Json(json!(
+        code::get(st.sqlite("code packages")?, &name).await?
+    )))
 }
 
 async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     code::check_name("name", &name).map_err(ApiError::field)?;
-    code::get(&st.queue, &name).await?;
+    code::get(st.sqlite("code packages")?, &name).await?;
     let root = st.store_root.clone();
     let tag = code::image_tag(&name);
     tokio::task::spawn_blocking(move || {
@@ -139,6 +143,6 @@ async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> ApiResu
     .await
     .map_err(unavailable)?
     .map_err(|e| unavailable(runtime::error::error_chain(&e)))?;
-    code::remove(&st.queue, &name).await?;
+    code::remove(st.sqlite("code packages")?, &name).await?;
     Ok(Json(json!({ "name": name, "removed": true })))
 }

@@ -48,7 +48,7 @@ async fn define(
             "a template cannot carry one: every trigger makes a new job",
         )));
     }
-    check_admissible(&v, &st, "")?;
+    check_admissible(&v, &st, &st.capacity, "")?;
     let field = if v.request.code.is_some() {
         "code"
     } else {
@@ -59,7 +59,7 @@ async fn define(
         vec![(field.into(), v.request.image_ref())],
     )
     .await?;
-    let created = hooks::put(&st.queue, &name, &v.request).await?;
+    let created = hooks::put(st.sqlite("hooks")?, &name, &v.request).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -70,12 +70,12 @@ async fn define(
 
 async fn show(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     name_ok(&name)?;
-    let t = hooks::get(&st.queue, &name).await?;
+    let t = hooks::get(st.sqlite("hooks")?, &name).await?;
     Ok(Json(json!({ "name": name, "template": t })))
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let hooks: Vec<Value> = hooks::list(&st.queue)
+    let hooks: Vec<Value> = hooks::list(st.sqlite("hooks")?)
         .await?
         .into_iter()
         .map(|(name, t)| json!({ "name": name, "template": t }))
@@ -85,7 +85,7 @@ async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
 
 async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     name_ok(&name)?;
-    hooks::remove(&st.queue, &name).await?;
+    hooks::remove(st.sqlite("hooks")?, &name).await?;
     Ok(Json(json!({ "name": name, "removed": true })))
 }
 
@@ -111,10 +111,10 @@ async fn trigger(
             "a trigger's body must be UTF-8 text",
         ))
     })?;
-    let mut t = hooks::get(&st.queue, &name).await?;
+    let mut t = hooks::get(st.sqlite("hooks")?, &name).await?;
     t.payload = Some(payload);
     let v = t.validate().map_err(ApiError::field)?;
-    let job = st.queue.submit(vec![v]).await?.remove(0).0;
+    let job = st.store.submit(vec![v]).await?.remove(0).0;
     st.wake.notify_one();
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }

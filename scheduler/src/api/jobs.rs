@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiResult, AppState};
+use crate::dispatch::Capacity;
 use crate::error::FieldError;
 use crate::launchers::output_names;
 use crate::queue::ListFilter;
@@ -54,21 +55,26 @@ pub(crate) fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
         .map_err(|e| ApiError::field(FieldError::new(format!("{prefix}{}", e.field), e.message)))
 }
 
-/// Whether this worker could ever run `v`: its limits fit the capacity and
-/// its volumes lie beneath the directories the worker allows.
-pub(crate) fn check_admissible(v: &ValidJob, st: &AppState, prefix: &str) -> ApiResult<()> {
+/// Whether `v` could ever run: its limits fit `cap` (this worker's, or the
+/// largest of a fleet's) and its volumes lie beneath the directories the
+/// worker allows.
+pub(crate) fn check_admissible(
+    v: &ValidJob,
+    st: &AppState,
+    cap: &Capacity,
+    prefix: &str,
+) -> ApiResult<()> {
     for (i, vol) in v.volumes.iter().enumerate() {
         st.volumes
             .open(vol)
             .map_err(|m| ApiError::field(FieldError::new(format!("{prefix}volumes[{i}]"), m)))?;
     }
-    let cap = &st.capacity;
     if let Some(m) = v.memory_bytes {
         if m > cap.memory_bytes {
             return Err(ApiError::field(FieldError::new(
                 format!("{prefix}memory"),
                 format!(
-                    "{m} bytes can never fit: the worker's capacity is {} bytes",
+                    "{m} bytes can never fit: the largest worker's capacity is {} bytes",
                     cap.memory_bytes
                 ),
             )));
@@ -79,7 +85,7 @@ pub(crate) fn check_admissible(v: &ValidJob, st: &AppState, prefix: &str) -> Api
             return Err(ApiError::field(FieldError::new(
                 format!("{prefix}cpus"),
                 format!(
-                    "{c} CPUs can never fit: the worker's capacity is {}",
+                    "{c} CPUs can never fit: the largest worker's capacity is {}",
                     cap.cpus
                 ),
             )));
@@ -88,20 +94,69 @@ pub(crate) fn check_admissible(v: &ValidJob, st: &AppState, prefix: &str) -> Api
     Ok(())
 }
 
+/// Whether this worker's store resolves each image: `(field, image)`.
 pub(crate) async fn check_images(root: PathBuf, jobs: Vec<(String, String)>) -> ApiResult<()> {
+    match unresolved(root, jobs).await?.into_iter().next() {
+        Some((field, _, e)) => Err(ApiError::field(FieldError::new(field, e))),
+        None => Ok(()),
+    }
+}
+
+/// The images of `jobs` (`(field, image)`) this worker's store does not
+/// resolve, with why: `(field, image, error)`.
+async fn unresolved(
+    root: PathBuf,
+    jobs: Vec<(String, String)>,
+) -> ApiResult<Vec<(String, String, String)>> {
     tokio::task::spawn_blocking(move || {
         let store = imagestore::Store::open(&root).map_err(|e| {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("image store: {e}"))
         })?;
-        for (field, image) in jobs {
-            if let Err(e) = store.resolve(&image) {
-                return Err(ApiError::field(FieldError::new(field, e.to_string())));
-            }
-        }
-        Ok(())
+        Ok(jobs
+            .into_iter()
+            .filter_map(|(field, image)| {
+                let e = store.resolve(&image).err()?;
+                Some((field, image, e.to_string()))
+            })
+            .collect())
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+}
+
+/// On a fleet, an image this worker's store lacks is accepted when a live
+/// worker's store holds it (placement sends the job there).
+async fn check_images_in_fleet(st: &AppState, jobs: Vec<(String, String)>) -> ApiResult<()> {
+    let missing = unresolved(st.store_root.clone(), jobs).await?;
+    let Some((field, _, e)) = missing.first() else {
+        return Ok(());
+    };
+    let Some(fleet) = &st.fleet else {
+        return Err(ApiError::field(FieldError::new(field.clone(), e.clone())));
+    };
+    let held = fleet.fleet_images().await?;
+    for (field, image, e) in missing {
+        if !held.contains(&crate::submit::placement_key(&image)) {
+            return Err(ApiError::field(FieldError::new(
+                field,
+                format!("{e}; and no live worker of the fleet holds it"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The capacity a job must fit: this worker's, or on a fleet the largest
+/// of its live workers'.
+async fn largest_capacity(st: &AppState) -> ApiResult<Capacity> {
+    let mut cap = st.capacity;
+    if let Some(fleet) = &st.fleet {
+        for (memory, cpus) in fleet.live_capacities().await? {
+            cap.memory_bytes = cap.memory_bytes.max(memory.max(0) as u64);
+            cap.cpus = cap.cpus.max(cpus);
+        }
+    }
+    Ok(cap)
 }
 
 async fn submit(
@@ -133,13 +188,14 @@ async fn submit(
         jobs.push(parse_job(v, "")?);
     }
     let mut images = Vec::new();
+    let cap = largest_capacity(&st).await?;
     for (i, j) in jobs.iter().enumerate() {
         let prefix = if batch {
             format!("jobs[{i}].")
         } else {
             String::new()
         };
-        check_admissible(j, &st, &prefix)?;
+        check_admissible(j, &st, &cap, &prefix)?;
         let field = if j.request.code.is_some() {
             "code"
         } else {
@@ -150,8 +206,8 @@ async fn submit(
             images.push((format!("{prefix}{field}"), image));
         }
     }
-    check_images(st.store_root.clone(), images).await?;
-    let accepted = st.queue.submit(jobs).await?;
+    check_images_in_fleet(&st, images).await?;
+    let accepted = st.store.submit(jobs).await?;
     st.wake.notify_one();
     let any_new = accepted.iter().any(|(_, created)| *created);
     let status = if any_new {
@@ -200,7 +256,7 @@ async fn list(
         limit: q.limit,
         after: q.after,
     };
-    let jobs = st.queue.list(&f).await?;
+    let jobs = st.sqlite("listing jobs")?.list(&f).await?;
     let next = if jobs.len() as i64 == f.limit.unwrap_or(100) {
         jobs.last().map(|j| j.id.clone())
     } else {
@@ -210,11 +266,11 @@ async fn list(
 }
 
 async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let job = st.queue.get(&id).await?;
+    let job = st.store.get(&id).await?;
     let has_webhook = job.request.webhook.is_some();
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
-    if has_webhook {
-        let d = crate::webhooks::deliveries(&st.queue, &id).await?;
+    if let (true, Some(queue)) = (has_webhook, &st.queue) {
+        let d = crate::webhooks::deliveries(queue, &id).await?;
         v["webhook_deliveries"] = d
             .into_iter()
             .map(|(state, attempts, error)| {
@@ -243,7 +299,7 @@ async fn wait_job(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = st.changed.subscribe();
     loop {
-        let job = st.queue.get(&id).await?;
+        let job = st.store.get(&id).await?;
         if job.state.is_terminal() {
             return Ok(Json(serde_json::to_value(job).unwrap_or(Value::Null)));
         }
@@ -274,7 +330,7 @@ struct LogQuery {
 
 /// Output followed as it grows, until attempt `n` of the job is over.
 struct Follow {
-    queue: crate::queue::Queue,
+    queue: std::sync::Arc<dyn crate::db::Storage>,
     id: String,
     n: i64,
     path: PathBuf,
@@ -337,7 +393,7 @@ async fn log(
     q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let job = st.queue.get(&id).await?;
+    let job = st.store.get(&id).await?;
     let n = match q.attempt {
         Some(n) if n < 1 || n > job.attempts => {
             return Err(ApiError::field(FieldError::new(
@@ -368,7 +424,7 @@ async fn log(
     let path = st.output_dir.join(name);
     if q.follow.unwrap_or(false) {
         let follow = Follow {
-            queue: st.queue.clone(),
+            queue: st.store.clone(),
             id: id.clone(),
             n,
             path,
@@ -396,8 +452,8 @@ async fn log(
 }
 
 async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    if st.queue.cancel(&id).await? {
-        let job = st.queue.get(&id).await?;
+    if st.store.cancel(&id).await? {
+        let job = st.store.get(&id).await?;
         let name = crate::launchers::job_name(&id, job.attempts);
         let run_root = st.run_root.clone();
         // SIGTERM now; SIGKILL after the stop timeout if it still runs.
@@ -413,7 +469,7 @@ async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult
 }
 
 async fn retry(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    st.queue.retry(&id).await?;
+    st.sqlite("retrying a job")?.retry(&id).await?;
     st.wake.notify_one();
     get_job(State(st), Path(id)).await
 }

@@ -14,7 +14,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 async fn render(State(s): State<AppState>) -> ApiResult<Response> {
-    let counts = s.queue.counts().await?;
+    let counts = s.store.counts().await?;
     crate::metrics::set_job_counts(&counts);
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::db::Storage;
 use crate::dispatch::{Capacity, Changed};
 use crate::error::{FieldError, QueueError};
 use crate::queue::Queue;
@@ -34,8 +35,14 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The queue.
-    pub queue: Queue,
+    /// The queue, on either engine.
+    pub store: Arc<dyn Storage>,
+    /// The same queue when it is SQLite: what is not yet on PostgreSQL
+    /// (schedules, hooks, code packages, queue caps, list, retry, webhook
+    /// deliveries) needs it.
+    pub queue: Option<Queue>,
+    /// The fleet's queue when it is PostgreSQL (workers, their images).
+    pub fleet: Option<crate::db::postgres::PgStore>,
     /// Wakes the dispatcher.
     pub wake: Arc<Notify>,
     /// Job state changes.
@@ -52,6 +59,19 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Where API jobs may mount host paths (`--allow-volume`).
     pub volumes: Arc<AllowedVolumes>,
+}
+
+impl AppState {
+    /// The SQLite queue, for what a fleet's PostgreSQL queue does not
+    /// offer yet: a 501 naming `what` otherwise.
+    pub(crate) fn sqlite(&self, what: &str) -> ApiResult<&Queue> {
+        self.queue.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("{what} is not yet available with a PostgreSQL queue (--db postgres://)"),
+            )
+        })
+    }
 }
 
 /// An API error: status, message, and the field at fault.

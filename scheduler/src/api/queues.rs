@@ -49,7 +49,7 @@ async fn set(
             )));
         }
     }
-    queues::set(&st.queue, &name, s.max_concurrency).await?;
+    queues::set(st.sqlite("queue caps")?, &name, s.max_concurrency).await?;
     st.wake.notify_one();
     Ok(Json(
         json!({ "name": name, "max_concurrency": s.max_concurrency }),
@@ -57,7 +57,7 @@ async fn set(
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let q: Vec<Value> = queues::list(&st.queue)
+    let q: Vec<Value> = queues::list(st.sqlite("queue caps")?)
         .await?
         .into_iter()
         .map(|(name, max)| json!({ "name": name, "max_concurrency": max }))

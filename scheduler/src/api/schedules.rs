@@ -64,23 +64,27 @@ async fn create(
         .clone()
         .validate()
         .map_err(|e| ApiError::field(FieldError::new(format!("job.{}", e.field), e.message)))?;
-    check_admissible(&job, &st, "job.")?;
+    check_admissible(&job, &st, &st.capacity, "job.")?;
     check_images(
         st.store_root.clone(),
         vec![("job.image".into(), v.request.job.image.clone())],
     )
     .await?;
-    let s = Schedules::new(st.queue.clone()).create(&v).await?;
+    let s = Schedules::new(st.sqlite("schedules")?.clone())
+        .create(&v)
+        .await?;
     Ok((StatusCode::CREATED, Json(to_json(s))).into_response())
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let all = Schedules::new(st.queue.clone()).list().await?;
+    let all = Schedules::new(st.sqlite("schedules")?.clone())
+        .list()
+        .await?;
     Ok(Json(json!({ "schedules": all })))
 }
 
 async fn show(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let s = Schedules::new(st.queue.clone())
+    let s = Schedules::new(st.sqlite("schedules")?.clone())
         .get(&id)
         .await
         .map_err(not_found(&id))?;
@@ -88,7 +92,7 @@ async fn show(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<J
 }
 
 async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Schedules::new(st.queue.clone())
+    Schedules::new(st.sqlite("schedules")?.clone())
         .delete(&id)
         .await
         .map_err(not_found(&id))?;

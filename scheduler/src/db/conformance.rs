@@ -477,20 +477,23 @@ async fn test_postgres_placement_prefers_the_store_that_holds_the_image() {
     let w1 = PgStore::open(&url, "w1").await.expect("open");
     let w2 = PgStore::open(&url, "w2").await.expect("open");
     let grace = Duration::from_secs(3600);
+    // Workers advertise tags in canonical form; a job's short reference
+    // is normalised at submit to match.
+    let canon = |s: &str| format!("docker.io/library/{s}:latest");
     w1.set_placement(Placement {
-        images: vec!["img-a".into()],
+        images: vec![canon("img-a")],
         grace,
         ..Default::default()
     });
     w2.set_placement(Placement {
-        images: vec!["img-b".into()],
+        images: vec![canon("img-b")],
         grace,
         ..Default::default()
     });
     let holds_b = super::postgres::WorkerInfo {
         host: "h2".into(),
         slots: 2,
-        images: vec!["img-b".into()],
+        images: vec![canon("img-b")],
         version: "test".into(),
         ..Default::default()
     };
@@ -517,7 +520,7 @@ async fn test_postgres_placement_prefers_the_store_that_holds_the_image() {
     let late = submit(&w1, vec![with("img-b")]).await;
     assert_eq!(claim(&w1).await, None, "within the grace");
     w1.set_placement(Placement {
-        images: vec!["img-a".into()],
+        images: vec![canon("img-a")],
         grace: Duration::ZERO,
         ..Default::default()
     });

@@ -63,6 +63,11 @@ pub enum Woken {
 }
 
 impl Wakeups {
+    /// Whether notifications still arrive (else this polls only).
+    pub fn is_listening(&self) -> bool {
+        self.listener.is_some()
+    }
+
     /// Wait for jobs: a notification, or at most the poll interval. A lost
     /// listening connection falls back to polling (and says so).
     pub async fn wait(&mut self) -> Woken {
@@ -115,5 +120,32 @@ impl PgStore {
             None
         };
         Ok(Wakeups { listener, poll })
+    }
+}
+
+impl PgStore {
+    /// The image references live workers' stores hold (placement's view;
+    /// a worker silent past `lost_after` counts as lost).
+    pub async fn fleet_images(&self) -> Result<std::collections::HashSet<String>, QueueError> {
+        let lost_after = self.placement().lost_after.as_millis() as i64;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT jsonb_array_elements_text(images) FROM workers \
+             WHERE heartbeat_at > $1",
+        )
+        .bind(now_ms() - lost_after)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Each live worker's capacity: (memory bytes, CPUs).
+    pub async fn live_capacities(&self) -> Result<Vec<(i64, f64)>, QueueError> {
+        let lost_after = self.placement().lost_after.as_millis() as i64;
+        Ok(
+            sqlx::query_as("SELECT memory_bytes, cpus FROM workers WHERE heartbeat_at > $1")
+                .bind(now_ms() - lost_after)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

@@ -94,16 +94,37 @@ impl PgStore {
     /// states. The attempts are locked while they are ended, so a late
     /// heartbeat of their worker waits, then finds them gone.
     pub async fn reap_expired(&self) -> Result<Vec<(String, JobState)>, QueueError> {
+        self.end_lost(
+            "lease_until < (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            None,
+        )
+        .await
+    }
+
+    /// At start: end the attempts this worker held when it stopped (it
+    /// crashed or was killed; its containers died with it) as `killed`
+    /// ("worker lost"), as a reaper would once their leases ran out.
+    pub async fn recover_mine(&self) -> Result<Vec<(String, JobState)>, QueueError> {
+        self.end_lost("worker_id = $1", Some(&self.worker)).await
+    }
+
+    /// End the running attempts that `cond` selects (`$1`: `arg`).
+    async fn end_lost(
+        &self,
+        cond: &str,
+        arg: Option<&str>,
+    ) -> Result<Vec<(String, JobState)>, QueueError> {
         let now = now_ms();
         let mut tx = self.dispatch.begin().await?;
-        let lost: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
+        let sql = format!(
             "SELECT id, attempts, max_retries, retry_delay_ms, worker_id FROM jobs \
-             WHERE state = 'running' \
-               AND lease_until < (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
-             FOR UPDATE SKIP LOCKED",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+             WHERE state = 'running' AND {cond} FOR UPDATE SKIP LOCKED"
+        );
+        let mut q = sqlx::query_as(&sql);
+        if let Some(a) = arg {
+            q = q.bind(a);
+        }
+        let lost: Vec<(String, i64, i64, i64, String)> = q.fetch_all(&mut *tx).await?;
         let mut out = Vec::with_capacity(lost.len());
         for (id, n, max_retries, delay_ms, worker) in lost {
             let e = Ended {
@@ -126,5 +147,17 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// The attempts this worker runs whose jobs were asked to cancel (by
+    /// any worker's API): they are to be stopped.
+    pub async fn cancels_requested(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        Ok(sqlx::query_as(
+            "SELECT id, attempts FROM jobs \
+             WHERE state = 'running' AND cancel_requested AND worker_id = $1",
+        )
+        .bind(&self.worker)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -14,7 +14,7 @@ impl PgStore {
                 .await?
                 .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
         let attempts = sqlx::query_as(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 ORDER BY n"
+            "SELECT {ATTEMPT_COLUMNS}, worker_id FROM attempts WHERE job_id = $1 ORDER BY n"
         ))
         .bind(id)
         .fetch_all(&self.pool)

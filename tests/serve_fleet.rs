@@ -1,0 +1,147 @@
+//! Workers of a fleet: real `skiff serve` processes, each with a store of
+//! its own, on one PostgreSQL cluster of the test's own (`--db
+//! postgres://`). A job submitted to one worker runs on another; a
+//! worker that dies loses its jobs to the others when its lease runs out;
+//! a cancel through one worker stops a job that another runs.
+
+mod support;
+
+use std::time::Duration;
+
+use scheduler::db::postgres::local::LocalCluster;
+use serde_json::{json, Value};
+use support::serve::{Worker, IMAGE};
+
+/// A cluster, or `None` (skip) when PostgreSQL is not installed, which in
+/// CI (`SKIFF_REQUIRE_PRIVILEGED=1`) fails instead.
+fn cluster() -> Option<LocalCluster> {
+    let c = LocalCluster::start().expect("start a PostgreSQL cluster");
+    if c.is_none() {
+        support::privilege::skip_or_fail("PostgreSQL's initdb not found (install postgresql)");
+    }
+    c
+}
+
+/// A worker of the fleet on `url`, with `args`, holding its jobs for a
+/// 3 s lease.
+fn worker(url: &str, args: &[&str]) -> Option<Worker> {
+    let mut all = vec!["--db", url, "--lease", "3", "--launchers", "1"];
+    all.extend_from_slice(args);
+    Worker::start(&all)
+}
+
+fn worker_id(w: &Worker) -> String {
+    std::fs::read_to_string(w.root().join("serve/worker-id"))
+        .expect("worker id")
+        .trim()
+        .to_string()
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("job id").to_string()
+}
+
+fn sh(script: &str) -> Value {
+    json!({ "image": IMAGE, "command": ["sh", "-c", script] })
+}
+
+/// Wait until `w`'s heartbeat is in the workers table (it is written
+/// when the worker starts, before its API answers, but not awaited).
+fn wait_heartbeat(w: &Worker, url: &str) {
+    let want = worker_id(w);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = scheduler::db::postgres::PgStore::open(url, "test-reader")
+            .await
+            .expect("open");
+        for _ in 0..200 {
+            let rows = store.workers().await.expect("workers");
+            if rows.iter().any(|r| r.id == want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no heartbeat from {want}");
+    });
+}
+
+#[test]
+fn test_a_job_submitted_to_one_worker_runs_on_another() {
+    let Some(c) = cluster() else { return };
+    let url = c.url("one_to_another").expect("a database");
+    let Some(big) = worker(&url, &["--capacity-memory", "2g"]) else {
+        return;
+    };
+    wait_heartbeat(&big, &url);
+    let Some(small) = worker(&url, &["--capacity-memory", "256m"]) else {
+        return;
+    };
+    // 512 MiB never fits the small worker, but fits the fleet's largest.
+    let mut job = sh("echo ran here");
+    job["memory"] = json!("512m");
+    let j = small.submit(job);
+    let done = small.wait(&id(&j), 60);
+    assert_eq!(done["state"], "complete", "{done}\n{}", big.log());
+    assert_eq!(
+        done["attempt_list"][0]["worker"],
+        json!(worker_id(&big)),
+        "{done}"
+    );
+    // Its output is on the worker that ran it.
+    let (st, out) = big.call("GET", &format!("/v1/jobs/{}/log", id(&j)), None);
+    assert_eq!((st, out), (200, json!("ran here\n")));
+    // One that no worker could ever fit is refused, naming the field.
+    let mut huge = sh("true");
+    huge["memory"] = json!("64g");
+    let (st, v) = small.call("POST", "/v1/jobs", Some(&huge));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["field"], "memory", "{v}");
+}
+
+#[test]
+fn test_a_killed_workers_job_is_retried_by_another_after_its_lease() {
+    let Some(c) = cluster() else { return };
+    let url = c.url("lost_worker").expect("a database");
+    let Some(mut doomed) = worker(&url, &[]) else {
+        return;
+    };
+    let mut job = sh("trap 'exit 143' TERM; sleep 30 & wait");
+    job["max_retries"] = json!(1);
+    job["retry_delay"] = json!(0);
+    let j = doomed.submit(job);
+    doomed.wait_state(&id(&j), "running", 30);
+    let Some(other) = worker(&url, &[]) else {
+        return;
+    };
+    doomed.kill9();
+    // The lease (3 s) runs out; the other worker's reaper ends the attempt
+    // and the retry runs there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        let v = other.job(&id(&j));
+        if v["attempts"] == 2 && v["state"] == "running" {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never retried: {v}\n{}",
+            other.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let attempts = v["attempt_list"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{v}");
+    assert_eq!(attempts[0]["state"], "killed", "{v}");
+    assert_eq!(attempts[0]["reason"], "worker lost", "{v}");
+    assert_eq!(attempts[0]["worker"], json!(worker_id(&doomed)), "{v}");
+    assert_eq!(attempts[1]["worker"], json!(worker_id(&other)), "{v}");
+    // A cancel through the restarted worker stops the job the other runs.
+    doomed.restart();
+    let (st, v) = doomed.call("POST", &format!("/v1/jobs/{}/cancel", id(&j)), None);
+    assert_eq!(st, 200, "{v}");
+    let done = doomed.wait(&id(&j), 60);
+    assert_eq!(done["state"], "cancelled", "{done}\n{}", other.log());
+}
