@@ -256,7 +256,7 @@ async fn list(
         limit: q.limit,
         after: q.after,
     };
-    let jobs = st.sqlite("listing jobs")?.list(&f).await?;
+    let jobs = st.store.list(&f).await?;
     let next = if jobs.len() as i64 == f.limit.unwrap_or(100) {
         jobs.last().map(|j| j.id.clone())
     } else {
@@ -469,7 +469,7 @@ async fn cancel(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult
 }
 
 async fn retry(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    st.sqlite("retrying a job")?.retry(&id).await?;
+    st.store.retry(&id).await?;
     st.wake.notify_one();
     get_job(State(st), Path(id)).await
 }

@@ -38,8 +38,8 @@ pub struct AppState {
     /// The queue, on either engine.
     pub store: Arc<dyn Storage>,
     /// The same queue when it is SQLite: what is not yet on PostgreSQL
-    /// (schedules, hooks, code packages, queue caps, list, retry, webhook
-    /// deliveries) needs it.
+    /// (schedules, hooks, code packages, queue caps, webhook deliveries)
+    /// needs it.
     pub queue: Option<Queue>,
     /// The fleet's queue when it is PostgreSQL (workers, their images).
     pub fleet: Option<crate::db::postgres::PgStore>,

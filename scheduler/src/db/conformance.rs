@@ -645,3 +645,71 @@ async fn test_postgres_requeue_touches_only_this_workers_attempts() {
         JobState::Queued
     );
 }
+
+/// Listing filters and pages alike on both engines; a finished job is
+/// retried by hand, an unfinished one is a conflict.
+#[tokio::test]
+async fn test_list_and_retry_on_both_engines() {
+    let (_d, _c, engines) = engines("list_retry").await;
+    for (name, s) in engines {
+        let labelled = JobRequest {
+            label: Some("l1".into()),
+            ..job()
+        };
+        let ids = submit(&*s, vec![labelled.clone(), job(), labelled]).await;
+        let f = |label: Option<&str>, limit, after: Option<&str>| crate::queue::ListFilter {
+            label: label.map(Into::into),
+            limit,
+            after: after.map(Into::into),
+            ..Default::default()
+        };
+        let got = |jobs: Vec<crate::state::Job>| -> Vec<String> {
+            jobs.into_iter().map(|j| j.id).collect()
+        };
+        let all = got(s.list(&f(None, None, None)).await.expect("list"));
+        assert_eq!(all, [ids[0].0.as_str(), &ids[1].0, &ids[2].0], "{name}");
+        let l1 = got(s.list(&f(Some("l1"), None, None)).await.expect("list"));
+        assert_eq!(l1, [ids[0].0.as_str(), &ids[2].0], "{name}");
+        let page = got(s
+            .list(&f(None, Some(1), Some(&ids[0].0)))
+            .await
+            .expect("list"));
+        assert_eq!(page, [ids[1].0.as_str()], "{name}");
+        let queued = crate::queue::ListFilter {
+            state: Some(JobState::Queued),
+            ..Default::default()
+        };
+        assert_eq!(s.list(&queued).await.expect("list").len(), 3, "{name}");
+
+        let err = s.retry(&ids[0].0).await.expect_err("queued");
+        assert!(
+            err.to_string().contains("only a finished job"),
+            "{name}: {err}"
+        );
+        let c = s
+            .turn(&[], Some(&fits()))
+            .await
+            .expect("turn")
+            .claim
+            .expect("claim")
+            .expect("a job");
+        s.finish(&ended(&c.id, 1, c.retry, JobState::Error))
+            .await
+            .expect("finish");
+        s.retry(&c.id).await.expect("retry");
+        let j = s.get(&c.id).await.expect("get");
+        assert_eq!(j.state, JobState::Queued, "{name}");
+        let states: Vec<JobState> = j.transitions.iter().map(|t| t.state).collect();
+        assert_eq!(
+            states,
+            [
+                JobState::Queued,
+                JobState::Running,
+                JobState::Error,
+                JobState::Queued
+            ],
+            "{name}"
+        );
+        assert!(s.retry("j-none").await.is_err(), "{name}");
+    }
+}

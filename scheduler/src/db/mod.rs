@@ -55,6 +55,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// changes nothing.
     async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<(), QueueError>;
 
+    /// Jobs in submit order, filtered and paged.
+    async fn list(&self, f: &crate::queue::ListFilter) -> Result<Vec<Job>, QueueError>;
+
+    /// Queue a finished job again, by hand (a conflict if it has not
+    /// finished).
+    async fn retry(&self, id: &str) -> Result<(), QueueError>;
+
     /// The concurrency caps of queues and code packages.
     async fn caps(&self) -> Result<Caps, QueueError>;
 }

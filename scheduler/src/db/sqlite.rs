@@ -5,7 +5,7 @@ use super::{Caps, Storage};
 use crate::claim::Admission;
 use crate::error::QueueError;
 use crate::finish::Ended;
-use crate::queue::Queue;
+use crate::queue::{ListFilter, Queue};
 use crate::request::ValidJob;
 use crate::state::{Job, JobState};
 use crate::turn::Turn;
@@ -42,6 +42,14 @@ impl Storage for Queue {
 
     async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<(), QueueError> {
         Queue::requeue_stopped(self, running).await
+    }
+
+    async fn list(&self, f: &ListFilter) -> Result<Vec<Job>, QueueError> {
+        Queue::list(self, f).await
+    }
+
+    async fn retry(&self, id: &str) -> Result<(), QueueError> {
+        Queue::retry(self, id).await
     }
 
     async fn caps(&self) -> Result<Caps, QueueError> {

@@ -20,6 +20,7 @@ mod drain;
 mod fleet;
 mod lease;
 pub mod local;
+mod manage;
 mod read;
 mod submit;
 mod turn;
@@ -183,5 +184,16 @@ impl crate::db::Storage for PgStore {
 
     async fn caps(&self) -> Result<crate::db::Caps, QueueError> {
         self.read_caps().await
+    }
+
+    async fn list(
+        &self,
+        f: &crate::queue::ListFilter,
+    ) -> Result<Vec<crate::state::Job>, QueueError> {
+        self.list_jobs(f).await
+    }
+
+    async fn retry(&self, id: &str) -> Result<(), QueueError> {
+        self.retry_job(id).await
     }
 }
