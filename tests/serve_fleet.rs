@@ -90,9 +90,24 @@ fn test_a_job_submitted_to_one_worker_runs_on_another() {
         json!(worker_id(&big)),
         "{done}"
     );
-    // Its output is on the worker that ran it.
-    let (st, out) = big.call("GET", &format!("/v1/jobs/{}/log", id(&j)), None);
-    assert_eq!((st, out), (200, json!("ran here\n")));
+    // Its output is served by every worker: the one that ran it, from
+    // its file; the other, as stored with the attempt's result.
+    for w in [&big, &small] {
+        let (st, out) = w.call("GET", &format!("/v1/jobs/{}/log", id(&j)), None);
+        assert_eq!((st, out), (200, json!("ran here\n")));
+        let follow = format!("/v1/jobs/{}/log?follow=true", id(&j));
+        let (st, out) = w.call("GET", &follow, None);
+        assert_eq!((st, out), (200, json!("ran here\n")));
+    }
+    // Followed through a worker that does not run it, the output comes
+    // once the attempt has ended.
+    let mut late = sh("sleep 1; echo late");
+    late["memory"] = json!("512m");
+    let late = small.submit(late);
+    let follow = format!("/v1/jobs/{}/log?follow=true", id(&late));
+    small.wait_state(&id(&late), "running", 30);
+    let (st, out) = small.call("GET", &follow, None);
+    assert_eq!((st, out), (200, json!("late\n")));
     // One that no worker could ever fit is refused, naming the field.
     let mut huge = sh("true");
     huge["memory"] = json!("64g");

@@ -177,7 +177,12 @@ pub async fn serve(
     let engine = match cfg.db.as_deref() {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let id = crate::fleet::worker_id(&dir).map_err(io("read or make worker id", &dir))?;
-            Engine::Postgres(PgStore::open(url, &id).await?.with_lease(cfg.lease))
+            Engine::Postgres(
+                PgStore::open(url, &id)
+                    .await?
+                    .with_lease(cfg.lease)
+                    .with_output_dir(output_dir.clone()),
+            )
         }
         db => {
             let path = db.map_or_else(|| cfg.root.join("jobs.db"), PathBuf::from);

@@ -336,6 +336,9 @@ struct Follow {
     path: PathBuf,
     offset: u64,
     last_look: bool,
+    /// On a fleet: where an attempt that ran elsewhere left its output.
+    fleet: Option<crate::db::postgres::PgStore>,
+    stream: &'static str,
 }
 
 impl Follow {
@@ -360,6 +363,17 @@ impl Follow {
         }
     }
 
+    /// The output of an attempt that ran on another worker of the fleet,
+    /// as it stored it when the attempt ended.
+    async fn stored(&self) -> Option<Vec<u8>> {
+        let fleet = self.fleet.as_ref()?;
+        if self.offset > 0 || tokio::fs::try_exists(&self.path).await.unwrap_or(true) {
+            return None;
+        }
+        let b = fleet.output(&self.id, self.n, self.stream).await.ok()??;
+        (!b.is_empty()).then_some(b)
+    }
+
     /// The next chunk, or `None` at the end.
     async fn next(mut self) -> Option<(std::io::Result<Vec<u8>>, Follow)> {
         loop {
@@ -378,6 +392,16 @@ impl Follow {
                 Ok(_) => {}
             }
             if self.attempt_over().await {
+                if let Some(b) = self.stored().await {
+                    return Some((
+                        Ok(b),
+                        Follow {
+                            last_look: true,
+                            fleet: None,
+                            ..self
+                        },
+                    ));
+                }
                 // One more read for what was written before the end.
                 self.last_look = true;
                 continue;
@@ -411,9 +435,9 @@ async fn log(
         None => job.attempts,
     };
     let (out, err) = output_names(&id, n);
-    let name = match q.stream.as_deref() {
-        None | Some("stdout") => out,
-        Some("stderr") => err,
+    let (name, stream) = match q.stream.as_deref() {
+        None | Some("stdout") => (out, "stdout"),
+        Some("stderr") => (err, "stderr"),
         Some(s) => {
             return Err(ApiError::field(FieldError::new(
                 "stream",
@@ -430,6 +454,8 @@ async fn log(
             path,
             offset: 0,
             last_look: false,
+            fleet: st.fleet.clone(),
+            stream,
         };
         let stream = futures_util::stream::unfold(follow, Follow::next);
         return Ok((
@@ -440,7 +466,11 @@ async fn log(
     }
     let bytes = match tokio::fs::read(&path).await {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        // On a fleet, an attempt that ran elsewhere: what its worker stored.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match &st.fleet {
+            Some(f) => f.output(&id, n, stream).await?.unwrap_or_default(),
+            None => Vec::new(),
+        },
         Err(e) => {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

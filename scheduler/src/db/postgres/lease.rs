@@ -141,7 +141,9 @@ impl PgStore {
                     ..Default::default()
                 },
             };
-            if let Some(state) = super::turn::record_in(&mut tx, &e, &worker, now).await? {
+            if let Some(state) =
+                super::turn::record_in(&mut tx, &e, &worker, now, [None, None]).await?
+            {
                 out.push((e.id, state));
             }
         }

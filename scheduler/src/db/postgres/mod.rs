@@ -48,6 +48,7 @@ pub struct PgStore {
     worker: String,
     lease: Duration,
     placement: std::sync::Arc<std::sync::RwLock<Placement>>,
+    output_dir: Option<std::path::PathBuf>,
 }
 
 /// What placement knows: the image references this worker's store
@@ -104,12 +105,21 @@ impl PgStore {
             worker: worker.to_string(),
             lease: DEFAULT_LEASE,
             placement: Default::default(),
+            output_dir: None,
         })
     }
 
     /// Hold claimed attempts for `lease` between heartbeats.
     pub fn with_lease(mut self, lease: Duration) -> PgStore {
         self.lease = lease;
+        self
+    }
+
+    /// Keep the output this worker captures (`dir`, the launchers'
+    /// output directory) with each attempt's result, so that any worker
+    /// serves it ([`PgStore::output`]).
+    pub fn with_output_dir(mut self, dir: std::path::PathBuf) -> PgStore {
+        self.output_dir = Some(dir);
         self
     }
 

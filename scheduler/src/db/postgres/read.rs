@@ -27,6 +27,25 @@ impl PgStore {
         job.with_history(attempts, transitions)
     }
 
+    /// The output of attempt `n` of job `id` on `stream` (`stdout` or
+    /// `stderr`) as its worker stored it when the attempt ended; `None`
+    /// before then.
+    pub async fn output(
+        &self,
+        id: &str,
+        n: i64,
+        stream: &str,
+    ) -> Result<Option<Vec<u8>>, QueueError> {
+        Ok(sqlx::query_scalar(
+            "SELECT data FROM outputs WHERE job_id = $1 AND n = $2 AND stream = $3",
+        )
+        .bind(id)
+        .bind(n)
+        .bind(stream)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub(super) async fn count_jobs(&self) -> Result<Vec<(JobState, String, i64)>, QueueError> {
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT state, queue, COUNT(*) FROM jobs GROUP BY state, queue")

@@ -28,7 +28,8 @@ use crate::state::JobState;
 use crate::turn::Turn;
 
 /// The record's CTEs (`j` is the fenced job update, which the others
-/// follow): parameters `$1`–`$17`.
+/// follow): parameters `$1`–`$19` (`$18`, `$19`: the attempt's stdout and
+/// stderr as captured, if this worker ran it).
 const FINISH_CTES: &str = "\
 j AS (
   UPDATE jobs SET
@@ -51,6 +52,12 @@ j AS (
   INSERT INTO webhook_deliveries (job_id, url, state, next_at, created_at)
   SELECT id, webhook, 'pending', $5, $5 FROM j
   WHERE webhook IS NOT NULL AND state IN ('complete', 'error', 'timeout', 'killed', 'cancelled')
+), o AS (
+  INSERT INTO outputs (job_id, n, stream, data)
+  SELECT j.id, $7, s.stream, s.data FROM j,
+    (VALUES ('stdout', $18::bytea), ('stderr', $19::bytea)) AS s(stream, data)
+  WHERE s.data IS NOT NULL
+  ON CONFLICT DO NOTHING
 )";
 
 /// The claim: the first queued job that fits and that placement lets
@@ -95,20 +102,27 @@ static FINISH: LazyLock<String> =
 /// A claim alone: the job started, if any.
 static CLAIM: LazyLock<String> = LazyLock::new(|| format!("WITH {CLAIM_CTES} SELECT * FROM c"));
 
-/// Record `e`, an attempt of `worker`'s, on `conn`: the job's new state,
-/// or `None` when fenced off.
+/// Record `e`, an attempt of `worker`'s, on `conn`, with its `output`
+/// (stdout, stderr) when known: the job's new state, or `None` when
+/// fenced off.
 pub(super) async fn record_in(
     conn: &mut sqlx::PgConnection,
     e: &Ended,
     worker: &str,
     now: i64,
+    output: Output,
 ) -> Result<Option<JobState>, QueueError> {
     let row = bind_finish(sqlx::query(&FINISH), e, worker, now)
+        .bind(output[0].as_deref())
+        .bind(output[1].as_deref())
         .fetch_optional(&mut *conn)
         .await?;
     let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
     Ok(state.and_then(|s| JobState::parse(&s)))
 }
+
+/// An attempt's captured stdout and stderr, if known.
+pub(super) type Output = [Option<Vec<u8>>; 2];
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
@@ -177,8 +191,20 @@ impl PgStore {
     }
 
     async fn record(&self, e: &Ended, now: i64) -> Result<Option<JobState>, QueueError> {
+        let output = self.captured(e).await;
         let mut conn = self.dispatch.acquire().await?;
-        record_in(&mut conn, e, &self.worker, now).await
+        record_in(&mut conn, e, &self.worker, now, output).await
+    }
+
+    /// The output this worker captured for `e`'s attempt (none when it
+    /// keeps no output directory, or a stream was never written).
+    async fn captured(&self, e: &Ended) -> Output {
+        let Some(dir) = &self.output_dir else {
+            return [None, None];
+        };
+        let (out, err) = crate::launchers::output_names(&e.id, e.n);
+        let read = |name: String| async move { tokio::fs::read(dir.join(name)).await.ok() };
+        [read(out).await, read(err).await]
     }
 
     /// The claim in `r`; a job whose stored request cannot be read is
