@@ -76,7 +76,7 @@ fn test_a_job_submitted_to_one_worker_runs_on_another() {
         return;
     };
     wait_heartbeat(&big, &url);
-    let Some(small) = worker(&url, &["--capacity-memory", "256m"]) else {
+    let Some(small) = worker(&url, &["--capacity-memory", "256m", "--capacity-cpus", "8"]) else {
         return;
     };
     // 512 MiB never fits the small worker, but fits the fleet's largest.
@@ -114,6 +114,40 @@ fn test_a_job_submitted_to_one_worker_runs_on_another() {
     let (st, v) = small.call("POST", "/v1/jobs", Some(&huge));
     assert_eq!(st, 400, "{v}");
     assert_eq!(v["field"], "memory", "{v}");
+    // Memory only the big worker has, with CPUs only the small one has:
+    // no single worker could ever run it.
+    let mut split = sh("true");
+    split["memory"] = json!("512m");
+    split["cpus"] = json!(4);
+    let (st, v) = small.call("POST", "/v1/jobs", Some(&split));
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no worker has both"),
+        "{v}"
+    );
+}
+
+#[test]
+fn test_a_draining_worker_keeps_its_leases() {
+    let Some(c) = cluster() else { return };
+    let url = c.url("drain_leases").expect("a database");
+    let Some(mut draining) = worker(&url, &["--drain-timeout", "30"]) else {
+        return;
+    };
+    let j = draining.submit(sh("sleep 6; echo done"));
+    draining.wait_state(&id(&j), "running", 30);
+    let Some(other) = worker(&url, &[]) else {
+        return;
+    };
+    // SIGTERM: the drain waits for the job, twice as long as a lease;
+    // heartbeats go on meanwhile, so the other worker's reaper leaves it.
+    draining.stop();
+    let done = other.wait(&id(&j), 60);
+    assert_eq!(done["state"], "complete", "{done}\n{}", draining.log());
+    assert_eq!(done["attempts"], 1, "{done}");
 }
 
 #[test]

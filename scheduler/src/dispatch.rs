@@ -83,6 +83,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the dispatcher task from a slot thread.
     poke: Notify,
+    /// Turns true at SIGTERM: from then on no slot claims a job.
+    stop: watch::Receiver<bool>,
     rt: tokio::runtime::Handle,
 }
 
@@ -126,6 +128,7 @@ impl Dispatch {
                 ..Default::default()
             }),
             poke: Notify::new(),
+            stop: stop.clone(),
             rt: tokio::runtime::Handle::current(),
         });
         let view = RunningJobs(shared.clone());
@@ -277,7 +280,7 @@ impl Shared {
     /// One turn: record the attempts that ended and, given a free `slot`
     /// and unless draining, claim its next job, in one transaction.
     async fn turn(&self, st: &mut State, slot: Option<usize>) -> Option<Claim> {
-        let slot = slot.filter(|_| !st.draining);
+        let slot = slot.filter(|_| !st.draining && !*self.stop.borrow());
         let fits = slot.map(|_| admission(st, self.capacity));
         let (turn, delayed) =
             take_turn(&*self.queue, &self.changed, &mut st.ended, fits.as_ref()).await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::{watch, Notify};
 
-use crate::db::postgres::{PgStore, Placement, Woken, WorkerInfo};
+use crate::db::postgres::{PgStore, Woken, WorkerInfo};
 use crate::dispatch::{Changed, RunningJobs};
 use crate::launchers::{job_name, signal_job};
 
@@ -114,10 +114,7 @@ impl Fleet {
             .await
             .unwrap_or_default();
         if images != self.info.images {
-            self.store.set_placement(Placement {
-                images: images.clone(),
-                ..Default::default()
-            });
+            self.store.set_images(images.clone());
             self.info.images = images;
         }
         let running = self.running.attempts().await;

@@ -227,6 +227,9 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let (changed, _) = tokio::sync::broadcast::channel(1024);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // A fleet worker keeps heartbeating (its leases) through the drain,
+    // and stops only once its dispatcher has.
+    let (fleet_stop_tx, fleet_stop_rx) = watch::channel(false);
     let store: Arc<dyn Storage> = match &engine {
         Engine::Sqlite(q) => Arc::new(Queue::clone(q)),
         Engine::Postgres(pg) => Arc::new(pg.clone()),
@@ -275,7 +278,7 @@ pub async fn serve(
                 },
                 lease: cfg.lease,
             };
-            tasks.push(tokio::spawn(fleet.run(stop_tx.subscribe())));
+            tasks.push(tokio::spawn(fleet.run(fleet_stop_rx)));
         }
     }
     let socket = cfg
@@ -360,6 +363,7 @@ pub async fn serve(
     let _ = std::fs::remove_file(&socket);
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
+    let _ = fleet_stop_tx.send(true);
     // What a crash before this worker left and its start-up collection could
     // not yet take (a launcher still exiting) is collected on the way out.
     if let Err(e) = collect_garbage(&cfg.root, &run_root).await {

@@ -48,7 +48,7 @@ async fn define(
             "a template cannot carry one: every trigger makes a new job",
         )));
     }
-    check_admissible(&v, &st, &st.capacity, "")?;
+    check_admissible(&v, &st, &[st.capacity], "")?;
     let field = if v.request.code.is_some() {
         "code"
     } else {

@@ -55,13 +55,13 @@ pub(crate) fn parse_job(v: Value, prefix: &str) -> ApiResult<ValidJob> {
         .map_err(|e| ApiError::field(FieldError::new(format!("{prefix}{}", e.field), e.message)))
 }
 
-/// Whether `v` could ever run: its limits fit `cap` (this worker's, or the
-/// largest of a fleet's) and its volumes lie beneath the directories the
-/// worker allows.
+/// Whether `v` could ever run: its limits fit one of `caps` (this
+/// worker's, and on a fleet each live worker's) and its volumes lie
+/// beneath the directories the worker allows.
 pub(crate) fn check_admissible(
     v: &ValidJob,
     st: &AppState,
-    cap: &Capacity,
+    caps: &[Capacity],
     prefix: &str,
 ) -> ApiResult<()> {
     for (i, vol) in v.volumes.iter().enumerate() {
@@ -69,29 +69,35 @@ pub(crate) fn check_admissible(
             .open(vol)
             .map_err(|m| ApiError::field(FieldError::new(format!("{prefix}volumes[{i}]"), m)))?;
     }
-    if let Some(m) = v.memory_bytes {
-        if m > cap.memory_bytes {
-            return Err(ApiError::field(FieldError::new(
-                format!("{prefix}memory"),
-                format!(
-                    "{m} bytes can never fit: the largest worker's capacity is {} bytes",
-                    cap.memory_bytes
-                ),
-            )));
-        }
+    let mem_fits = |c: &Capacity| v.memory_bytes.is_none_or(|m| m <= c.memory_bytes);
+    let cpu_fits = |c: &Capacity| v.request.cpus.is_none_or(|n| n <= c.cpus);
+    if caps.iter().any(|c| mem_fits(c) && cpu_fits(c)) {
+        return Ok(());
     }
-    if let Some(c) = v.request.cpus {
-        if c > cap.cpus {
-            return Err(ApiError::field(FieldError::new(
-                format!("{prefix}cpus"),
-                format!(
-                    "{c} CPUs can never fit: the largest worker's capacity is {}",
-                    cap.cpus
-                ),
-            )));
-        }
-    }
-    Ok(())
+    let most_mem = caps.iter().map(|c| c.memory_bytes).max().unwrap_or(0);
+    let most_cpus = caps.iter().map(|c| c.cpus).fold(0.0, f64::max);
+    let (field, why) = match (v.memory_bytes, v.request.cpus) {
+        (Some(m), _) if !caps.iter().any(mem_fits) => (
+            "memory",
+            format!("{m} bytes can never fit: the largest worker's capacity is {most_mem} bytes"),
+        ),
+        (_, Some(n)) if !caps.iter().any(cpu_fits) => (
+            "cpus",
+            format!("{n} CPUs can never fit: the largest worker's capacity is {most_cpus}"),
+        ),
+        (m, n) => (
+            "memory",
+            format!(
+                "{} bytes with {} CPUs can never fit: no worker has both",
+                m.unwrap_or(0),
+                n.unwrap_or(0.0)
+            ),
+        ),
+    };
+    Err(ApiError::field(FieldError::new(
+        format!("{prefix}{field}"),
+        why,
+    )))
 }
 
 /// Whether this worker's store resolves each image: `(field, image)`.
@@ -146,17 +152,23 @@ async fn check_images_in_fleet(st: &AppState, jobs: Vec<(String, String)>) -> Ap
     Ok(())
 }
 
-/// The capacity a job must fit: this worker's, or on a fleet the largest
-/// of its live workers'.
-async fn largest_capacity(st: &AppState) -> ApiResult<Capacity> {
-    let mut cap = st.capacity;
+/// The capacities a job may fit: this worker's and, on a fleet, each
+/// live worker's.
+async fn capacities(st: &AppState) -> ApiResult<Vec<Capacity>> {
+    let mut caps = vec![st.capacity];
     if let Some(fleet) = &st.fleet {
-        for (memory, cpus) in fleet.live_capacities().await? {
-            cap.memory_bytes = cap.memory_bytes.max(memory.max(0) as u64);
-            cap.cpus = cap.cpus.max(cpus);
-        }
+        caps.extend(
+            fleet
+                .live_capacities()
+                .await?
+                .into_iter()
+                .map(|(memory, cpus)| Capacity {
+                    memory_bytes: memory.max(0) as u64,
+                    cpus,
+                }),
+        );
     }
-    Ok(cap)
+    Ok(caps)
 }
 
 async fn submit(
@@ -188,14 +200,17 @@ async fn submit(
         jobs.push(parse_job(v, "")?);
     }
     let mut images = Vec::new();
-    let cap = largest_capacity(&st).await?;
+    let caps = capacities(&st).await?;
     for (i, j) in jobs.iter().enumerate() {
         let prefix = if batch {
             format!("jobs[{i}].")
         } else {
             String::new()
         };
-        check_admissible(j, &st, &cap, &prefix)?;
+        check_admissible(j, &st, &caps, &prefix)?;
+        if j.request.webhook.is_some() {
+            st.sqlite("webhooks")?;
+        }
         let field = if j.request.code.is_some() {
             "code"
         } else {

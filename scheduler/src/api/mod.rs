@@ -115,6 +115,16 @@ impl From<QueueError> for ApiError {
         match e {
             QueueError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
             QueueError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            // PostgreSQL refuses a NUL byte in text (an id, a label, a
+            // filter): the request's fault, not the worker's.
+            QueueError::Db(sqlx::Error::Database(d))
+                if matches!(d.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("a request field holds a byte the database refuses: {d}"),
+                )
+            }
             e => {
                 tracing::error!("{e}");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

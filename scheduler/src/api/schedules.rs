@@ -64,7 +64,7 @@ async fn create(
         .clone()
         .validate()
         .map_err(|e| ApiError::field(FieldError::new(format!("job.{}", e.field), e.message)))?;
-    check_admissible(&job, &st, &st.capacity, "job.")?;
+    check_admissible(&job, &st, &[st.capacity], "job.")?;
     check_images(
         st.store_root.clone(),
         vec![("job.image".into(), v.request.job.image.clone())],

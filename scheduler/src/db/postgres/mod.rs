@@ -109,10 +109,22 @@ impl PgStore {
         })
     }
 
-    /// Hold claimed attempts for `lease` between heartbeats.
+    /// Hold claimed attempts for `lease` between heartbeats; a worker
+    /// silent for two leases counts as lost.
     pub fn with_lease(mut self, lease: Duration) -> PgStore {
         self.lease = lease;
+        if let Ok(mut p) = self.placement.write() {
+            p.lost_after = 2 * lease;
+        }
         self
+    }
+
+    /// The images this worker's store holds, for placement (the grace
+    /// and silence kept).
+    pub fn set_images(&self, images: Vec<String>) {
+        if let Ok(mut cur) = self.placement.write() {
+            cur.images = images;
+        }
     }
 
     /// Keep the output this worker captures (`dir`, the launchers'
