@@ -4,19 +4,13 @@
 use super::PgStore;
 use crate::error::QueueError;
 use crate::queue::now_ms;
-use crate::records::state_of;
 use crate::state::JobState;
 
 impl PgStore {
     pub(super) async fn cancel_job(&self, id: &str) -> Result<bool, QueueError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let state = state_of(id, &state.ok_or_else(|| QueueError::NotFound(id.into()))?)?;
+        let state = super::lock_state(&mut tx, id).await?;
         match state {
             JobState::Queued | JobState::Delayed => {
                 sqlx::query(

@@ -4,7 +4,7 @@
 //! notification wakes the others). Fenced like every write of an attempt:
 //! only attempts this worker still holds change.
 
-use super::{PgStore, NOTIFY_CHANNEL};
+use super::PgStore;
 use crate::error::QueueError;
 use crate::queue::now_ms;
 
@@ -40,10 +40,7 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         if requeued > 0 {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            super::notify_jobs(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())

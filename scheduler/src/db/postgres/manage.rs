@@ -1,9 +1,9 @@
 //! Listing jobs and retrying a finished one by hand, on PostgreSQL.
 
-use super::{PgStore, JOB_COLUMNS, NOTIFY_CHANNEL};
+use super::{PgStore, JOB_COLUMNS};
 use crate::error::QueueError;
 use crate::queue::{now_ms, ListFilter};
-use crate::records::{state_of, JobRecord};
+use crate::records::JobRecord;
 use crate::state::{Job, JobState};
 
 impl PgStore {
@@ -34,12 +34,7 @@ impl PgStore {
     pub(super) async fn retry_job(&self, id: &str) -> Result<(), QueueError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let state = state_of(id, &state.ok_or_else(|| QueueError::NotFound(id.into()))?)?;
+        let state = super::lock_state(&mut tx, id).await?;
         if !state.is_terminal() {
             return Err(QueueError::Conflict {
                 id: id.into(),
@@ -58,10 +53,7 @@ impl PgStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        super::notify_jobs(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -162,6 +162,29 @@ impl PgStore {
     }
 }
 
+/// Wake every worker's `LISTEN skiff_jobs` (sent when `conn`'s
+/// transaction commits): jobs may be waiting.
+async fn notify_jobs(conn: &mut sqlx::PgConnection) -> Result<(), QueueError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The state of job `id`, its row locked for `conn`'s transaction.
+async fn lock_state(
+    conn: &mut sqlx::PgConnection,
+    id: &str,
+) -> Result<crate::state::JobState, QueueError> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    crate::records::state_of(id, &state.ok_or_else(|| QueueError::NotFound(id.into()))?)
+}
+
 /// The job columns the views read, in [`crate::records::JobRecord`]'s names.
 const JOB_COLUMNS: &str = "id, state, reason, queue, label, priority, spec, \
      COALESCE(octet_length(payload), 0)::BIGINT AS payload_bytes, attempts, max_retries, \

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use sqlx::{Postgres, QueryBuilder};
 
-use super::{PgStore, NOTIFY_CHANNEL};
+use super::PgStore;
 use crate::error::QueueError;
 use crate::queue::now_ms;
 use crate::request::ValidJob;
@@ -70,10 +70,7 @@ impl PgStore {
             .bind(&states)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            super::notify_jobs(&mut tx).await?;
         }
         tx.commit().await?;
         // A key already in the table (before, or taken by another worker
