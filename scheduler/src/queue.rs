@@ -107,8 +107,32 @@ pub struct ListFilter {
     pub label: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<i64>,
-    /// Only jobs submitted after the job with this id (paging).
+    /// Only jobs submitted after the job with this id (paging); with
+    /// `newest_first`, before it.
     pub after: Option<String>,
+    /// Newest first (the dashboard's recent jobs), instead of oldest.
+    pub newest_first: bool,
+}
+
+impl ListFilter {
+    /// The `seq` bound a page starts from when no cursor is given.
+    pub(crate) fn start_seq(&self) -> i64 {
+        if self.newest_first {
+            i64::MAX
+        } else {
+            0
+        }
+    }
+
+    /// `WHERE` on `seq` for this direction, and `ORDER BY` (SQL text
+    /// chosen from constants, never from the request).
+    pub(crate) fn seq_order(&self) -> (&'static str, &'static str) {
+        if self.newest_first {
+            ("seq <", "seq DESC")
+        } else {
+            ("seq >", "seq")
+        }
+    }
 }
 
 /// Delay before retry `n` (1-based): `base · 2^(n-1)`, at most an hour
@@ -213,17 +237,18 @@ impl Queue {
     /// Jobs in submission order, filtered.
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<Job>> {
         let after: i64 = match f.after.as_deref().filter(|a| !a.is_empty()) {
-            None => 0,
+            None => f.start_seq(),
             Some(id) => sqlx::query_scalar("SELECT seq FROM jobs WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&self.db)
                 .await?
                 .ok_or_else(|| QueueError::NotFound(id.to_string()))?,
         };
+        let (from, order) = f.seq_order();
         let rows: Vec<JobRecord> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > ? \
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE {from} ? \
              AND (? IS NULL OR state = ?) AND (? IS NULL OR queue = ?) \
-             AND (? IS NULL OR label = ?) ORDER BY seq LIMIT ?"
+             AND (? IS NULL OR label = ?) ORDER BY {order} LIMIT ?"
         ))
         .bind(after)
         .bind(f.state.map(JobState::as_str))
@@ -254,6 +279,17 @@ impl Queue {
             ));
         }
         Ok(out)
+    }
+
+    /// Attempts ended since `since_ms`, per minute and state.
+    pub async fn ended_per_minute(&self, since_ms: i64) -> Result<Vec<(i64, JobState, i64)>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&crate::db::ended_per_minute_sql("?"))
+            .bind(since_ms)
+            .fetch_all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|(m, s, n)| Ok((m, state_of("(attempt count)", &s)?, n)))
+            .collect()
     }
 
     /// Move `delayed` jobs whose time has come to `queued`; returns how many,

@@ -8,6 +8,9 @@
 //! before its job is submitted, and a restarted worker finishes that same
 //! slot, which the key turns into the job already made if there is one.
 //!
+//! On a fleet (PostgreSQL) every worker runs the firing loop; writing
+//! `firing_at` is a conditional update only one of them wins per slot.
+//!
 //! Missed slots (the worker was down, or busy) are not caught up one by
 //! one: only the latest slot that is due fires, then the schedule moves on
 //! to its first slot after now.
@@ -20,9 +23,10 @@ use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
 use tokio::sync::{watch, Notify};
 
+use crate::db::schedule_store::{Fired, ScheduleRow, ScheduleStorage};
+use crate::db::Storage;
 use crate::error::{FieldError, QueueError};
 use crate::queue::{now_ms, Queue};
 use crate::request::JobRequest;
@@ -284,45 +288,45 @@ fn corrupt(id: &str, e: impl ToString) -> QueueError {
     }
 }
 
-fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Schedule> {
-    let id: String = r.try_get("id")?;
-    let t: String = r.try_get("template")?;
-    let job = serde_json::from_str(&t).map_err(|e| corrupt(&id, e))?;
-    Ok(Schedule {
-        state: r.try_get("state")?,
-        job,
-        cron: r.try_get("cron")?,
-        run_every: r.try_get("run_every")?,
-        start_at: r.try_get("start_at")?,
-        end_at: r.try_get("end_at")?,
-        run_times: r.try_get("run_times")?,
-        run_count: r.try_get("run_count")?,
-        next_at: r.try_get("next_at")?,
-        last_run_at: r.try_get("last_run_at")?,
-        last_job_id: r.try_get("last_job_id")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        id,
-    })
+impl ScheduleRow {
+    /// The schedule as the API shows it.
+    fn into_schedule(self) -> Result<Schedule> {
+        let job = serde_json::from_str(&self.template).map_err(|e| corrupt(&self.id, e))?;
+        Ok(Schedule {
+            state: self.state,
+            job,
+            cron: self.cron,
+            run_every: self.run_every,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            run_times: self.run_times,
+            run_count: self.run_count,
+            next_at: self.next_at,
+            last_run_at: self.last_run_at,
+            last_job_id: self.last_job_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            id: self.id,
+        })
+    }
 }
 
-const COLUMNS: &str = "id, state, template, cron, run_every, start_at, end_at, run_times, \
-     run_count, next_at, last_run_at, last_job_id, created_at, updated_at";
-
-/// The schedules, over the queue's database.
+/// The schedules, over a queue on either engine.
 #[derive(Debug, Clone)]
 pub struct Schedules {
-    queue: Queue,
+    db: Arc<dyn ScheduleStorage>,
+    jobs: Arc<dyn Storage>,
 }
 
 impl Schedules {
-    /// Over `queue`'s database.
+    /// Over a SQLite queue's database.
     pub fn new(queue: Queue) -> Schedules {
-        Schedules { queue }
+        Schedules::on(Arc::new(queue.clone()), Arc::new(queue))
     }
 
-    fn db(&self) -> &SqlitePool {
-        self.queue.pool()
+    /// Kept in `db`; fires submit to `jobs` (the same database).
+    pub fn on(db: Arc<dyn ScheduleStorage>, jobs: Arc<dyn Storage>) -> Schedules {
+        Schedules { db, jobs }
     }
 
     /// Store a checked schedule.
@@ -330,59 +334,50 @@ impl Schedules {
         let now = now_ms();
         let id = random_id();
         let template = serde_json::to_string(&v.request.job).map_err(|e| corrupt(&id, e))?;
-        sqlx::query(
-            "INSERT INTO schedules (id, state, template, cron, run_every, start_at, end_at, \
-             run_times, next_at, created_at, updated_at) \
-             VALUES (?, 'active', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(template)
-        .bind(&v.request.cron)
-        .bind(v.request.run_every.map(|s| s as i64))
-        .bind(v.request.start_at)
-        .bind(v.request.end_at)
-        .bind(v.request.run_times.map(|n| n as i64))
-        .bind(v.first_at)
-        .bind(now)
-        .bind(now)
-        .execute(self.db())
-        .await?;
+        self.db
+            .insert_schedule(&ScheduleRow {
+                id: id.clone(),
+                state: "active".into(),
+                template,
+                cron: v.request.cron.clone(),
+                run_every: v.request.run_every.map(|s| s as i64),
+                start_at: v.request.start_at,
+                end_at: v.request.end_at,
+                run_times: v.request.run_times.map(|n| n as i64),
+                run_count: 0,
+                next_at: Some(v.first_at),
+                firing_at: None,
+                last_run_at: None,
+                last_job_id: None,
+                created_at: now,
+                updated_at: now,
+            })
+            .await?;
         self.get(&id).await
     }
 
     /// One schedule (not a deleted one).
     pub async fn get(&self, id: &str) -> Result<Schedule> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE id = ? AND state != 'deleted'"
-        ))
-        .bind(id)
-        .fetch_optional(self.db())
-        .await?
-        .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
-        from_row(&row)
+        self.db
+            .schedule(id)
+            .await?
+            .ok_or_else(|| QueueError::NotFound(id.to_string()))?
+            .into_schedule()
     }
 
     /// Every schedule not deleted, oldest first.
     pub async fn list(&self) -> Result<Vec<Schedule>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE state != 'deleted' ORDER BY seq"
-        ))
-        .fetch_all(self.db())
-        .await?;
-        rows.iter().map(from_row).collect()
+        self.db
+            .schedules()
+            .await?
+            .into_iter()
+            .map(ScheduleRow::into_schedule)
+            .collect()
     }
 
     /// Delete (no more fires; jobs already made are left alone).
     pub async fn delete(&self, id: &str) -> Result<()> {
-        let r = sqlx::query(
-            "UPDATE schedules SET state = 'deleted', next_at = NULL, updated_at = ? \
-             WHERE id = ? AND state != 'deleted'",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(self.db())
-        .await?;
-        if r.rows_affected() == 0 {
+        if !self.db.delete_schedule(id, now_ms()).await? {
             return Err(QueueError::NotFound(id.to_string()));
         }
         Ok(())
@@ -392,72 +387,46 @@ impl Schedules {
     /// next slot of an active schedule.
     pub async fn fire_due(&self) -> Result<(usize, Option<i64>)> {
         let now = now_ms();
-        let rows = sqlx::query(
-            "SELECT id, template, cron, run_every, end_at, run_times, run_count, next_at, \
-             firing_at FROM schedules WHERE state = 'active' AND next_at <= ? \
-             ORDER BY next_at LIMIT 256",
-        )
-        .bind(now)
-        .fetch_all(self.db())
-        .await?;
         let mut made = 0;
-        for r in rows {
-            let id: String = r.try_get("id")?;
-            match self.fire_one(&r, now).await {
+        for r in self.db.due_schedules(now).await? {
+            let id = r.id.clone();
+            match self.fire_one(r, now).await {
                 Ok(true) => made += 1,
                 Ok(false) => {}
                 // One bad schedule must not stop the others.
                 Err(e) => tracing::error!(schedule = %id, "fire: {e}"),
             }
         }
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_at) FROM schedules WHERE state = 'active'")
-                .fetch_one(self.db())
-                .await?;
-        Ok((made, next))
+        Ok((made, self.db.next_slot().await?))
     }
 
-    async fn fire_one(&self, r: &sqlx::sqlite::SqliteRow, now: i64) -> Result<bool> {
-        let id: String = r.try_get("id")?;
-        let cron: Option<String> = r.try_get("cron")?;
-        let every: Option<i64> = r.try_get("run_every")?;
-        let end_at: Option<i64> = r.try_get("end_at")?;
-        let run_times: Option<i64> = r.try_get("run_times")?;
-        let run_count: i64 = r.try_get("run_count")?;
-        let next_at: i64 = r.try_get("next_at")?;
-        let firing_at: Option<i64> = r.try_get("firing_at")?;
-        let rule = match (cron, every) {
+    async fn fire_one(&self, r: ScheduleRow, now: i64) -> Result<bool> {
+        let id = r.id;
+        let Some(next_at) = r.next_at else {
+            return Ok(false);
+        };
+        let rule = match (r.cron, r.run_every) {
             (Some(c), _) => Rule::Cron(Box::new(parse_cron(&c).map_err(|e| corrupt(&id, e))?)),
             (None, Some(s)) if s > 0 => Rule::Every(s * 1000),
             _ => return Err(corrupt(&id, "neither cron nor run_every")),
         };
         // The slot: one a crashed worker was firing, else the latest due.
-        let slot = match firing_at {
+        let slot = match r.firing_at {
             Some(s) => s,
             None => {
-                let slot = rule.latest_due(next_at, end_at.map_or(now, |e| e.min(now)));
-                let r = sqlx::query(
-                    "UPDATE schedules SET firing_at = ? WHERE id = ? AND state = 'active' \
-                     AND next_at = ? AND firing_at IS NULL",
-                )
-                .bind(slot)
-                .bind(&id)
-                .bind(next_at)
-                .execute(self.db())
-                .await?;
-                if r.rows_affected() == 0 {
+                let slot = rule.latest_due(next_at, r.end_at.map_or(now, |e| e.min(now)));
+                if !self.db.claim_slot(&id, next_at, slot).await? {
                     return Ok(false);
                 }
                 slot
             }
         };
-        let t: String = r.try_get("template")?;
-        let mut job: JobRequest = serde_json::from_str(&t).map_err(|e| corrupt(&id, e))?;
+        let mut job: JobRequest = serde_json::from_str(&r.template).map_err(|e| corrupt(&id, e))?;
         job.idempotency_key = Some(slot_key(&id, slot));
         let (job_id, created) = match job.validate() {
             Ok(v) => {
                 let (job, created) = self
-                    .queue
+                    .jobs
                     .submit(vec![v])
                     .await?
                     .pop()
@@ -471,39 +440,33 @@ impl Schedules {
                 (None, false)
             }
         };
-        let count = run_count + 1;
+        let count = r.run_count + 1;
         let next = rule
             .next_after(slot, now.max(slot))
-            .filter(|&n| end_at.is_none_or(|e| n <= e))
-            .filter(|_| run_times.is_none_or(|n| count < n));
-        let state = if next.is_some() { "active" } else { "done" };
-        sqlx::query(
-            "UPDATE schedules SET state = CASE WHEN state = 'deleted' THEN state ELSE ? END, \
-             next_at = CASE WHEN state = 'deleted' THEN NULL ELSE ? END, firing_at = NULL, \
-             run_count = ?, last_run_at = ?, last_job_id = COALESCE(?, last_job_id), \
-             updated_at = ? WHERE id = ? AND firing_at = ?",
-        )
-        .bind(state)
-        .bind(next)
-        .bind(count)
-        .bind(slot)
-        .bind(&job_id)
-        .bind(now_ms())
-        .bind(&id)
-        .bind(slot)
-        .execute(self.db())
-        .await?;
+            .filter(|&n| r.end_at.is_none_or(|e| n <= e))
+            .filter(|_| r.run_times.is_none_or(|n| count < n));
         if let Some(j) = &job_id {
             tracing::info!(schedule = %id, slot, job = %j, created, "schedule fired");
         }
+        self.db
+            .record_fire(&Fired {
+                state: if next.is_some() { "active" } else { "done" },
+                next_at: next,
+                run_count: count,
+                slot,
+                job_id,
+                now: now_ms(),
+                id,
+            })
+            .await?;
         Ok(created)
     }
 }
 
 /// The firing loop: fire what is due, sleep until the next slot (at most
-/// a second), until `stop`. Wakes the dispatcher after making jobs.
-pub async fn run(queue: Queue, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
-    let s = Schedules::new(queue);
+/// a second), until `stop`. Wakes the dispatcher after making jobs. On a
+/// fleet every worker runs it; each slot is fired by one.
+pub async fn run(s: Schedules, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
             return;

@@ -244,18 +244,24 @@ pub async fn serve(
     }
     .start(slots, stop_rx);
 
-    // One host: webhooks and schedules. A fleet: heartbeats, the reaper
-    // and wake-ups (webhooks and schedules on PostgreSQL are to come).
-    let mut tasks = Vec::new();
+    // Schedules, on either engine (on a fleet, each slot fires once). One
+    // host: webhooks. A fleet: heartbeats, the reaper and wake-ups
+    // (webhooks on PostgreSQL are to come).
+    let schedules = match &engine {
+        Engine::Sqlite(q) => crate::schedules::Schedules::new(Queue::clone(q)),
+        Engine::Postgres(pg) => {
+            crate::schedules::Schedules::on(Arc::new(pg.clone()), Arc::new(pg.clone()))
+        }
+    };
+    let mut tasks = vec![tokio::spawn(crate::schedules::run(
+        schedules.clone(),
+        wake.clone(),
+        stop_tx.subscribe(),
+    ))];
     match &engine {
         Engine::Sqlite(q) => {
             tasks.push(tokio::spawn(crate::webhooks::run(
                 Queue::clone(q),
-                stop_tx.subscribe(),
-            )));
-            tasks.push(tokio::spawn(crate::schedules::run(
-                Queue::clone(q),
-                wake.clone(),
                 stop_tx.subscribe(),
             )));
         }
@@ -316,6 +322,8 @@ pub async fn serve(
         capacity,
         metrics,
         volumes,
+        slots: cfg.launchers.max(1) as i64,
+        schedules,
     });
     let tcp = match (cfg.listen, token) {
         (Some(addr), Some(token)) => {

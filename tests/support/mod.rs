@@ -13,6 +13,9 @@
 //! - [`tar`]: the one tar/archive builder: layers, generated images,
 //!   `docker save` archives derived from a vendored one (hostile images).
 //! - [`mounts`]: a small tmpfs, an overlay, unmounted on drop.
+//! - [`netns`]: worker hosts with their own addresses (network
+//!   namespaces on a bridge), cut off and brought back.
+//! - [`serve`]: a real `skiff serve`, driven through its API.
 //!
 //! Cargo builds each test file as its own crate and each uses a part of
 //! this module, hence the `dead_code` allowance here and nowhere else.
@@ -21,6 +24,7 @@
 
 pub mod env;
 pub mod mounts;
+pub mod netns;
 pub mod privilege;
 pub mod run;
 pub mod serve;

@@ -231,6 +231,25 @@ pub fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Processes (pid, command line) whose command line mentions `needle`:
+/// a worker's launchers and jobs name its store root.
+pub fn processes_under(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
 /// Mounts mentioning `needle` in the host mount table.
 pub fn mounts_containing(needle: &str) -> usize {
     std::fs::read_to_string("/proc/self/mountinfo")

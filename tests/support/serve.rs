@@ -25,6 +25,9 @@ pub struct Worker {
     pub args: Vec<String>,
     /// Extra environment of the `skiff serve` process, kept for restarts.
     pub envs: Vec<(String, String)>,
+    /// The host it runs on, when not this one: a network namespace and a
+    /// host name (a UTS namespace of its own).
+    pub host: Option<(PathBuf, String)>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -37,6 +40,16 @@ impl Worker {
 
     /// [`Worker::start`] with extra environment variables for `skiff serve`.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Option<Worker> {
+        Worker::start_on(None, args, envs)
+    }
+
+    /// [`Worker::start_with_env`] on another host: in the network
+    /// namespace `netns`, named `hostname`.
+    pub fn start_on(
+        host: Option<(PathBuf, String)>,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Option<Worker> {
         let env = env()?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -50,6 +63,7 @@ impl Worker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            host,
             rt,
         };
         w.restart();
@@ -74,17 +88,19 @@ impl Worker {
             .append(true)
             .open(self.root().join("serve.log"))
             .expect("serve log");
-        let child = Command::new(skiff_bin())
-            .arg("--root")
+        let mut cmd = Command::new(skiff_bin());
+        cmd.arg("--root")
             .arg(self.root())
             .arg("serve")
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start skiff serve");
+            .stderr(Stdio::from(log));
+        if let Some((netns, name)) = &self.host {
+            enter_host(&mut cmd, netns, name);
+        }
+        let child = cmd.spawn().expect("start skiff serve");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -223,6 +239,26 @@ impl Worker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Run `cmd` on another host: in the network namespace `netns`, with a
+/// UTS namespace of its own named `name`. The mount namespace stays the
+/// test's, so its mounts and cgroups are seen (and checked) from here.
+fn enter_host(cmd: &mut Command, netns: &std::path::Path, name: &str) {
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(netns).unwrap_or_else(|e| panic!("open {}: {e}", netns.display()));
+    let name = name.to_string();
+    // SAFETY: between fork and exec the closure makes three system calls
+    // on memory prepared before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::sched::{setns, unshare, CloneFlags};
+            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            unshare(CloneFlags::CLONE_NEWUTS).map_err(std::io::Error::from)?;
+            nix::unistd::sethostname(&name).map_err(std::io::Error::from)?;
+            Ok(())
+        });
     }
 }
 

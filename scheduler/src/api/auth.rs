@@ -1,6 +1,7 @@
 //! The bearer token TCP clients must present (`Authorization: Bearer
 //! TOKEN`). The unix socket needs none: its mode (0660) is the door.
-//! `/healthz` stays open on TCP too, for load balancers and probes.
+//! `/healthz` stays open on TCP too, for load balancers and probes, and so
+//! do the dashboard's static files (they hold no data).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,7 +82,8 @@ fn bearer(v: &HeaderValue) -> Option<&str> {
 }
 
 async fn check(State(token): State<Arc<Token>>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
+    let path = req.uri().path();
+    if path == "/healthz" || super::dashboard::PUBLIC.contains(&path) {
         return next.run(req).await;
     }
     let ok = req

@@ -132,7 +132,10 @@ async fn unresolved(
 
 /// On a fleet, an image this worker's store lacks is accepted when a live
 /// worker's store holds it (placement sends the job there).
-async fn check_images_in_fleet(st: &AppState, jobs: Vec<(String, String)>) -> ApiResult<()> {
+pub(super) async fn check_images_in_fleet(
+    st: &AppState,
+    jobs: Vec<(String, String)>,
+) -> ApiResult<()> {
     let missing = unresolved(st.store_root.clone(), jobs).await?;
     let Some((field, _, e)) = missing.first() else {
         return Ok(());
@@ -154,7 +157,7 @@ async fn check_images_in_fleet(st: &AppState, jobs: Vec<(String, String)>) -> Ap
 
 /// The capacities a job may fit: this worker's and, on a fleet, each
 /// live worker's.
-async fn capacities(st: &AppState) -> ApiResult<Vec<Capacity>> {
+pub(super) async fn capacities(st: &AppState) -> ApiResult<Vec<Capacity>> {
     let mut caps = vec![st.capacity];
     if let Some(fleet) = &st.fleet {
         caps.extend(
@@ -246,6 +249,7 @@ struct ListQuery {
     label: Option<String>,
     limit: Option<i64>,
     after: Option<String>,
+    order: Option<String>,
 }
 
 async fn list(
@@ -264,7 +268,18 @@ async fn list(
             return Err(ApiError::field(FieldError::new("limit", "must be 1–1000")));
         }
     }
+    let newest_first = match q.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(o) => {
+            return Err(ApiError::field(FieldError::new(
+                "order",
+                format!("{o:?} is neither \"oldest\" nor \"newest\""),
+            )))
+        }
+    };
     let f = ListFilter {
+        newest_first,
         state,
         queue: q.queue,
         label: q.label,

@@ -3,6 +3,8 @@
 
 pub mod auth;
 mod code;
+mod dashboard;
+mod fleet;
 mod hooks;
 mod images;
 mod jobs;
@@ -59,6 +61,10 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Where API jobs may mount host paths (`--allow-volume`).
     pub volumes: Arc<AllowedVolumes>,
+    /// This worker's launcher slots (the fleet view on one host).
+    pub slots: i64,
+    /// The schedules, on the queue's engine.
+    pub schedules: crate::schedules::Schedules,
 }
 
 impl AppState {
@@ -152,6 +158,8 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(queues::routes())
         .merge(openapi::routes())
+        .merge(fleet::routes())
+        .merge(dashboard::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -10,11 +10,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::jobs::{body_json, check_admissible, check_images};
+use super::jobs::{body_json, capacities, check_admissible, check_images_in_fleet};
 use super::{ApiError, ApiResult, AppState};
 use crate::error::{FieldError, QueueError};
 use crate::queue::now_ms;
-use crate::schedules::{ScheduleRequest, Schedules};
+use crate::schedules::ScheduleRequest;
 
 /// The routes.
 pub(super) fn routes() -> Router<AppState> {
@@ -64,37 +64,23 @@ async fn create(
         .clone()
         .validate()
         .map_err(|e| ApiError::field(FieldError::new(format!("job.{}", e.field), e.message)))?;
-    check_admissible(&job, &st, &[st.capacity], "job.")?;
-    check_images(
-        st.store_root.clone(),
-        vec![("job.image".into(), v.request.job.image.clone())],
-    )
-    .await?;
-    let s = Schedules::new(st.sqlite("schedules")?.clone())
-        .create(&v)
-        .await?;
+    check_admissible(&job, &st, &capacities(&st).await?, "job.")?;
+    check_images_in_fleet(&st, vec![("job.image".into(), v.request.job.image.clone())]).await?;
+    let s = st.schedules.create(&v).await?;
     Ok((StatusCode::CREATED, Json(to_json(s))).into_response())
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let all = Schedules::new(st.sqlite("schedules")?.clone())
-        .list()
-        .await?;
+    let all = st.schedules.list().await?;
     Ok(Json(json!({ "schedules": all })))
 }
 
 async fn show(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let s = Schedules::new(st.sqlite("schedules")?.clone())
-        .get(&id)
-        .await
-        .map_err(not_found(&id))?;
+    let s = st.schedules.get(&id).await.map_err(not_found(&id))?;
     Ok(Json(to_json(s)))
 }
 
 async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Schedules::new(st.sqlite("schedules")?.clone())
-        .delete(&id)
-        .await
-        .map_err(not_found(&id))?;
+    st.schedules.delete(&id).await.map_err(not_found(&id))?;
     Ok(Json(json!({ "id": id, "deleted": true })))
 }

@@ -55,7 +55,7 @@ async fn submit(s: &dyn Storage, jobs: Vec<JobRequest>) -> Vec<(String, bool)> {
 
 /// A cluster of the test's own; `None` (skip) when PostgreSQL is not
 /// installed, which under `SKIFF_REQUIRE_PRIVILEGED=1` (CI) fails instead.
-fn cluster() -> Option<LocalCluster> {
+pub(super) fn cluster() -> Option<LocalCluster> {
     let c = LocalCluster::start().expect("start a cluster");
     if c.is_none() {
         assert!(
@@ -678,6 +678,17 @@ async fn test_list_and_retry_on_both_engines() {
             .await
             .expect("list"));
         assert_eq!(page, [ids[1].0.as_str()], "{name}");
+        let newest = |limit, after: Option<&str>| crate::queue::ListFilter {
+            newest_first: true,
+            ..f(None, limit, after)
+        };
+        let all = got(s.list(&newest(None, None)).await.expect("list"));
+        assert_eq!(all, [ids[2].0.as_str(), &ids[1].0, &ids[0].0], "{name}");
+        let page = got(s
+            .list(&newest(Some(1), Some(&ids[2].0)))
+            .await
+            .expect("list"));
+        assert_eq!(page, [ids[1].0.as_str()], "{name}");
         let queued = crate::queue::ListFilter {
             state: Some(JobState::Queued),
             ..Default::default()
@@ -714,5 +725,40 @@ async fn test_list_and_retry_on_both_engines() {
             "{name}"
         );
         assert!(s.retry("j-none").await.is_err(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn test_ended_per_minute_on_both_engines() {
+    let (_d, _c, engines) = engines("ended_minutes").await;
+    for (name, s) in engines {
+        let before = crate::queue::now_ms();
+        submit(&*s, vec![job(), job(), job()]).await;
+        for state in [JobState::Complete, JobState::Error] {
+            let c = s
+                .turn(&[], Some(&fits()))
+                .await
+                .expect("turn")
+                .claim
+                .expect("claim")
+                .expect("a job");
+            s.finish(&ended(&c.id, 1, c.retry, state))
+                .await
+                .expect("finish");
+        }
+        // The third is still queued: not counted. Each minute is whole.
+        let rows = s.ended_per_minute(before - 60_000).await.expect("counts");
+        let total = |st| -> i64 { rows.iter().filter(|r| r.1 == st).map(|r| r.2).sum() };
+        assert_eq!(
+            (total(JobState::Complete), total(JobState::Error)),
+            (1, 1),
+            "{name}: {rows:?}"
+        );
+        assert!(rows.iter().all(|r| r.0 % 60_000 == 0), "{name}: {rows:?}");
+        let later = s
+            .ended_per_minute(crate::queue::now_ms() + 60_000)
+            .await
+            .expect("counts");
+        assert!(later.is_empty(), "{name}: {later:?}");
     }
 }

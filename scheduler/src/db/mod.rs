@@ -14,8 +14,12 @@ use crate::turn::Turn;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod conformance_schedules;
 pub mod postgres;
+pub mod schedule_store;
 mod sqlite;
+mod sqlite_schedules;
 
 /// The queue's operations, as every engine provides them.
 #[async_trait::async_trait]
@@ -64,6 +68,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
     /// The concurrency caps of queues and code packages.
     async fn caps(&self) -> Result<Caps, QueueError>;
+
+    /// Attempts ended at or after `since_ms`, per minute and outcome:
+    /// (minute's start, ms since the epoch; state; count). The
+    /// dashboard's throughput chart.
+    async fn ended_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, JobState, i64)>, QueueError>;
+}
+
+/// [`Storage::ended_per_minute`]'s query, with the engine's placeholder.
+pub(crate) fn ended_per_minute_sql(placeholder: &str) -> String {
+    format!(
+        "SELECT (ended_at / 60000) * 60000 AS m, state, COUNT(*) AS n FROM attempts \
+         WHERE ended_at IS NOT NULL AND ended_at >= {placeholder} GROUP BY m, state ORDER BY m"
+    )
 }
 
 /// The concurrency caps admission honours: name → `max_concurrency`.

@@ -52,6 +52,13 @@ impl Storage for Queue {
         Queue::retry(self, id).await
     }
 
+    async fn ended_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, JobState, i64)>, QueueError> {
+        Queue::ended_per_minute(self, since_ms).await
+    }
+
     async fn caps(&self) -> Result<Caps, QueueError> {
         Ok(Caps {
             queues: crate::queues::limits(self).await?,

@@ -21,6 +21,17 @@ pub struct LocalCluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The address clients use: loopback, or the one given to
+    /// [`LocalCluster::start_for_network`].
+    host: std::net::Ipv4Addr,
+}
+
+/// Where a cluster listens beyond loopback: its address there, and the
+/// network (`10.1.2.0/24`) whose clients it trusts.
+#[derive(Debug, Clone, Copy)]
+struct Network {
+    address: std::net::Ipv4Addr,
+    prefix: u8,
 }
 
 /// The newest installed server's `bin` (`SKIFF_PG_BIN` overrides).
@@ -49,15 +60,28 @@ impl LocalCluster {
     /// Start one with `fsync=off`; `Ok(None)` when PostgreSQL is not
     /// installed.
     pub fn start() -> Result<Option<LocalCluster>, ClusterError> {
-        LocalCluster::start_with(false)
+        LocalCluster::start_with(false, None)
     }
 
     /// Start one with PostgreSQL's stock settings (`fsync=on`).
     pub fn start_durable() -> Result<Option<LocalCluster>, ClusterError> {
-        LocalCluster::start_with(true)
+        LocalCluster::start_with(true, None)
     }
 
-    fn start_with(durable: bool) -> Result<Option<LocalCluster>, ClusterError> {
+    /// Start one with `fsync=off` that also listens on `address` (a
+    /// bridge's) and trusts clients from `address/prefix`: the test's
+    /// worker hosts, each in a network namespace of its own.
+    pub fn start_for_network(
+        address: std::net::Ipv4Addr,
+        prefix: u8,
+    ) -> Result<Option<LocalCluster>, ClusterError> {
+        LocalCluster::start_with(false, Some(Network { address, prefix }))
+    }
+
+    fn start_with(
+        durable: bool,
+        network: Option<Network>,
+    ) -> Result<Option<LocalCluster>, ClusterError> {
         let Some(bin) = pg_bin() else {
             return Ok(None);
         };
@@ -83,14 +107,31 @@ impl LocalCluster {
             bin,
             port,
             as_postgres,
+            host: network.map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.address),
         };
         let data = c.data();
         c.run(
             "initdb",
             &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
         )?;
+        let mut listen = "127.0.0.1".to_string();
+        if let Some(n) = network {
+            let net = u32::from(n.address) & (u32::MAX << (32 - u32::from(n.prefix.clamp(1, 32))));
+            let hba = std::path::Path::new(&data).join("pg_hba.conf");
+            let line = format!(
+                "host all all {}/{} trust\n",
+                std::net::Ipv4Addr::from(net),
+                n.prefix
+            );
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&hba)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+                .map_err(|e| err(format!("{}: {e}", hba.display())))?;
+            listen.push_str(&format!(",{}", n.address));
+        }
         let mut opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {}",
+            "-c listen_addresses={listen} -p {} -k {}",
             c.port,
             c.dir.path().display()
         );
@@ -119,7 +160,10 @@ impl LocalCluster {
                 &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", db],
             )?;
         }
-        Ok(format!("postgres://postgres@127.0.0.1:{}/{db}", self.port))
+        Ok(format!(
+            "postgres://postgres@{}:{}/{db}",
+            self.host, self.port
+        ))
     }
 
     fn data(&self) -> String {

@@ -9,17 +9,18 @@ use crate::state::{Job, JobState};
 impl PgStore {
     pub(super) async fn list_jobs(&self, f: &ListFilter) -> Result<Vec<Job>, QueueError> {
         let after: i64 = match f.after.as_deref().filter(|a| !a.is_empty()) {
-            None => 0,
+            None => f.start_seq(),
             Some(id) => sqlx::query_scalar("SELECT seq FROM jobs WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?
                 .ok_or_else(|| QueueError::NotFound(id.to_string()))?,
         };
+        let (from, order) = f.seq_order();
         let rows: Vec<JobRecord> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE seq > $1 \
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE {from} $1 \
              AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR queue = $3) \
-             AND ($4::text IS NULL OR label = $4) ORDER BY seq LIMIT $5"
+             AND ($4::text IS NULL OR label = $4) ORDER BY {order} LIMIT $5"
         ))
         .bind(after)
         .bind(f.state.map(JobState::as_str))

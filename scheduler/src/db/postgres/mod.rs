@@ -22,6 +22,7 @@ mod lease;
 pub mod local;
 mod manage;
 mod read;
+mod schedules;
 mod submit;
 mod turn;
 
@@ -147,6 +148,11 @@ impl PgStore {
         self.placement.read().map(|p| p.clone()).unwrap_or_default()
     }
 
+    /// After how long without a heartbeat a worker counts as lost.
+    pub fn lost_after(&self) -> Duration {
+        self.placement().lost_after
+    }
+
     /// This worker's id.
     pub fn worker(&self) -> &str {
         &self.worker
@@ -225,6 +231,13 @@ impl crate::db::Storage for PgStore {
 
     async fn requeue_stopped(&self, running: &[(String, i64)]) -> Result<(), QueueError> {
         self.requeue(running).await
+    }
+
+    async fn ended_per_minute(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, crate::state::JobState, i64)>, QueueError> {
+        self.ended_minutes(since_ms).await
     }
 
     async fn caps(&self) -> Result<crate::db::Caps, QueueError> {

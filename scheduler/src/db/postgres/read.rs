@@ -46,6 +46,19 @@ impl PgStore {
         .await?)
     }
 
+    pub(super) async fn ended_minutes(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, JobState, i64)>, QueueError> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&crate::db::ended_per_minute_sql("$1"))
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(m, s, n)| Ok((m, state_of("(attempt count)", &s)?, n)))
+            .collect()
+    }
+
     pub(super) async fn count_jobs(&self) -> Result<Vec<(JobState, String, i64)>, QueueError> {
         let rows: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT state, queue, COUNT(*) FROM jobs GROUP BY state, queue")
