@@ -62,7 +62,9 @@ fn job(i: usize, markers: &Path) -> Value {
             60,
         ),
         Kind::Fails => ("exit 3".to_string(), 0, 60),
-        Kind::TimesOut => ("sleep 30".to_string(), 0, 1),
+        // As PID 1, sh ignores SIGTERM unless it traps it: the timeout's
+        // SIGTERM ends it at once instead of after the kill grace.
+        Kind::TimesOut => ("trap 'exit 143' TERM; sleep 30 & wait".to_string(), 0, 1),
     };
     json!({
         "image": IMAGE,

@@ -47,6 +47,17 @@ pub struct GcReport {
 /// A state directory without a lock file younger than this is being created.
 const GRACE: Duration = Duration::from_secs(30);
 
+/// Remove a dead launcher's pin directory without recursing: its entries
+/// are empty mount points, and one still mounted (its volume's data) makes
+/// `rmdir`/`unlink` fail instead of being emptied.
+fn remove_pins(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let _ = fs::remove_dir(&p).or_else(|_| fs::remove_file(&p));
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 /// Collect orphans under `run_root`.
 pub fn collect(run_root: &Path, cgroups: &dyn CgroupDriver) -> Result<GcReport> {
     let mut report = GcReport::default();
@@ -71,7 +82,9 @@ pub fn collect(run_root: &Path, cgroups: &dyn CgroupDriver) -> Result<GcReport> 
                 Some(alive) => !alive,
                 None => older_than_grace(&dir),
             };
-            if stale {
+            if stale && name.starts_with(".pins-") {
+                remove_pins(&dir);
+            } else if stale {
                 let _ = fs::remove_dir_all(&dir);
             }
             continue;

@@ -311,7 +311,7 @@ pub fn handle(
     let _pins = if req.fd_volumes.is_empty() {
         None
     } else {
-        let dir = runner.run_root().join("pins");
+        let dir = runner.run_root().join(crate::state::pins_dir_name());
         match crate::fd_volume::pin(&dir, &req.fd_volumes, fds) {
             Ok((pins, vols)) => {
                 req.job.volumes.extend(vols);

@@ -88,12 +88,22 @@ fn new_dir_name(name: &str) -> String {
     private_dir_name(".new-", name)
 }
 
+/// This launcher's directory of volume pins under the run root,
+/// `.pins-PID-STARTTIME-launcher`: a mount point in the launcher's private
+/// namespace only, so `gc` removes it once that launcher is dead, and never
+/// before (removing it would detach the pins of jobs still running).
+pub fn pins_dir_name() -> String {
+    private_dir_name(".pins-", "launcher")
+}
+
 /// Whether the process making or removing a `.new-*` or `.gone-*` job
-/// directory is alive (`None`: the name is not one [`JobDir`] uses).
+/// directory, or owning a `.pins-*` directory, is alive (`None`: the name
+/// is not one of those).
 pub fn private_dir_owner_alive(dir_name: &str) -> Option<bool> {
     let rest = dir_name
         .strip_prefix(".new-")
-        .or_else(|| dir_name.strip_prefix(".gone-"))?;
+        .or_else(|| dir_name.strip_prefix(".gone-"))
+        .or_else(|| dir_name.strip_prefix(".pins-"))?;
     let mut it = rest.splitn(3, '-');
     let pid: i32 = it.next()?.parse().ok()?;
     let start: u64 = it.next()?.parse().ok()?;
@@ -270,6 +280,11 @@ mod tests {
         assert_eq!(private_dir_owner_alive(&gone), Some(true));
         assert_eq!(private_dir_owner_alive(".new-999999999-1-x"), Some(false));
         assert_eq!(private_dir_owner_alive(".gone-999999999-1-x"), Some(false));
+        assert_eq!(private_dir_owner_alive(&pins_dir_name()), Some(true));
+        assert_eq!(
+            private_dir_owner_alive(".pins-999999999-1-launcher"),
+            Some(false)
+        );
         assert_eq!(private_dir_owner_alive(".new-junk"), None);
         assert_eq!(private_dir_owner_alive("job"), None);
     }
