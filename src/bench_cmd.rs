@@ -114,7 +114,7 @@ pub struct QueueArgs {
 
     /// With --noop: the PostgreSQL server (`postgres://…`; a new database
     /// on it per round) [default: a private cluster on this host].
-    #[arg(long, value_name = "URL", requires = "noop")]
+    #[arg(long, value_name = "URL")]
     pub db: Option<String>,
 
     /// With --noop: workers (each its own PostgreSQL store and id).
@@ -124,6 +124,16 @@ pub struct QueueArgs {
     /// With --noop: slots per worker.
     #[arg(long, value_name = "N", default_value_t = 4, requires = "noop")]
     pub slots: usize,
+
+    /// Container jobs through fleets of 1 to --hosts workers on one
+    /// PostgreSQL (--db, or a private cluster), alternating; reported as
+    /// ratios to one worker (they share this host's cores).
+    #[arg(long, conflicts_with = "noop")]
+    pub fleet: bool,
+
+    /// With --fleet: the largest fleet.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "fleet")]
+    pub hosts: usize,
 }
 
 /// `skiff bench soak` options.
@@ -392,6 +402,12 @@ fn run_queue(a: QueueArgs) -> anyhow::Result<()> {
     if a.noop {
         return run_queue_noop(a);
     }
+    if a.fleet {
+        return run_queue_fleet(a);
+    }
+    if a.db.is_some() {
+        anyhow::bail!("--db goes with --noop or --fleet");
+    }
     let cfg = queue::QueueConfig {
         skiff_exe: std::env::current_exe().context("finding the skiff binary")?,
         image: a.image,
@@ -423,6 +439,34 @@ fn run_queue(a: QueueArgs) -> anyhow::Result<()> {
             "{} jobs did not complete (see the failures above)",
             results.summary.failed
         );
+    }
+    Ok(())
+}
+
+fn run_queue_fleet(a: QueueArgs) -> anyhow::Result<()> {
+    use bench::queue::fleet;
+    let cfg = fleet::FleetConfig {
+        skiff_exe: std::env::current_exe().context("finding the skiff binary")?,
+        image: a.image,
+        db: a.db,
+        jobs: a.jobs.unwrap_or(if a.quick { 500 } else { 5_000 }),
+        batch: a.batch,
+        launchers: a.launchers,
+        rounds: a.rounds.unwrap_or(if a.quick { 1 } else { 3 }),
+        max_workers: a.hosts,
+        workdir: a.workdir,
+    };
+    let ui = bench::Ui::new(a.quiet);
+    let results = fleet::run(&cfg, &ui).context("fleet benchmark")?;
+    let path = results.write_json(&a.out).context("writing the results")?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", results.table());
+    }
+    ui.note(format!("results: {}", path.display()));
+    if !results.ok() {
+        anyhow::bail!("some jobs did not complete (see the rounds above)");
     }
     Ok(())
 }

@@ -30,6 +30,7 @@
 
 pub mod results;
 
+pub mod fleet;
 pub mod noop;
 mod pool;
 mod worker;

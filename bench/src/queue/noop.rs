@@ -212,7 +212,7 @@ async fn round(
 
 /// A new database `name` on the server of `url` (never the given
 /// database itself: the benchmark writes nothing there); its URL.
-async fn fresh_database(url: &str, name: &str) -> Result<String> {
+pub(super) async fn fresh_database(url: &str, name: &str) -> Result<String> {
     use sqlx::ConnectOptions;
     let opts: sqlx::postgres::PgConnectOptions = url.parse().map_err(db_err)?;
     let mut conn = opts.connect().await.map_err(db_err)?;
@@ -224,7 +224,7 @@ async fn fresh_database(url: &str, name: &str) -> Result<String> {
 }
 
 /// Drop the round's database `name` again (best effort).
-async fn drop_database(url: &str, name: &str) {
+pub(super) async fn drop_database(url: &str, name: &str) {
     use sqlx::ConnectOptions;
     let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
         return;

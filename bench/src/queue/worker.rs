@@ -45,6 +45,16 @@ impl Worker {
     /// Start `skiff --root ROOT serve --launchers N --db DB`, its stderr to
     /// `log`, and wait until `/healthz` answers.
     fn start(round: &Round<'_>, db: &Path, log: &Path, rt: &Runtime) -> Result<Worker> {
+        Worker::start_as(round, db.as_os_str(), log, rt)
+    }
+
+    /// [`Worker::start`] with `db` a SQLite path or a `postgres://` URL.
+    fn start_as(
+        round: &Round<'_>,
+        db: &std::ffi::OsStr,
+        log: &Path,
+        rt: &Runtime,
+    ) -> Result<Worker> {
         let err = fs::File::create(log).ctx("create", log)?;
         let child = Command::new(round.exe)
             .arg("--root")
@@ -436,6 +446,47 @@ pub(super) fn serve_round(round: &Round<'_>, round_no: usize) -> Result<ServeRou
     let output = round.root.join("serve").join("output");
     let spent = round.root.join(format!("spent-serve-output-{round_no}"));
     fs::rename(&output, &spent).ctx("set aside", &output)?;
+    Ok(r)
+}
+
+/// One fleet round: a worker on each of `roots` (stores holding the
+/// image), all on the PostgreSQL database `url`; the jobs are submitted
+/// to the first and read back through it. The steady rate counts every
+/// worker's jobs.
+pub(super) fn fleet_round(
+    round: &Round<'_>,
+    roots: &[&Path],
+    url: &str,
+    round_no: usize,
+) -> Result<ServeRound> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| QueueBenchError::Task(format!("start an async runtime: {e}")))?;
+    let mut workers = Vec::with_capacity(roots.len());
+    let mut logs = Vec::with_capacity(roots.len());
+    for (i, root) in roots.iter().enumerate() {
+        let log = round
+            .logs
+            .join(format!("fleet-{round_no}-of-{}-w{i}.log", roots.len()));
+        let r = Round { root, ..*round };
+        workers.push(Worker::start_as(&r, url.as_ref(), &log, &rt)?);
+        logs.push(log);
+    }
+    let client = Client::unix(&workers[0].socket);
+    let (ids, enqueue) = submit(&client, &rt, round)?;
+    let last = ids.last().cloned().unwrap_or_default();
+    wait_last(&mut workers[0], &client, &rt, &last, &logs[0])?;
+    let jobs = read_back(&client, &rt, &ids)?;
+    let listed = rt.block_on(count_complete(&client))?;
+    let exits: Vec<String> = workers.iter_mut().map(Worker::stop).collect();
+    let mut r = figures(round_no, &jobs, enqueue, listed);
+    r.worker_exit = exits.join("; ");
+    for log in &logs {
+        let (n, kinds) = log_errors(&fs::read_to_string(log).unwrap_or_default());
+        r.worker_log_errors += n;
+        r.worker_log_kinds.extend(kinds);
+    }
     Ok(r)
 }
 
