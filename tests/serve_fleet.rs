@@ -194,3 +194,72 @@ fn test_a_killed_workers_job_is_retried_by_another_after_its_lease() {
     let done = doomed.wait(&id(&j), 60);
     assert_eq!(done["state"], "cancelled", "{done}\n{}", other.log());
 }
+
+#[test]
+fn test_hooks_webhooks_and_schedules_work_across_the_fleet() {
+    let Some(c) = cluster() else { return };
+    let url = c.url("fleet_tables").expect("a database");
+    let Some(a) = worker(&url, &[]) else { return };
+    let Some(b) = worker(&url, &[]) else { return };
+    // A trigger defined through one worker fires through the other.
+    let (st, v) = a.call("PUT", "/v1/hooks/greet", Some(&sh("cat \"$PAYLOAD_FILE\"")));
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = b.call("GET", "/v1/hooks", None);
+    assert_eq!((st, &v["hooks"][0]["name"]), (200, &json!("greet")), "{v}");
+    let (st, j) = b.call_raw("POST", "/v1/hooks/greet", b"hello");
+    assert_eq!(st, 201, "{j}");
+    let done = a.wait(&id(&j), 60);
+    assert_eq!(done["state"], "complete", "{done}");
+    let (st, out) = a.call("GET", &format!("/v1/jobs/{}/log", id(&j)), None);
+    assert_eq!((st, out), (200, json!("hello")));
+    // A webhook: delivered once, though both workers send deliveries.
+    let (hook_url, rx) = support::serve::receiver(200);
+    let mut job = sh("exit 4");
+    job["webhook"] = json!(hook_url);
+    let j = b.submit(job);
+    let (_, body) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("webhook POST");
+    assert_eq!(body["id"], json!(id(&j)), "{body}");
+    assert_eq!(body["state"], "error", "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = a.job(&id(&j));
+        if v["webhook_deliveries"][0]["state"] == "delivered" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "delivered twice"
+    );
+    // A schedule every second, three times: both workers fire, three jobs.
+    let sched = json!({ "job": sh("true"), "run_every": 1, "run_times": 3 });
+    let (st, s) = a.call("POST", "/v1/schedules", Some(&sched));
+    assert_eq!(st, 201, "{s}");
+    let path = format!("/v1/schedules/{}", id(&s));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = b.call("GET", &path, None);
+        if v["state"] == "done" {
+            assert_eq!(v["run_count"], 3, "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, list) = a.call("GET", "/v1/jobs?limit=1000", None);
+    let made = list["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| {
+            j["request"]["idempotency_key"]
+                .as_str()
+                .is_some_and(|k| k.starts_with(&format!("sched:{}:", id(&s))))
+        })
+        .count();
+    assert_eq!(made, 3, "{list}");
+}

@@ -5,52 +5,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::serve::{Worker, IMAGE};
-
-/// A tiny HTTP server on 127.0.0.1 answering every request with `status`;
-/// each request's body arrives on the channel.
-fn receiver(status: u16) -> (String, mpsc::Receiver<(String, Value)>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/done", l.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut r = BufReader::new(s.try_clone().expect("clone"));
-            let mut line = String::new();
-            let mut headers = Vec::new();
-            let mut len = 0usize;
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                headers.push(h);
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
-            let _ = write!(
-                s,
-                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-            let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let _ = tx.send((headers.concat(), v));
-        }
-    });
-    (url, rx)
-}
+use support::serve::{receiver, Worker, IMAGE};
 
 fn sh(script: &str) -> Value {
     json!({ "image": IMAGE, "command": ["sh", "-c", script] })

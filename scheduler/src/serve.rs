@@ -11,12 +11,15 @@ use tokio::net::UnixListener;
 use tokio::sync::{watch, Notify};
 
 use crate::api::{router, AppState};
+use crate::db::hook_store::HookStorage;
 use crate::db::postgres::{PgStore, WorkerInfo};
+use crate::db::webhook_store::WebhookStorage;
 use crate::db::Storage;
 use crate::dispatch::{self, Capacity};
 use crate::error::QueueError;
 use crate::launchers::{LauncherConfig, Slots};
 use crate::queue::Queue;
+use crate::schedules::Schedules;
 use crate::volumes::AllowedVolumes;
 
 /// How the worker runs.
@@ -244,27 +247,35 @@ pub async fn serve(
     }
     .start(slots, stop_rx);
 
-    // Schedules, on either engine (on a fleet, each slot fires once). One
-    // host: webhooks. A fleet: heartbeats, the reaper and wake-ups
-    // (webhooks on PostgreSQL are to come).
-    let schedules = match &engine {
-        Engine::Sqlite(q) => crate::schedules::Schedules::new(Queue::clone(q)),
-        Engine::Postgres(pg) => {
-            crate::schedules::Schedules::on(Arc::new(pg.clone()), Arc::new(pg.clone()))
-        }
-    };
-    let mut tasks = vec![tokio::spawn(crate::schedules::run(
-        schedules.clone(),
-        wake.clone(),
-        stop_tx.subscribe(),
-    ))];
+    // Schedules and webhook deliveries, on either engine (on a fleet, each
+    // slot fires once and each delivery is leased by one worker). A fleet
+    // also runs heartbeats, the reaper and wake-ups.
+    let (schedules, hooks, webhooks): (Schedules, Arc<dyn HookStorage>, Arc<dyn WebhookStorage>) =
+        match &engine {
+            Engine::Sqlite(q) => {
+                let q = Queue::clone(q);
+                (Schedules::new(q.clone()), Arc::new(q.clone()), Arc::new(q))
+            }
+            Engine::Postgres(pg) => (
+                Schedules::on(Arc::new(pg.clone()), store.clone()),
+                Arc::new(pg.clone()),
+                Arc::new(pg.clone()),
+            ),
+        };
+    let mut tasks = vec![
+        tokio::spawn(crate::schedules::run(
+            schedules.clone(),
+            wake.clone(),
+            stop_tx.subscribe(),
+        )),
+        tokio::spawn(crate::webhooks::run(
+            webhooks.clone(),
+            store.clone(),
+            stop_tx.subscribe(),
+        )),
+    ];
     match &engine {
-        Engine::Sqlite(q) => {
-            tasks.push(tokio::spawn(crate::webhooks::run(
-                Queue::clone(q),
-                stop_tx.subscribe(),
-            )));
-        }
+        Engine::Sqlite(_) => {}
         Engine::Postgres(pg) => {
             let fleet = crate::fleet::Fleet {
                 store: pg.clone(),
@@ -324,6 +335,8 @@ pub async fn serve(
         volumes,
         slots: cfg.launchers.max(1) as i64,
         schedules,
+        hooks,
+        webhooks,
     });
     let tcp = match (cfg.listen, token) {
         (Some(addr), Some(token)) => {

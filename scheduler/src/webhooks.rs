@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Row;
 use tokio::sync::{watch, Semaphore};
 
-use crate::error::QueueError;
-use crate::queue::{backoff_ms, now_ms, Queue};
+use crate::db::webhook_store::{DeliveryUpdate, Due, WebhookStorage};
+use crate::db::Storage;
+use crate::queue::{backoff_ms, now_ms};
 
 /// Attempts before a delivery is marked `failed`.
 pub const MAX_ATTEMPTS: i64 = 10;
@@ -22,76 +22,37 @@ const LEASE_MS: i64 = 60_000;
 /// Deliveries sent at once.
 const CONCURRENCY: usize = 8;
 
-struct Due {
-    id: i64,
-    job_id: String,
-    url: String,
-    attempts: i64,
-}
-
-async fn lease_due(queue: &Queue) -> Result<Vec<Due>, QueueError> {
-    let now = now_ms();
-    let mut tx = queue.write_tx().await?;
-    let rows = sqlx::query(
-        "SELECT id, job_id, url, attempts FROM webhook_deliveries \
-         WHERE state = 'pending' AND next_at <= ? ORDER BY next_at LIMIT 32",
-    )
-    .bind(now)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut out = Vec::new();
-    for r in rows {
-        let d = Due {
-            id: r.try_get("id")?,
-            job_id: r.try_get("job_id")?,
-            url: r.try_get("url")?,
-            attempts: r.try_get("attempts")?,
-        };
-        sqlx::query("UPDATE webhook_deliveries SET next_at = ? WHERE id = ?")
-            .bind(now + LEASE_MS)
-            .bind(d.id)
-            .execute(&mut *tx)
-            .await?;
-        out.push(d);
-    }
-    tx.commit().await?;
-    Ok(out)
-}
-
-async fn record(queue: &Queue, d: &Due, result: Result<(), String>) -> Result<(), QueueError> {
+/// The record of one attempt at `d`.
+fn update(d: &Due, result: &Result<(), String>) -> DeliveryUpdate {
     let now = now_ms();
     let attempts = d.attempts + 1;
-    let q = match &result {
-        Ok(()) => sqlx::query(
-            "UPDATE webhook_deliveries SET state = 'delivered', attempts = ?, \
-             delivered_at = ?, last_error = NULL WHERE id = ?",
-        )
-        .bind(attempts)
-        .bind(now)
-        .bind(d.id),
+    match result {
+        Ok(()) => DeliveryUpdate {
+            state: "delivered",
+            attempts,
+            next_at: now,
+            error: None,
+            now,
+        },
         Err(e) => {
-            let (state, next) = if attempts >= MAX_ATTEMPTS {
+            let (state, next_at) = if attempts >= MAX_ATTEMPTS {
                 ("failed", now)
             } else {
                 ("pending", now + backoff_ms(1000, attempts))
             };
-            sqlx::query(
-                "UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, \
-                 last_error = ? WHERE id = ?",
-            )
-            .bind(state)
-            .bind(attempts)
-            .bind(next)
-            .bind(e.clone())
-            .bind(d.id)
+            DeliveryUpdate {
+                state,
+                attempts,
+                next_at,
+                error: Some(e.clone()),
+                now,
+            }
         }
-    };
-    q.execute(queue.pool()).await?;
-    Ok(())
+    }
 }
 
-async fn send(http: &reqwest::Client, queue: &Queue, d: &Due) -> Result<(), String> {
-    let job = queue.get(&d.job_id).await.map_err(|e| e.to_string())?;
+async fn send(http: &reqwest::Client, jobs: &dyn Storage, d: &Due) -> Result<(), String> {
+    let job = jobs.get(&d.job_id).await.map_err(|e| e.to_string())?;
     let resp = http
         .post(&d.url)
         .header("User-Agent", "skiff-webhook")
@@ -108,7 +69,11 @@ async fn send(http: &reqwest::Client, queue: &Queue, d: &Due) -> Result<(), Stri
 }
 
 /// Deliver due webhooks until `stop` turns true.
-pub async fn run(queue: Queue, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    db: Arc<dyn WebhookStorage>,
+    jobs: Arc<dyn Storage>,
+    mut stop: watch::Receiver<bool>,
+) {
     let http = match reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -125,19 +90,19 @@ pub async fn run(queue: Queue, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        match lease_due(&queue).await {
+        match db.lease_deliveries(now_ms(), LEASE_MS, 32).await {
             Ok(due) => {
                 for d in due {
                     let Ok(permit) = slots.clone().acquire_owned().await else {
                         return;
                     };
-                    let (http, queue) = (http.clone(), queue.clone());
+                    let (http, db, jobs) = (http.clone(), db.clone(), jobs.clone());
                     tokio::spawn(async move {
-                        let result = send(&http, &queue, &d).await;
+                        let result = send(&http, &*jobs, &d).await;
                         if let Err(e) = &result {
                             tracing::info!(job = %d.job_id, url = %d.url, "webhook not delivered: {e}");
                         }
-                        if let Err(e) = record(&queue, &d, result).await {
+                        if let Err(e) = db.update_delivery(d.id, &update(&d, &result)).await {
                             tracing::error!("record webhook delivery: {e}");
                         }
                         drop(permit);
@@ -151,17 +116,4 @@ pub async fn run(queue: Queue, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => {}
         }
     }
-}
-
-/// A job's deliveries: (state, attempts, last error).
-pub async fn deliveries(
-    queue: &Queue,
-    job_id: &str,
-) -> Result<Vec<(String, i64, Option<String>)>, QueueError> {
-    Ok(sqlx::query_as(
-        "SELECT state, attempts, last_error FROM webhook_deliveries WHERE job_id = ? ORDER BY id",
-    )
-    .bind(job_id)
-    .fetch_all(queue.pool())
-    .await?)
 }

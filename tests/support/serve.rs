@@ -242,6 +242,46 @@ impl Worker {
     }
 }
 
+/// A tiny HTTP server on 127.0.0.1 answering every request with `status`;
+/// each request's body arrives on the channel.
+pub fn receiver(status: u16) -> (String, std::sync::mpsc::Receiver<(String, Value)>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/done", l.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    use std::io::{BufRead, Read, Write};
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+            let mut line = String::new();
+            let mut headers = Vec::new();
+            let mut len = 0usize;
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                headers.push(h);
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let _ = tx.send((headers.concat(), v));
+        }
+    });
+    (url, rx)
+}
+
 /// Run `cmd` on another host: in the network namespace `netns`, with a
 /// UTS namespace of its own named `name`. The mount namespace stays the
 /// test's, so its mounts and cgroups are seen (and checked) from here.

@@ -11,7 +11,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::jobs::{body_json, check_admissible, check_images, parse_job};
+use super::jobs::{body_json, capacities, check_admissible, check_images_in_fleet, parse_job};
 use super::{ApiError, ApiResult, AppState};
 use crate::error::FieldError;
 use crate::hooks;
@@ -48,18 +48,14 @@ async fn define(
             "a template cannot carry one: every trigger makes a new job",
         )));
     }
-    check_admissible(&v, &st, &[st.capacity], "")?;
+    check_admissible(&v, &st, &capacities(&st).await?, "")?;
     let field = if v.request.code.is_some() {
         "code"
     } else {
         "image"
     };
-    check_images(
-        st.store_root.clone(),
-        vec![(field.into(), v.request.image_ref())],
-    )
-    .await?;
-    let created = hooks::put(st.sqlite("hooks")?, &name, &v.request).await?;
+    check_images_in_fleet(&st, vec![(field.into(), v.request.image_ref())]).await?;
+    let created = hooks::put(&*st.hooks, &name, &v.request).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -70,12 +66,12 @@ async fn define(
 
 async fn show(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     name_ok(&name)?;
-    let t = hooks::get(st.sqlite("hooks")?, &name).await?;
+    let t = hooks::get(&*st.hooks, &name).await?;
     Ok(Json(json!({ "name": name, "template": t })))
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let hooks: Vec<Value> = hooks::list(st.sqlite("hooks")?)
+    let hooks: Vec<Value> = hooks::list(&*st.hooks)
         .await?
         .into_iter()
         .map(|(name, t)| json!({ "name": name, "template": t }))
@@ -85,7 +81,7 @@ async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
 
 async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     name_ok(&name)?;
-    hooks::remove(st.sqlite("hooks")?, &name).await?;
+    hooks::remove(&*st.hooks, &name).await?;
     Ok(Json(json!({ "name": name, "removed": true })))
 }
 
@@ -111,7 +107,7 @@ async fn trigger(
             "a trigger's body must be UTF-8 text",
         ))
     })?;
-    let mut t = hooks::get(st.sqlite("hooks")?, &name).await?;
+    let mut t = hooks::get(&*st.hooks, &name).await?;
     t.payload = Some(payload);
     let v = t.validate().map_err(ApiError::field)?;
     let job = st.store.submit(vec![v]).await?.remove(0).0;

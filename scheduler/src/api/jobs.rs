@@ -211,9 +211,6 @@ async fn submit(
             String::new()
         };
         check_admissible(j, &st, &caps, &prefix)?;
-        if j.request.webhook.is_some() {
-            st.sqlite("webhooks")?;
-        }
         let field = if j.request.code.is_some() {
             "code"
         } else {
@@ -299,8 +296,8 @@ async fn get_job(State(st): State<AppState>, Path(id): Path<String>) -> ApiResul
     let job = st.store.get(&id).await?;
     let has_webhook = job.request.webhook.is_some();
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
-    if let (true, Some(queue)) = (has_webhook, &st.queue) {
-        let d = crate::webhooks::deliveries(queue, &id).await?;
+    if has_webhook {
+        let d = st.webhooks.deliveries(&id).await?;
         v["webhook_deliveries"] = d
             .into_iter()
             .map(|(state, attempts, error)| {

@@ -65,6 +65,10 @@ pub struct AppState {
     pub slots: i64,
     /// The schedules, on the queue's engine.
     pub schedules: crate::schedules::Schedules,
+    /// Webhook triggers' templates, on the queue's engine.
+    pub hooks: Arc<dyn crate::db::hook_store::HookStorage>,
+    /// Webhook deliveries, on the queue's engine.
+    pub webhooks: Arc<dyn crate::db::webhook_store::WebhookStorage>,
 }
 
 impl AppState {

@@ -15,11 +15,17 @@ use crate::turn::Turn;
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
+mod conformance_hooks;
+#[cfg(test)]
 mod conformance_schedules;
+pub mod hook_store;
 pub mod postgres;
 pub mod schedule_store;
 mod sqlite;
+mod sqlite_hooks;
 mod sqlite_schedules;
+mod sqlite_webhooks;
+pub mod webhook_store;
 
 /// The queue's operations, as every engine provides them.
 #[async_trait::async_trait]

@@ -18,6 +18,7 @@ mod cancel;
 mod delayed;
 mod drain;
 mod fleet;
+mod hooks;
 mod lease;
 pub mod local;
 mod manage;
@@ -25,6 +26,7 @@ mod read;
 mod schedules;
 mod submit;
 mod turn;
+mod webhooks;
 
 /// The channel a submit notifies (`LISTEN skiff_jobs` to wake up).
 pub const NOTIFY_CHANNEL: &str = "skiff_jobs";
