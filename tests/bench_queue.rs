@@ -180,3 +180,78 @@ fn bench_queue_noop_is_labelled_and_measures_both_engines() {
         String::from_utf8_lossy(&pg_left.stdout)
     );
 }
+
+/// `skiff bench queue --fleet`: a round of one and of two workers on a
+/// private PostgreSQL cluster, every job completed, both sizes measured
+/// with a ratio to one worker; no store, worker or cluster is left.
+/// Never checks timings.
+#[test]
+fn bench_queue_fleet_measures_each_fleet_size() {
+    if !gate(missing_prerequisite()) {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/postgresql").exists() {
+        assert!(
+            std::env::var("SKIFF_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
+            "PostgreSQL is not installed"
+        );
+        eprintln!("skipped: PostgreSQL is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out_dir = tmp.path().join("out");
+    let work = tmp.path().join("work");
+    let output = skiff_on(&tmp.path().join("unused-store"))
+        .args(["bench", "queue", "--fleet", "--quick", "--quiet"])
+        .args(["--jobs", "60", "--batch", "20", "--hosts", "2"])
+        .arg("--workdir")
+        .arg(&work)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .expect("run skiff");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "skiff bench queue --fleet failed: {}: {}\n{stdout}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ratios, not scaling"), "{stdout}");
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("queue-fleet.json")).expect("queue-fleet.json"),
+    )
+    .expect("json");
+    let sizes = v["sizes"].as_array().expect("sizes");
+    assert_eq!(sizes.len(), 2, "{v}");
+    for (k, s) in sizes.iter().enumerate() {
+        assert_eq!(s["workers"], k + 1, "{s}");
+        assert_eq!(s["failed"], 0, "{s}");
+        assert!(
+            s["steady_jobs_per_s"].as_f64().is_some_and(|x| x > 0.0),
+            "{s}"
+        );
+    }
+    assert_eq!(sizes[0]["ratio_to_one"], 1.0, "{v}");
+    for r in v["rounds"].as_array().expect("rounds") {
+        assert_eq!(r["serve"]["completed"], 60, "{r}");
+    }
+    let left: Vec<_> = std::fs::read_dir(work.join("queue-fleet"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with("store")),
+        "stores left: {left:?}"
+    );
+    let pg_left = std::process::Command::new("pgrep")
+        .args(["-f", "skiff-pg-"])
+        .output()
+        .expect("pgrep");
+    assert!(
+        pg_left.stdout.is_empty(),
+        "a PostgreSQL of the benchmark's is still running: {}",
+        String::from_utf8_lossy(&pg_left.stdout)
+    );
+}

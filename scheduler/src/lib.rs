@@ -6,6 +6,8 @@ pub mod api;
 pub mod claim;
 pub mod client;
 pub mod code;
+#[cfg(test)]
+mod conformance_schedules;
 pub mod db;
 pub mod dispatch;
 mod dispatch_conn;

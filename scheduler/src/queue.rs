@@ -281,17 +281,6 @@ impl Queue {
         Ok(out)
     }
 
-    /// Attempts ended since `since_ms`, per minute and state.
-    pub async fn ended_per_minute(&self, since_ms: i64) -> Result<Vec<(i64, JobState, i64)>> {
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&crate::db::ended_per_minute_sql("?"))
-            .bind(since_ms)
-            .fetch_all(&self.db)
-            .await?;
-        rows.into_iter()
-            .map(|(m, s, n)| Ok((m, state_of("(attempt count)", &s)?, n)))
-            .collect()
-    }
-
     /// Move `delayed` jobs whose time has come to `queued`; returns how many,
     /// and when the next delayed job is due.
     pub async fn promote_delayed(&self) -> Result<(u64, Option<i64>)> {

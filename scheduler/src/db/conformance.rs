@@ -55,7 +55,7 @@ async fn submit(s: &dyn Storage, jobs: Vec<JobRequest>) -> Vec<(String, bool)> {
 
 /// A cluster of the test's own; `None` (skip) when PostgreSQL is not
 /// installed, which under `SKIFF_REQUIRE_PRIVILEGED=1` (CI) fails instead.
-pub(super) fn cluster() -> Option<LocalCluster> {
+pub(crate) fn cluster() -> Option<LocalCluster> {
     let c = LocalCluster::start().expect("start a cluster");
     if c.is_none() {
         assert!(

@@ -13,11 +13,9 @@ use crate::state::{Job, JobState};
 use crate::turn::Turn;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 #[cfg(test)]
 mod conformance_hooks;
-#[cfg(test)]
-mod conformance_schedules;
 pub mod hook_store;
 pub mod postgres;
 pub mod schedule_store;

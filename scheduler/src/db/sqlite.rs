@@ -56,7 +56,13 @@ impl Storage for Queue {
         &self,
         since_ms: i64,
     ) -> Result<Vec<(i64, JobState, i64)>, QueueError> {
-        Queue::ended_per_minute(self, since_ms).await
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&super::ended_per_minute_sql("?"))
+            .bind(since_ms)
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter()
+            .map(|(m, s, n)| Ok((m, crate::records::state_of("(attempt count)", &s)?, n)))
+            .collect()
     }
 
     async fn caps(&self) -> Result<Caps, QueueError> {

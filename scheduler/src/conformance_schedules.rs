@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::postgres::PgStore;
-use super::Storage;
+use crate::db::conformance::cluster;
+use crate::db::postgres::PgStore;
+use crate::db::Storage;
 use crate::queue::{now_ms, ListFilter, Queue};
 use crate::request::JobRequest;
 use crate::schedules::{ScheduleRequest, Schedules};
@@ -77,7 +78,7 @@ async fn test_schedules_fire_on_both_engines() {
         Schedules::new(sqlite.clone()),
         Arc::new(sqlite) as Arc<dyn Storage>,
     )];
-    let cluster = super::conformance::cluster();
+    let cluster = cluster();
     if let Some(c) = &cluster {
         let pg = PgStore::open(&c.url("schedules").expect("a database"), "w1")
             .await
@@ -107,7 +108,7 @@ async fn test_schedules_fire_on_both_engines() {
 
 #[tokio::test]
 async fn test_postgres_workers_fire_each_slot_once() {
-    let Some(c) = super::conformance::cluster() else {
+    let Some(c) = cluster() else {
         return;
     };
     let url = c.url("fleet_schedules").expect("a database");
