@@ -122,8 +122,14 @@ fn bench_queue_quick_run_completes_every_job_and_reports() {
 /// `skiff bench queue --noop`: labelled as no-op jobs in the table and the
 /// JSON, a round of each engine on a private PostgreSQL cluster, every
 /// figure present; the cluster is gone afterwards. Never checks timings.
+/// The benchmarks that start a PostgreSQL cluster run one at a time:
+/// each checks afterwards that no cluster of the benchmark's is left, which
+/// the other's would fail.
+static POSTGRES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn bench_queue_noop_is_labelled_and_measures_both_engines() {
+    let _one_at_a_time = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     if !gate(missing_prerequisite()) {
         return;
     }
@@ -187,6 +193,7 @@ fn bench_queue_noop_is_labelled_and_measures_both_engines() {
 /// Never checks timings.
 #[test]
 fn bench_queue_fleet_measures_each_fleet_size() {
+    let _one_at_a_time = POSTGRES.lock().unwrap_or_else(|e| e.into_inner());
     if !gate(missing_prerequisite()) {
         return;
     }

@@ -235,6 +235,17 @@ fn test_hooks_webhooks_and_schedules_work_across_the_fleet() {
         rx.recv_timeout(Duration::from_secs(2)).is_err(),
         "delivered twice"
     );
+    // A queue's cap set through one worker is seen through the other.
+    let cap = json!({ "max_concurrency": 1 });
+    let (st, v) = a.call("PUT", "/v1/queues/one-at-a-time", Some(&cap));
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = b.call("GET", "/v1/queues", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["queues"],
+        json!([{ "name": "one-at-a-time", "max_concurrency": 1 }]),
+        "{v}"
+    );
     // A schedule every second, three times: both workers fire, three jobs.
     let sched = json!({ "job": sh("true"), "run_every": 1, "run_times": 3 });
     let (st, s) = a.call("POST", "/v1/schedules", Some(&sched));

@@ -337,6 +337,10 @@ pub async fn serve(
         schedules,
         hooks,
         webhooks,
+        queue_settings: match &engine {
+            Engine::Sqlite(q) => Arc::new(Queue::clone(q)),
+            Engine::Postgres(pg) => Arc::new(pg.clone()),
+        },
     });
     let tcp = match (cfg.listen, token) {
         (Some(addr), Some(token)) => {

@@ -69,6 +69,8 @@ pub struct AppState {
     pub hooks: Arc<dyn crate::db::hook_store::HookStorage>,
     /// Webhook deliveries, on the queue's engine.
     pub webhooks: Arc<dyn crate::db::webhook_store::WebhookStorage>,
+    /// Per-queue settings, on the queue's engine.
+    pub queue_settings: Arc<dyn crate::db::queue_store::QueueSettings>,
 }
 
 impl AppState {

@@ -1,4 +1,5 @@
-//! `/v1/queues`: per-queue settings (`max_concurrency`).
+//! `/v1/queues`: per-queue settings (`max_concurrency`); on a fleet a cap
+//! holds across every worker.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,7 +12,6 @@ use serde_json::{json, Value};
 use super::jobs::body_json;
 use super::{ApiError, ApiResult, AppState};
 use crate::error::FieldError;
-use crate::queues;
 
 /// The routes.
 pub(super) fn routes() -> Router<AppState> {
@@ -49,7 +49,9 @@ async fn set(
             )));
         }
     }
-    queues::set(st.sqlite("queue caps")?, &name, s.max_concurrency).await?;
+    st.queue_settings
+        .set_queue_cap(&name, s.max_concurrency)
+        .await?;
     st.wake.notify_one();
     Ok(Json(
         json!({ "name": name, "max_concurrency": s.max_concurrency }),
@@ -57,7 +59,9 @@ async fn set(
 }
 
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    let q: Vec<Value> = queues::list(st.sqlite("queue caps")?)
+    let q: Vec<Value> = st
+        .queue_settings
+        .queue_caps()
         .await?
         .into_iter()
         .map(|(name, max)| json!({ "name": name, "max_concurrency": max }))

@@ -762,3 +762,77 @@ async fn test_ended_per_minute_on_both_engines() {
         assert!(later.is_empty(), "{name}: {later:?}");
     }
 }
+
+/// A queue's cap holds across the fleet: three workers claiming as fast as
+/// they can, at once, start two jobs of a queue capped at two (and every
+/// job of an uncapped one); when one ends, exactly one more starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_postgres_queue_cap_holds_across_workers() {
+    use super::queue_store::QueueSettings;
+    let Some(c) = cluster() else {
+        return;
+    };
+    let url = c.url("fleet_caps").expect("a database");
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        workers.push(PgStore::open(&url, &format!("w{i}")).await.expect("open"));
+    }
+    workers[0]
+        .set_queue_cap("capped", Some(2))
+        .await
+        .expect("cap");
+    assert_eq!(
+        workers[1].queue_caps().await.expect("caps"),
+        [("capped".to_string(), Some(2))]
+    );
+    for w in &workers {
+        w.caps().await.expect("caps");
+    }
+    let capped = JobRequest {
+        queue: Some("capped".into()),
+        ..job()
+    };
+    submit(&workers[0], vec![capped; 12]).await;
+    submit(&workers[0], vec![job(); 3]).await;
+    let claim_all = |workers: &Vec<PgStore>| {
+        let tasks: Vec<_> = workers
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, w)| {
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(c) = w
+                        .turn(&[], Some(&fits()))
+                        .await
+                        .expect("turn")
+                        .claim
+                        .expect("claim")
+                    {
+                        got.push((i, c));
+                    }
+                    got
+                })
+            })
+            .collect();
+        async move {
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("task"));
+            }
+            all
+        }
+    };
+    let claims = claim_all(&workers).await;
+    let in_capped: Vec<_> = claims.iter().filter(|(_, c)| c.queue == "capped").collect();
+    assert_eq!(in_capped.len(), 2, "{claims:?}");
+    assert_eq!(claims.len(), 5, "{claims:?}");
+    let (i, first) = in_capped[0];
+    workers[*i]
+        .finish(&ended(&first.id, 1, first.retry, JobState::Complete))
+        .await
+        .expect("finish");
+    let more = claim_all(&workers).await;
+    assert_eq!(more.len(), 1, "{more:?}");
+    assert_eq!(more[0].1.queue, "capped");
+}

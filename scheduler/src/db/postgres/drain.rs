@@ -57,6 +57,8 @@ impl PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
+        self.capped
+            .store(!queues.is_empty(), std::sync::atomic::Ordering::Relaxed);
         Ok(crate::db::Caps {
             queues: queues.into_iter().collect(),
             codes: codes.into_iter().collect(),

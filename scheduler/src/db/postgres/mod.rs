@@ -22,6 +22,7 @@ mod hooks;
 mod lease;
 pub mod local;
 mod manage;
+mod queues;
 mod read;
 mod schedules;
 mod submit;
@@ -52,6 +53,9 @@ pub struct PgStore {
     lease: Duration,
     placement: std::sync::Arc<std::sync::RwLock<Placement>>,
     output_dir: Option<std::path::PathBuf>,
+    /// Whether some queue has a cap (as of the last [`Storage::caps`]):
+    /// the claim then counts running jobs across the fleet.
+    capped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What placement knows: the image references this worker's store
@@ -109,6 +113,7 @@ impl PgStore {
             lease: DEFAULT_LEASE,
             placement: Default::default(),
             output_dir: None,
+            capped: Default::default(),
         })
     }
 

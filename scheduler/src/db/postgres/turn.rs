@@ -79,6 +79,7 @@ next AS (
     AND (image = ANY($8) OR run_at <= $1 - $9 OR NOT EXISTS (
       SELECT 1 FROM workers w WHERE w.id <> $6 AND w.heartbeat_at > $1 - $10
         AND w.running < w.slots AND w.images ? jobs.image))
+    /*caps*/
   ORDER BY priority DESC, seq LIMIT 1
   FOR UPDATE SKIP LOCKED
 ), c AS (
@@ -101,6 +102,24 @@ static FINISH: LazyLock<String> =
 
 /// A claim alone: the job started, if any.
 static CLAIM: LazyLock<String> = LazyLock::new(|| format!("WITH {CLAIM_CTES} SELECT * FROM c"));
+
+/// The claim when some queue has a cap: a queue whose running jobs,
+/// across the fleet, reach its `max_concurrency` is passed over. Run
+/// after [`CAPS_LOCK`] in the same transaction, so that two workers never
+/// both see room for one job.
+static CLAIM_CAPPED: LazyLock<String> = LazyLock::new(|| {
+    let capped = CLAIM_CTES.replace(
+        "/*caps*/",
+        "AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue \
+           AND q.max_concurrency IS NOT NULL AND q.max_concurrency <= ( \
+             SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.queue = jobs.queue))",
+    );
+    format!("WITH {capped} SELECT * FROM c")
+});
+
+/// Serializes capped claims across the fleet until their transaction
+/// ends (a constant key: `skiff` in ASCII).
+const CAPS_LOCK: &str = "SELECT pg_advisory_xact_lock(1936419174)";
 
 /// Record `e`, an attempt of `worker`'s, on `conn`, with its `output`
 /// (stdout, stderr) when known: the job's new state, or `None` when
@@ -177,6 +196,15 @@ impl PgStore {
         }
         let row = match fits {
             None => None,
+            Some(fits) if self.capped.load(std::sync::atomic::Ordering::Relaxed) => {
+                let mut tx = self.dispatch.begin().await?;
+                sqlx::query(CAPS_LOCK).execute(&mut *tx).await?;
+                let row = bind_claim(sqlx::query(&CLAIM_CAPPED), fits, self, now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                row
+            }
             Some(fits) => {
                 bind_claim(sqlx::query(&CLAIM), fits, self, now)
                     .fetch_optional(&self.dispatch)
