@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use scheduler::db::postgres::local::LocalCluster;
-
+use super::postgres::{db_err, Server};
 use super::results::ServeRound;
 use super::{QueueBenchError, Result, Round, Scratch, COMMAND};
 use crate::error::{Error, IoContext};
@@ -85,10 +84,6 @@ pub struct FleetResults {
     pub sizes: Vec<FleetSize>,
 }
 
-fn db_err(e: impl std::fmt::Display) -> QueueBenchError {
-    QueueBenchError::Task(format!("PostgreSQL: {e}"))
-}
-
 /// Import the image into a fresh store at `root`.
 fn extra_store(exe: &Path, root: &Path, archive: &Path) -> Result<()> {
     Scratch::clear(root)?;
@@ -137,22 +132,8 @@ pub fn run(cfg: &FleetConfig, ui: &crate::Ui) -> Result<FleetResults> {
         roots.push(fs::canonicalize(&root).ctx("resolve", &root)?);
     }
     ui.clear();
-    let cluster = match &cfg.db {
-        Some(_) => None,
-        None => Some(
-            LocalCluster::start_durable()
-                .map_err(db_err)?
-                .ok_or_else(|| db_err("PostgreSQL is not installed: give --db postgres://…"))?,
-        ),
-    };
-    let postgres = match (&cfg.db, &cluster) {
-        (Some(url), _) => format!("given: {url}"),
-        (None, Some(c)) => format!(
-            "private cluster on 127.0.0.1:{} (this host, PostgreSQL's stock settings)",
-            c.port()
-        ),
-        (None, None) => unreachable!("a cluster was started"),
-    };
+    let server = Server::start(cfg.db.as_deref())?;
+    let postgres = server.describe();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,11 +144,7 @@ pub fn run(cfg: &FleetConfig, ui: &crate::Ui) -> Result<FleetResults> {
         for k in 1..=cfg.max_workers {
             ui.spin(format!("round {n}: {k} worker(s)"));
             let name = format!("skiff_fleet_{}_{n}_{k}", std::process::id());
-            let url = match (&cfg.db, &cluster) {
-                (Some(url), _) => rt.block_on(super::noop::fresh_database(url, &name))?,
-                (None, Some(c)) => c.url(&name).map_err(db_err)?,
-                (None, None) => unreachable!("a cluster was started"),
-            };
+            let url = rt.block_on(server.database(&name))?;
             let round = Round {
                 exe: &cfg.skiff_exe,
                 root: &roots[0],
@@ -180,9 +157,7 @@ pub fn run(cfg: &FleetConfig, ui: &crate::Ui) -> Result<FleetResults> {
             };
             let mine: Vec<&Path> = roots[..k].iter().map(PathBuf::as_path).collect();
             let r = super::worker::fleet_round(&round, &mine, &url, n);
-            if let Some(given) = &cfg.db {
-                rt.block_on(super::noop::drop_database(given, &name));
-            }
+            rt.block_on(server.drop_database(&name));
             let serve = r?;
             ui.note(format!(
                 "round {n}, {k} worker(s): steady {} jobs/s, {} failed",

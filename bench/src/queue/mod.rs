@@ -33,6 +33,7 @@ pub mod results;
 pub mod fleet;
 pub mod noop;
 mod pool;
+mod postgres;
 mod worker;
 
 use std::fs;

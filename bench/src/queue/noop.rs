@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use scheduler::claim::Admission;
-use scheduler::db::postgres::local::LocalCluster;
 use scheduler::db::postgres::PgStore;
 use scheduler::db::Storage;
 use scheduler::finish::Ended;
@@ -34,6 +33,7 @@ use scheduler::queue::{now_ms, Outcome, Queue};
 use scheduler::request::JobRequest;
 use scheduler::state::JobState;
 
+use super::postgres::Server;
 use super::{Percentiles, QueueBenchError, Result};
 use crate::error::Error;
 use crate::host::HostInfo;
@@ -210,32 +210,6 @@ async fn round(
     })
 }
 
-/// A new database `name` on the server of `url` (never the given
-/// database itself: the benchmark writes nothing there); its URL.
-pub(super) async fn fresh_database(url: &str, name: &str) -> Result<String> {
-    use sqlx::ConnectOptions;
-    let opts: sqlx::postgres::PgConnectOptions = url.parse().map_err(db_err)?;
-    let mut conn = opts.connect().await.map_err(db_err)?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .map_err(db_err)?;
-    Ok(opts.database(name).to_url_lossy().to_string())
-}
-
-/// Drop the round's database `name` again (best effort).
-pub(super) async fn drop_database(url: &str, name: &str) {
-    use sqlx::ConnectOptions;
-    let Ok(opts) = url.parse::<sqlx::postgres::PgConnectOptions>() else {
-        return;
-    };
-    if let Ok(mut conn) = opts.connect().await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
-}
-
 /// Run the no-op queue benchmark.
 pub fn run(cfg: &NoopConfig, ui: &crate::Ui) -> Result<NoopResults> {
     if cfg.jobs == 0 || cfg.rounds == 0 || cfg.workers == 0 || cfg.slots == 0 || cfg.batch == 0 {
@@ -247,22 +221,8 @@ pub fn run(cfg: &NoopConfig, ui: &crate::Ui) -> Result<NoopResults> {
     let dir = cfg.workdir.join("queue-noop");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| db_err(format!("{}: {e}", dir.display())))?;
-    let cluster = match &cfg.db {
-        Some(_) => None,
-        None => Some(
-            LocalCluster::start_durable()
-                .map_err(db_err)?
-                .ok_or_else(|| db_err("PostgreSQL is not installed: give --db postgres://…"))?,
-        ),
-    };
-    let postgres = match (&cfg.db, &cluster) {
-        (Some(url), _) => format!("given: {url}"),
-        (None, Some(c)) => format!(
-            "private cluster on 127.0.0.1:{} (this host, PostgreSQL's stock settings)",
-            c.port()
-        ),
-        (None, None) => unreachable!("a cluster was started"),
-    };
+    let server = Server::start(cfg.db.as_deref())?;
+    let postgres = server.describe();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -286,11 +246,7 @@ pub fn run(cfg: &NoopConfig, ui: &crate::Ui) -> Result<NoopResults> {
         ui.spin(format!("round {n}: postgres"));
         let name = format!("skiff_noop_{}_{n}", std::process::id());
         let pg = rt.block_on(async {
-            let url = match (&cfg.db, &cluster) {
-                (Some(url), _) => fresh_database(url, &name).await?,
-                (None, Some(c)) => c.url(&name).map_err(db_err)?,
-                (None, None) => unreachable!("a cluster was started"),
-            };
+            let url = server.database(&name).await?;
             let mut stores: Vec<Arc<dyn Storage>> = Vec::new();
             for w in 0..cfg.workers {
                 let s = PgStore::open(&url, &format!("bench-{w}"))
@@ -299,9 +255,7 @@ pub fn run(cfg: &NoopConfig, ui: &crate::Ui) -> Result<NoopResults> {
                 stores.push(Arc::new(s));
             }
             let r = round("postgres", n, cfg, stores).await;
-            if let Some(url) = &cfg.db {
-                drop_database(url, &name).await;
-            }
+            server.drop_database(&name).await;
             r
         })?;
         ui.note(format!(
