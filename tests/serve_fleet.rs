@@ -274,3 +274,109 @@ fn test_hooks_webhooks_and_schedules_work_across_the_fleet() {
         .count();
     assert_eq!(made, 3, "{list}");
 }
+
+/// The id of package `name`'s image in the store at `root`, if any.
+fn code_image_id(root: &std::path::Path, name: &str) -> Option<String> {
+    let store = imagestore::Store::open(root).expect("open store");
+    store
+        .resolve(&format!("skiff-code/{name}:latest"))
+        .ok()
+        .map(|i| i.id.to_string())
+}
+
+/// Push package `name` through `w`: `run.sh` printing `word` and the
+/// contents of `data.txt`; its JSON.
+fn push_code(w: &Worker, name: &str, word: &str) -> Value {
+    use support::tar::{layer, Entry};
+    let tar = layer(&[
+        Entry::Dir("app".into()),
+        Entry::File(
+            "app/run.sh".into(),
+            format!("echo \"{word} $(cat /app/data.txt)\"\n").into_bytes(),
+            0o644,
+        ),
+        Entry::File("app/data.txt".into(), b"hello".to_vec(), 0o644),
+    ]);
+    // command=["sh","/app/run.sh"], percent-encoded.
+    let cmd = "%5B%22sh%22%2C%22%2Fapp%2Frun.sh%22%5D";
+    let (st, v) = w.call_raw(
+        "POST",
+        &format!("/v1/code/{name}?image={IMAGE}&command={cmd}"),
+        &tar,
+    );
+    assert_eq!(st, 201, "{v}");
+    v
+}
+
+/// What `j` printed, read through `w`.
+fn log_of(w: &Worker, j: &Value) -> Value {
+    let (st, out) = w.call("GET", &format!("/v1/jobs/{}/log", id(j)), None);
+    assert_eq!(st, 200, "{out}");
+    out
+}
+
+#[test]
+fn test_a_code_package_pushed_to_one_worker_runs_on_another() {
+    let Some(c) = cluster() else { return };
+    let url = c.url("code_packages").expect("a database");
+    let Some(mut a) = worker(&url, &[]) else {
+        return;
+    };
+    let Some(mut b) = worker(&url, &[]) else {
+        return;
+    };
+    let v = push_code(&a, "app", "v1");
+    let pushed = v["package"]["image_id"]
+        .as_str()
+        .expect("image id")
+        .to_string();
+    assert!(
+        v["package"]["layer_digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{v}"
+    );
+    assert_eq!(code_image_id(&b.root(), "app"), None);
+    // Every worker lists it.
+    let (st, l) = b.call("GET", "/v1/code", None);
+    assert_eq!((st, l["packages"][0]["name"].clone()), (200, json!("app")));
+
+    // With the pushing worker gone, the other makes the image from the
+    // layer in the database, with the same id, and runs the job.
+    a.stop();
+    let j = b.submit(json!({ "code": "app" }));
+    let done = b.wait(&id(&j), 60);
+    assert_eq!(done["state"], "complete", "{done}\n{}", b.log());
+    assert_eq!(done["attempt_list"][0]["worker"], json!(worker_id(&b)));
+    assert_eq!(log_of(&b, &j), json!("v1 hello\n"));
+    assert_eq!(code_image_id(&b.root(), "app"), Some(pushed.clone()));
+
+    // A new push through that worker reaches the first, whose store holds
+    // the old image under the package's tag: it fetches the new one.
+    let v2 = push_code(&b, "app", "v2");
+    let pushed2 = v2["package"]["image_id"].as_str().expect("id").to_string();
+    assert_ne!(pushed2, pushed);
+    b.stop();
+    a.restart();
+    assert_eq!(code_image_id(&a.root(), "app"), Some(pushed));
+    let j = a.submit(json!({ "code": "app" }));
+    let done = a.wait(&id(&j), 60);
+    assert_eq!(done["state"], "complete", "{done}\n{}", a.log());
+    assert_eq!(log_of(&a, &j), json!("v2 hello\n"));
+    assert_eq!(code_image_id(&a.root(), "app"), Some(pushed2));
+
+    // Removed through one worker, the package is gone for all: a job
+    // naming it is refused, naming the field.
+    b.restart();
+    let (st, v) = a.call("DELETE", "/v1/code/app", None);
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = b.call("POST", "/v1/jobs", Some(&json!({ "code": "app" })));
+    assert_eq!((st, v["field"].clone()), (400, json!("code")), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no code package app"),
+        "{v}"
+    );
+}

@@ -53,6 +53,16 @@ pub enum QueueError {
         /// The parse error.
         detail: String,
     },
+    /// A code package's stored layer does not match its digest.
+    #[error("code package {name}: the layer read from the database is {got}, not {want} as pushed; refused")]
+    LayerDigest {
+        /// The package.
+        name: String,
+        /// The digest recorded at the push.
+        want: String,
+        /// The digest of what was read.
+        got: String,
+    },
     /// A file of the worker's (payload, output) could not be written or read.
     #[error("{what} {path}: {source}")]
     Io {

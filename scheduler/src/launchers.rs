@@ -38,6 +38,16 @@ pub struct LauncherConfig {
     pub warm: usize,
     /// Where jobs may mount host paths; checked again at each launch.
     pub volumes: std::sync::Arc<AllowedVolumes>,
+    /// On a fleet: makes code packages' images in this worker's store.
+    pub code: Option<Arc<dyn CodeImages>>,
+}
+
+/// Where a slot gets a code package's image before its job runs (on a
+/// fleet, `code_fetch::CodeFetch`).
+pub trait CodeImages: Send + Sync + std::fmt::Debug {
+    /// Make sure the store holds package `name`'s image as last pushed:
+    /// why it cannot, otherwise. Called from a slot's thread.
+    fn ensure(&self, name: &str) -> Result<(), String>;
 }
 
 /// Where a slot hands the outcome of an attempt: the dispatcher records
@@ -236,6 +246,15 @@ pub fn outcome_of(reply: Reply) -> Outcome {
     }
 }
 
+/// On a fleet, make sure the store holds `c`'s code package, if it names
+/// one, as last pushed.
+fn fetch_code(cfg: &LauncherConfig, c: &Claim) -> Result<(), String> {
+    match (&cfg.code, &c.request.code) {
+        (Some(fetch), Some(name)) => fetch.ensure(name),
+        _ => Ok(()),
+    }
+}
+
 /// Run `req` on the slot's launcher, starting one if there is none.
 fn run_on(
     cfg: &LauncherConfig,
@@ -272,10 +291,11 @@ fn slot_main(cfg: LauncherConfig, rx: mpsc::Receiver<Work>) {
     let mut launcher: Option<Launcher> = None;
     while let Ok(mut work) = rx.recv() {
         loop {
-            let outcome = match request_for(&cfg, &work.claim) {
-                Err(reason) => failed(reason),
-                Ok((req, fds)) => run_on(&cfg, &mut launcher, &req, &fds),
-            };
+            let outcome =
+                match fetch_code(&cfg, &work.claim).and_then(|()| request_for(&cfg, &work.claim)) {
+                    Err(reason) => failed(reason),
+                    Ok((req, fds)) => run_on(&cfg, &mut launcher, &req, &fds),
+                };
             if work.claim.payload.is_some() {
                 let _ = std::fs::remove_file(cfg.payload_dir.join(&work.claim.id));
             }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod claim;
 pub mod client;
 pub mod code;
+pub mod code_fetch;
 #[cfg(test)]
 mod conformance_schedules;
 pub mod db;

@@ -225,6 +225,14 @@ pub async fn serve(
             output_cap: cfg.output_cap,
             warm: cfg.warm,
             volumes: volumes.clone(),
+            code: match &engine {
+                Engine::Sqlite(_) => None,
+                Engine::Postgres(pg) => Some(Arc::new(crate::code_fetch::CodeFetch::new(
+                    tokio::runtime::Handle::current(),
+                    Arc::new(pg.clone()),
+                    cfg.root.clone(),
+                ))),
+            },
         },
     );
     let wake = Arc::new(Notify::new());
@@ -316,10 +324,6 @@ pub async fn serve(
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660))
         .map_err(io("chmod", &socket))?;
     let app = router(AppState {
-        queue: match &engine {
-            Engine::Sqlite(q) => Some(Queue::clone(q)),
-            Engine::Postgres(_) => None,
-        },
         fleet: match &engine {
             Engine::Sqlite(_) => None,
             Engine::Postgres(pg) => Some(pg.clone()),
@@ -338,6 +342,10 @@ pub async fn serve(
         hooks,
         webhooks,
         queue_settings: match &engine {
+            Engine::Sqlite(q) => Arc::new(Queue::clone(q)),
+            Engine::Postgres(pg) => Arc::new(pg.clone()),
+        },
+        codes: match &engine {
             Engine::Sqlite(q) => Arc::new(Queue::clone(q)),
             Engine::Postgres(pg) => Arc::new(pg.clone()),
         },

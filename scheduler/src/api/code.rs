@@ -73,12 +73,7 @@ async fn push(
     let size = upload.size;
 
     let root = st.store_root.clone();
-    let d = imagestore::derive::Derivation {
-        base: base.clone(),
-        tag: code::image_tag(&name),
-        cmd: command.clone(),
-        created_by: format!("skiff code push {name}"),
-    };
+    let d = code::derivation(&name, &base, command.clone());
     let path = upload.path.clone();
     let report = tokio::task::spawn_blocking(move || {
         imagestore::Store::open(&root).and_then(|s| s.derive(&d, &path))
@@ -104,14 +99,16 @@ async fn push(
         image_id,
         command,
         layer_bytes: size as i64,
+        layer_digest: None,
         max_concurrency: q.max_concurrency,
         created_at: 0,
         updated_at: 0,
     };
-    code::put(st.sqlite("code packages")?, &p).await?;
+    // On a fleet the layer goes to the database too, for other workers.
+    st.codes.put_package(&p, &upload.path).await?;
     // The dispatcher reads caps again when woken.
     st.wake.notify_one();
-    let p = code::get(st.sqlite("code packages")?, &name).await?;
+    let p = package(&st, &name).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "package": p, "layers_unpacked": report.layers_unpacked, "layers_reused": report.layers_reused })),
@@ -119,30 +116,45 @@ async fn push(
         .into_response())
 }
 
+/// The package `name`, or a 404.
+async fn package(st: &AppState, name: &str) -> ApiResult<Package> {
+    st.codes
+        .package(name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no code package {name}")))
+}
+
 async fn list(State(st): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "packages": code::list(st.sqlite("code packages")?).await? }),
-    ))
+    Ok(Json(json!({ "packages": st.codes.packages().await? })))
 }
 
 async fn show(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     code::check_name("name", &name).map_err(ApiError::field)?;
-    Ok(Json(json!(
-        code::get(st.sqlite("code packages")?, &name).await?
-    )))
+    Ok(Json(json!(package(&st, &name).await?)))
 }
 
+/// Forget the package and remove its image from this worker's store. On
+/// a fleet other workers keep their copy, but never run it again: a
+/// worker checks the package before each of its jobs.
 async fn remove(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     code::check_name("name", &name).map_err(ApiError::field)?;
-    code::get(st.sqlite("code packages")?, &name).await?;
+    package(&st, &name).await?;
     let root = st.store_root.clone();
     let tag = code::image_tag(&name);
     tokio::task::spawn_blocking(move || {
-        imagestore::Store::open(&root).and_then(|s| s.remove_image(&tag))
+        imagestore::Store::open(&root).and_then(|s| match s.remove_image(&tag) {
+            Err(imagestore::Error::ImageNotFound(_)) => Ok(()),
+            r => r.map(drop),
+        })
     })
     .await
     .map_err(unavailable)?
     .map_err(|e| unavailable(runtime::error::error_chain(&e)))?;
-    code::remove(st.sqlite("code packages")?, &name).await?;
+    if !st.codes.remove_package(&name).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no code package {name}"),
+        ));
+    }
     Ok(Json(json!({ "name": name, "removed": true })))
 }

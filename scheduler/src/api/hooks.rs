@@ -11,7 +11,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::jobs::{body_json, capacities, check_admissible, check_images_in_fleet, parse_job};
+use super::jobs::{body_json, capacities, check_admissible, check_sources, parse_job};
 use super::{ApiError, ApiResult, AppState};
 use crate::error::FieldError;
 use crate::hooks;
@@ -49,12 +49,7 @@ async fn define(
         )));
     }
     check_admissible(&v, &st, &capacities(&st).await?, "")?;
-    let field = if v.request.code.is_some() {
-        "code"
-    } else {
-        "image"
-    };
-    check_images_in_fleet(&st, vec![(field.into(), v.request.image_ref())]).await?;
+    check_sources(&st, vec![(String::new(), &v.request)]).await?;
     let created = hooks::put(&*st.hooks, &name, &v.request).await?;
     let status = if created {
         StatusCode::CREATED

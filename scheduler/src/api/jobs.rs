@@ -155,6 +155,37 @@ pub(super) async fn check_images_in_fleet(
     Ok(())
 }
 
+/// Check that each job (`(field prefix, request)`) can run somewhere: its
+/// image is in this worker's store or, on a fleet, a live worker's; its
+/// code package exists (on a fleet every worker can make its image).
+pub(super) async fn check_sources(
+    st: &AppState,
+    jobs: Vec<(String, &crate::request::JobRequest)>,
+) -> ApiResult<()> {
+    let mut images: Vec<(String, String)> = Vec::new();
+    let mut packages = std::collections::HashSet::new();
+    for (prefix, r) in jobs {
+        match (&r.code, &st.fleet) {
+            (Some(c), Some(_)) => {
+                if packages.insert(c.clone()) && st.codes.package(c).await?.is_none() {
+                    return Err(ApiError::field(FieldError::new(
+                        format!("{prefix}code"),
+                        format!("no code package {c}"),
+                    )));
+                }
+            }
+            (code, _) => {
+                let field = if code.is_some() { "code" } else { "image" };
+                let image = r.image_ref();
+                if !images.iter().any(|(_, im)| im == &image) {
+                    images.push((format!("{prefix}{field}"), image));
+                }
+            }
+        }
+    }
+    check_images_in_fleet(st, images).await
+}
+
 /// The capacities a job may fit: this worker's and, on a fleet, each
 /// live worker's.
 pub(super) async fn capacities(st: &AppState) -> ApiResult<Vec<Capacity>> {
@@ -211,17 +242,9 @@ async fn submit(
             String::new()
         };
         check_admissible(j, &st, &caps, &prefix)?;
-        let field = if j.request.code.is_some() {
-            "code"
-        } else {
-            "image"
-        };
-        let image = j.request.image_ref();
-        if !images.iter().any(|(_, im): &(String, String)| im == &image) {
-            images.push((format!("{prefix}{field}"), image));
-        }
+        images.push((prefix, &j.request));
     }
-    check_images_in_fleet(&st, images).await?;
+    check_sources(&st, images).await?;
     let accepted = st.store.submit(jobs).await?;
     st.wake.notify_one();
     let any_new = accepted.iter().any(|(_, created)| *created);

@@ -28,7 +28,6 @@ use tokio::sync::Notify;
 use crate::db::Storage;
 use crate::dispatch::{Capacity, Changed};
 use crate::error::{FieldError, QueueError};
-use crate::queue::Queue;
 use crate::volumes::AllowedVolumes;
 
 /// Largest request body (a batch of jobs with payloads), bytes.
@@ -39,10 +38,6 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 pub struct AppState {
     /// The queue, on either engine.
     pub store: Arc<dyn Storage>,
-    /// The same queue when it is SQLite: what is not yet on PostgreSQL
-    /// (schedules, hooks, code packages, queue caps, webhook deliveries)
-    /// needs it.
-    pub queue: Option<Queue>,
     /// The fleet's queue when it is PostgreSQL (workers, their images).
     pub fleet: Option<crate::db::postgres::PgStore>,
     /// Wakes the dispatcher.
@@ -71,19 +66,8 @@ pub struct AppState {
     pub webhooks: Arc<dyn crate::db::webhook_store::WebhookStorage>,
     /// Per-queue settings, on the queue's engine.
     pub queue_settings: Arc<dyn crate::db::queue_store::QueueSettings>,
-}
-
-impl AppState {
-    /// The SQLite queue, for what a fleet's PostgreSQL queue does not
-    /// offer yet: a 501 naming `what` otherwise.
-    pub(crate) fn sqlite(&self, what: &str) -> ApiResult<&Queue> {
-        self.queue.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("{what} is not yet available with a PostgreSQL queue (--db postgres://)"),
-            )
-        })
-    }
+    /// Code packages, on the queue's engine.
+    pub codes: Arc<dyn crate::db::code_store::CodeStorage>,
 }
 
 /// An API error: status, message, and the field at fault.

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::jobs::{body_json, capacities, check_admissible, check_images_in_fleet};
+use super::jobs::{body_json, capacities, check_admissible, check_sources};
 use super::{ApiError, ApiResult, AppState};
 use crate::error::{FieldError, QueueError};
 use crate::queue::now_ms;
@@ -65,7 +65,7 @@ async fn create(
         .validate()
         .map_err(|e| ApiError::field(FieldError::new(format!("job.{}", e.field), e.message)))?;
     check_admissible(&job, &st, &capacities(&st).await?, "job.")?;
-    check_images_in_fleet(&st, vec![("job.image".into(), v.request.job.image.clone())]).await?;
+    check_sources(&st, vec![("job.".into(), &job.request)]).await?;
     let s = st.schedules.create(&v).await?;
     Ok((StatusCode::CREATED, Json(to_json(s))).into_response())
 }

@@ -14,7 +14,7 @@ use crate::queue::{Outcome, Queue};
 use crate::request::JobRequest;
 use crate::state::JobState;
 
-fn fits() -> Admission {
+pub(crate) fn fits() -> Admission {
     Admission {
         memory_bytes: u64::MAX >> 1,
         cpus: 64.0,
@@ -22,14 +22,14 @@ fn fits() -> Admission {
     }
 }
 
-fn job() -> JobRequest {
+pub(crate) fn job() -> JobRequest {
     JobRequest {
         image: "busybox".into(),
         ..Default::default()
     }
 }
 
-fn ended(id: &str, n: i64, retry: crate::state::RetryPolicy, state: JobState) -> Ended {
+pub(crate) fn ended(id: &str, n: i64, retry: crate::state::RetryPolicy, state: JobState) -> Ended {
     Ended {
         id: id.into(),
         n,
@@ -44,7 +44,7 @@ fn ended(id: &str, n: i64, retry: crate::state::RetryPolicy, state: JobState) ->
     }
 }
 
-async fn submit(s: &dyn Storage, jobs: Vec<JobRequest>) -> Vec<(String, bool)> {
+pub(crate) async fn submit(s: &dyn Storage, jobs: Vec<JobRequest>) -> Vec<(String, bool)> {
     let valid = jobs
         .into_iter()
         .map(|j| j.validate().expect("valid"))
@@ -794,35 +794,6 @@ async fn test_postgres_queue_cap_holds_across_workers() {
     };
     submit(&workers[0], vec![capped; 12]).await;
     submit(&workers[0], vec![job(); 3]).await;
-    let claim_all = |workers: &Vec<PgStore>| {
-        let tasks: Vec<_> = workers
-            .iter()
-            .cloned()
-            .enumerate()
-            .map(|(i, w)| {
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    while let Some(c) = w
-                        .turn(&[], Some(&fits()))
-                        .await
-                        .expect("turn")
-                        .claim
-                        .expect("claim")
-                    {
-                        got.push((i, c));
-                    }
-                    got
-                })
-            })
-            .collect();
-        async move {
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.expect("task"));
-            }
-            all
-        }
-    };
     let claims = claim_all(&workers).await;
     let in_capped: Vec<_> = claims.iter().filter(|(_, c)| c.queue == "capped").collect();
     assert_eq!(in_capped.len(), 2, "{claims:?}");
@@ -835,4 +806,34 @@ async fn test_postgres_queue_cap_holds_across_workers() {
     let more = claim_all(&workers).await;
     assert_eq!(more.len(), 1, "{more:?}");
     assert_eq!(more[0].1.queue, "capped");
+}
+
+/// Every claim `workers` make, each claiming as fast as it can, all at
+/// once, until none gets a job: (worker index, claim).
+pub(crate) async fn claim_all(workers: &[PgStore]) -> Vec<(usize, crate::queue::Claim)> {
+    let tasks: Vec<_> = workers
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, w)| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(c) = w
+                    .turn(&[], Some(&fits()))
+                    .await
+                    .expect("turn")
+                    .claim
+                    .expect("claim")
+                {
+                    got.push((i, c));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all
 }

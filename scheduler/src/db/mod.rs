@@ -12,8 +12,11 @@ use crate::request::ValidJob;
 use crate::state::{Job, JobState};
 use crate::turn::Turn;
 
+pub mod code_store;
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+mod conformance_code;
 #[cfg(test)]
 mod conformance_hooks;
 pub mod hook_store;
@@ -21,6 +24,7 @@ pub mod postgres;
 pub mod queue_store;
 pub mod schedule_store;
 mod sqlite;
+mod sqlite_code;
 mod sqlite_hooks;
 mod sqlite_queues;
 mod sqlite_schedules;

@@ -68,7 +68,7 @@ impl Storage for Queue {
     async fn caps(&self) -> Result<Caps, QueueError> {
         Ok(Caps {
             queues: crate::queues::limits(self).await?,
-            codes: crate::code::limits(self).await?,
+            codes: super::sqlite_code::limits(self).await?,
         })
     }
 }

@@ -57,8 +57,10 @@ impl PgStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        self.capped
-            .store(!queues.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        self.capped.store(
+            !(queues.is_empty() && codes.is_empty()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(crate::db::Caps {
             queues: queues.into_iter().collect(),
             codes: codes.into_iter().collect(),

@@ -15,6 +15,7 @@ pub use fleet::{Wakeups, Woken, WorkerRow};
 pub use lease::WorkerInfo;
 
 mod cancel;
+mod code;
 mod delayed;
 mod drain;
 mod fleet;
@@ -53,7 +54,8 @@ pub struct PgStore {
     lease: Duration,
     placement: std::sync::Arc<std::sync::RwLock<Placement>>,
     output_dir: Option<std::path::PathBuf>,
-    /// Whether some queue has a cap (as of the last [`Storage::caps`]):
+    /// Whether some queue or code package has a cap (as of the last
+    /// [`Storage::caps`]):
     /// the claim then counts running jobs across the fleet.
     capped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }

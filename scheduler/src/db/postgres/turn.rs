@@ -103,8 +103,9 @@ static FINISH: LazyLock<String> =
 /// A claim alone: the job started, if any.
 static CLAIM: LazyLock<String> = LazyLock::new(|| format!("WITH {CLAIM_CTES} SELECT * FROM c"));
 
-/// The claim when some queue has a cap: a queue whose running jobs,
-/// across the fleet, reach its `max_concurrency` is passed over. Run
+/// The claim when some queue or code package has a cap: a queue (or
+/// package) whose running jobs, across the fleet, reach its
+/// `max_concurrency` is passed over. Run
 /// after [`CAPS_LOCK`] in the same transaction, so that two workers never
 /// both see room for one job.
 static CLAIM_CAPPED: LazyLock<String> = LazyLock::new(|| {
@@ -112,7 +113,10 @@ static CLAIM_CAPPED: LazyLock<String> = LazyLock::new(|| {
         "/*caps*/",
         "AND NOT EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue \
            AND q.max_concurrency IS NOT NULL AND q.max_concurrency <= ( \
-             SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.queue = jobs.queue))",
+             SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.queue = jobs.queue)) \
+         AND (jobs.code IS NULL OR NOT EXISTS (SELECT 1 FROM code_packages p \
+           WHERE p.name = jobs.code AND p.max_concurrency IS NOT NULL AND p.max_concurrency <= ( \
+             SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.code = jobs.code)))",
     );
     format!("WITH {capped} SELECT * FROM c")
 });
