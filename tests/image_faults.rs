@@ -14,25 +14,27 @@ use support::mounts::mount_tmpfs;
 use support::privilege::{is_root, prerequisite};
 use support::tar::generated_image;
 
-/// Bytes the import has written so far: files directly in its session
-/// directories, plus committed blobs. Grows monotonically through an import.
+/// Bytes the import has written so far: files in its session directories
+/// (the layers being unpacked among them), committed snapshots and
+/// committed blobs. Grows monotonically through an import (a snapshot is
+/// renamed from the session into `snapshots/`).
 fn progress(root: &Path) -> u64 {
+    ["tmp", "snapshots", "blobs/sha256"]
+        .iter()
+        .map(|d| tree_bytes(&root.join(d)))
+        .sum()
+}
+
+/// The bytes of the regular files beneath `dir` (symlinks not followed).
+fn tree_bytes(dir: &Path) -> u64 {
     let mut n = 0;
-    let tmp = root.join("tmp");
-    for s in names(&tmp) {
-        let d = tmp.join(&s);
-        for f in names(&d) {
-            if let Ok(m) = fs::symlink_metadata(d.join(f)) {
-                if m.is_file() {
-                    n += m.len();
-                }
-            }
+    for name in names(dir) {
+        let p = dir.join(name);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => n += tree_bytes(&p),
+            Ok(m) if m.is_file() => n += m.len(),
+            _ => {}
         }
-    }
-    for b in names(&root.join("blobs/sha256")) {
-        n += fs::metadata(root.join("blobs/sha256").join(b))
-            .map(|m| m.len())
-            .unwrap_or(0);
     }
     n
 }

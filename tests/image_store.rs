@@ -356,10 +356,15 @@ fn assert_repaired(env: &Env, busybox_before: &serde_json::Value, layers_removed
 
 #[test]
 fn test_store_verify_reports_and_repairs_a_corrupt_blob() {
-    let Some((env, digest, chain, _)) = damaged_store_setup() else {
+    let Some((env, _, _, _)) = damaged_store_setup() else {
         return;
     };
     let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    // The vendored images' layers are plain, so their blobs are not kept
+    // (their snapshots are checked against recorded trees, below); the
+    // config blob is, and is the image's id.
+    let compat = env.json(&["image", "inspect", "skiff-vendor/compat"]);
+    let digest = compat["id"].as_str().expect("id").to_string();
     let hex = digest.strip_prefix("sha256:").expect("sha256");
     let blob = env.root().join("blobs/sha256").join(hex);
     let mut data = fs::read(&blob).expect("read blob");
@@ -373,7 +378,6 @@ fn test_store_verify_reports_and_repairs_a_corrupt_blob() {
     assert_eq!(blobs.len(), 1, "{r:#}");
     assert_eq!(blobs[0].0, digest, "the corrupt blob is named");
     assert!(blobs[0].1.contains("hashes to"), "{r:#}");
-    assert!(problems(&r, "snapshot").iter().any(|(n, _)| n == &chain));
     assert_eq!(problems(&r, "image").len(), 1, "only compat is damaged");
     assert!(blob.exists(), "without --repair nothing is removed");
 
@@ -392,7 +396,77 @@ fn test_store_verify_reports_and_repairs_a_corrupt_blob() {
         Some(125),
         "the image using it is removed"
     );
-    assert_repaired(&env, &busybox, true);
+    assert_repaired(&env, &busybox, false);
+}
+
+/// A plain layer is written once, into its snapshot (no blob copy); verify
+/// checks the snapshot against the tree recorded at import and names a
+/// file whose size changed, and a missing record.
+#[test]
+fn test_store_plain_layers_are_written_once_and_checked_against_their_tree() {
+    let Some((env, digest, chain, dir)) = damaged_store_setup() else {
+        return;
+    };
+    let hex = digest.strip_prefix("sha256:").expect("sha256");
+    assert!(
+        !env.root().join("blobs/sha256").join(hex).exists(),
+        "a plain layer's blob is not kept"
+    );
+    let chain_hex = chain.strip_prefix("sha256:").expect("sha256");
+    let meta = env.root().join(format!("meta/snapshots/{chain_hex}.json"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta).expect("read")).expect("json");
+    assert_eq!(info["blob_kept"], false, "{info}");
+    let tree = env.root().join(format!("meta/trees/{chain_hex}.tree"));
+    assert!(tree.is_file(), "its tree is recorded");
+
+    // One regular file of the snapshot grows by a byte.
+    let mut victim = None;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).expect("list").flatten() {
+            let t = e.file_type().expect("type");
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && victim.is_none() {
+                victim = Some(e.path());
+            }
+        }
+    }
+    let victim = victim.expect("the snapshot has a file");
+    let mut data = fs::read(&victim).expect("read");
+    data.push(b'!');
+    fs::write(&victim, &data).expect("grow");
+    let rel = victim
+        .strip_prefix(&dir)
+        .expect("inside")
+        .to_string_lossy()
+        .into_owned();
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(1), "{r:#}");
+    let snaps = problems(&r, "snapshot");
+    assert_eq!(snaps.len(), 1, "{r:#}");
+    assert_eq!(snaps[0].0, chain, "the snapshot is named by chain ID");
+    assert!(
+        snaps[0].1.contains(&rel) && snaps[0].1.contains("bytes"),
+        "the changed path is named: {r:#}"
+    );
+    data.pop();
+    fs::write(&victim, &data).expect("restore");
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(0), "{r:#}");
+
+    // Without its record, the snapshot cannot be checked: damage.
+    fs::remove_file(&tree).expect("remove tree");
+    let (code, r) = verify(&env, false);
+    assert_eq!(code, Some(1), "{r:#}");
+    let snaps = problems(&r, "snapshot");
+    assert!(
+        snaps
+            .iter()
+            .any(|(n, d)| n == &chain && d.contains("recorded tree")),
+        "{r:#}"
+    );
 }
 
 #[test]

@@ -105,9 +105,11 @@ impl Store {
 
         let mut layers = Vec::new();
         for l in &base.layers {
+            // The base's layers are unpacked already, so the import never
+            // reads them; a plain layer's blob is not kept at all.
             let src = self.content().path(&l.digest);
             let dst = blobs.join(l.digest.hex());
-            if fs::hard_link(&src, &dst).is_err() {
+            if src.exists() && fs::hard_link(&src, &dst).is_err() {
                 fs::copy(&src, &dst).map_err(io_err("copy", &src))?;
             }
             layers.push(json!({ "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size }));

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::fsutil::{list_dir, remove_tree};
 use crate::process_lock;
 use crate::session;
@@ -95,6 +95,9 @@ impl Store {
         for dir in self.snapshots().orphan_dirs()? {
             remove_tree(&dir)?;
             report.orphan_dirs_removed += 1;
+        }
+        for tree in self.snapshots().orphan_trees()? {
+            fs::remove_file(&tree).ctx("remove", &tree)?;
         }
         for blob in self.content().list()? {
             if !live_blobs.contains(&blob) {

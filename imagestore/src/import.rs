@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -275,12 +275,19 @@ impl Store {
             None => format!("{} (archive entry {})", layer.diff_id, layer.entry),
         };
         let spooled = entry.spooled();
-        let raw = entry.into_reader()?;
+        let mut raw = BufReader::with_capacity(256 * 1024, entry.into_reader()?);
+        // A plain layer's blob is not kept: its snapshot holds the same
+        // bytes, so they are written once (see `SnapshotInfo::blob_kept`).
+        let head = raw.fill_buf().map_err(|source| Error::ReadArchive {
+            what: format!("layer {name}"),
+            source,
+        })?;
+        let keep_blob = Compression::detect(head) != Compression::None;
         let present = layer
             .declared
             .as_ref()
             .is_some_and(|d| self.content().contains(d));
-        let ingest = if spooled.is_none() && !present {
+        let ingest = if keep_blob && spooled.is_none() && !present {
             let p = session.temp_path("blob");
             let f = File::create(&p).ctx("create", &p)?;
             Some((p, BufWriter::with_capacity(1 << 20, f)))
@@ -384,7 +391,7 @@ impl Store {
         }
         if let Some(p) = &ingest_path {
             self.content().commit_file(p, &blob_digest)?;
-        } else if let Some((spool, _)) = &spooled {
+        } else if let (Some((spool, _)), true) = (&spooled, keep_blob) {
             let dst = self.content().path(&blob_digest);
             if !dst.exists() {
                 fs::hard_link(spool, &dst).ctx("commit blob", &dst)?;
@@ -406,6 +413,7 @@ impl Store {
                 blob_media_type: media_type,
                 blob_size,
                 unpacked_size,
+                blob_kept: keep_blob,
             },
         )?;
         let warnings = report

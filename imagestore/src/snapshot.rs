@@ -34,6 +34,20 @@ pub struct SnapshotInfo {
     pub blob_size: u64,
     /// Uncompressed layer size in bytes.
     pub unpacked_size: u64,
+    /// Whether the blob is kept in the content store. A plain (uncompressed)
+    /// layer's is not: the snapshot holds the same bytes, unpacked, and
+    /// `meta/trees/<chain>.tree` records what they unpacked to, which
+    /// `verify` checks the directory against.
+    #[serde(default = "kept", skip_serializing_if = "is_kept")]
+    pub blob_kept: bool,
+}
+
+fn kept() -> bool {
+    true
+}
+
+fn is_kept(k: &bool) -> bool {
+    *k
 }
 
 /// What the runtime needs to mount an image's root filesystem: the lower
@@ -59,6 +73,13 @@ impl Snapshotter {
 
     fn meta_path(&self, chain: &Digest) -> PathBuf {
         self.meta.join(format!("{}.json", chain.hex()))
+    }
+
+    /// Where the tree of a snapshot whose blob is not kept is recorded:
+    /// `meta/trees/<chain>.tree`, beside `meta/snapshots/`.
+    pub(crate) fn tree_path(&self, chain: &Digest) -> PathBuf {
+        let trees = self.meta.parent().unwrap_or(&self.meta).join("trees");
+        trees.join(format!("{}.tree", chain.hex()))
     }
 
     /// The committed snapshot for a chain, if any.
@@ -92,6 +113,15 @@ impl Snapshotter {
     /// written, so a crash leaves at worst an unreferenced directory, which
     /// `gc` removes; never metadata pointing at nothing.
     pub(crate) fn commit(&self, unpacked: &Path, mut info: SnapshotInfo) -> Result<SnapshotInfo> {
+        if !info.blob_kept {
+            // Before the metadata, so that a recorded blob-less snapshot
+            // always has its tree.
+            let tree = crate::verify::tree::of_dir(unpacked).ctx("walk", unpacked)?;
+            write_atomic(
+                &self.tree_path(&info.chain_id),
+                &crate::verify::tree::encode(&tree),
+            )?;
+        }
         loop {
             let dir = random_name(10);
             let dst = self.dirs.join(&dir);
@@ -160,8 +190,28 @@ impl Snapshotter {
             Err(e) => return Err(e).ctx("remove", &meta),
         }
         remove_tree(&self.path(info))?;
+        let _ = fs::remove_file(self.tree_path(&info.chain_id));
         let _ = fs::remove_file(self.locks.join(info.chain_id.hex()));
         Ok(())
+    }
+
+    /// Recorded trees (`meta/trees/`) of no snapshot (left by a crash
+    /// between the tree's write and the metadata's).
+    pub(crate) fn orphan_trees(&self) -> Result<Vec<PathBuf>> {
+        let trees = self.meta.parent().unwrap_or(&self.meta).join("trees");
+        let mut out = Vec::new();
+        for (name, path) in list_dir(&trees)? {
+            let Some(hex) = name.strip_suffix(".tree") else {
+                continue;
+            };
+            let known = Digest::from_hex(hex)
+                .map(|d| self.meta_path(&d).exists())
+                .unwrap_or(false);
+            if !known {
+                out.push(path);
+            }
+        }
+        Ok(out)
     }
 
     /// Directories under `snapshots/` that no metadata references (left by a

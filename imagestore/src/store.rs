@@ -51,6 +51,7 @@ impl Store {
             "blobs/sha256",
             "snapshots",
             "meta/snapshots",
+            "meta/trees",
             "meta/images",
             "meta/tags",
             "leases",

@@ -24,6 +24,7 @@
 //! with its tags), plus the leftovers. Healthy data is never touched.
 
 mod layer;
+pub(crate) mod tree;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -178,6 +179,9 @@ impl Store {
                 Some(format!("directory name {:?} is not a plain name", info.dir))
             } else if !dir.is_dir() || dir.is_symlink() {
                 Some(format!("directory {} is missing", dir.display()))
+            } else if !info.blob_kept {
+                // A plain layer: no blob, the tree recorded at import.
+                check_tree(&self.snapshots().tree_path(&chain), &dir)
             } else if !blob_set.contains(&info.blob) {
                 Some(format!("its blob {} is missing", info.blob))
             } else if bad_blobs.contains(&info.blob) {
@@ -280,7 +284,12 @@ impl Store {
         let sessions = session::stale(&self.root().join("tmp"))?
             .into_iter()
             .map(|p| (p, "import session whose process is gone"));
-        for (path, detail) in temp.chain(sessions) {
+        let trees = self
+            .snapshots()
+            .orphan_trees()?
+            .into_iter()
+            .map(|p| (p, "recorded tree of no snapshot (an interrupted import)"));
+        for (path, detail) in temp.chain(sessions).chain(trees) {
             report.leftovers.push(Problem {
                 subject: Subject::Leftover,
                 name: path
@@ -359,6 +368,7 @@ pub(crate) fn stale_temp_files(root: &Path) -> Result<Vec<PathBuf>> {
     for sub in [
         "blobs/sha256",
         "meta/snapshots",
+        "meta/trees",
         "meta/images",
         "meta/tags",
         "leases",
@@ -432,7 +442,8 @@ fn check_image(
         }
     }
     for l in &rec.layers {
-        if !blob_ok(&l.digest) {
+        let kept = snaps.get(&l.chain_id).is_none_or(|i| i.blob_kept);
+        if kept && !blob_ok(&l.digest) {
             return Some(format!("its layer blob {} is missing or corrupt", l.digest));
         }
         if !snaps.contains_key(&l.chain_id) || bad_snaps.contains(&l.chain_id) {
@@ -476,5 +487,18 @@ fn remove_any(path: &Path) -> Result<()> {
         Ok(m) if m.is_dir() => remove_tree(path),
         Ok(_) => remove_file(path),
         Err(_) => Ok(()),
+    }
+}
+
+/// Check the snapshot `dir` against the tree recorded in `tree`: what is
+/// wrong, if anything.
+fn check_tree(tree: &Path, dir: &Path) -> Option<String> {
+    let data = match fs::read(tree) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("its recorded tree {}: {e}", tree.display())),
+    };
+    match self::tree::decode(&data) {
+        Err(e) => Some(format!("its recorded tree {}: {e}", tree.display())),
+        Ok(t) => layer::compare(&t, dir).err().map(|e| e.to_string()),
     }
 }

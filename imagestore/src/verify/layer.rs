@@ -53,8 +53,9 @@ fn more_paths(n: usize) -> String {
     }
 }
 
+/// What one path of a snapshot must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
+pub(crate) enum Expect {
     Dir,
     File(u64),
     Symlink,
@@ -62,7 +63,8 @@ enum Expect {
     Whiteout,
 }
 
-type Tree = BTreeMap<Vec<OsString>, Expect>;
+/// A snapshot's paths (components) and what each must be.
+pub(crate) type Tree = BTreeMap<Vec<OsString>, Expect>;
 
 /// Check `dir` against the layer in `blob` as `info` records it.
 pub(super) fn check(
@@ -179,7 +181,7 @@ fn expected_tree<R: Read>(reader: R) -> io::Result<Tree> {
     Ok(tree)
 }
 
-fn compare(tree: &Tree, dir: &Path) -> Result<(), SnapshotCheckError> {
+pub(super) fn compare(tree: &Tree, dir: &Path) -> Result<(), SnapshotCheckError> {
     let mut first: Option<(String, String)> = None;
     let mut more = 0;
     let mut bad_dirs: Vec<&Vec<OsString>> = Vec::new();
