@@ -36,6 +36,7 @@ pub mod remove;
 pub mod resolve;
 pub mod session;
 pub mod snapshot;
+pub mod snapshot_tar;
 pub mod source;
 pub mod verify;
 
