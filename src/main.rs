@@ -15,6 +15,7 @@ mod matrix_cmd;
 mod run_cmd;
 mod schedule_cmd;
 mod serve_cmd;
+mod store_cmd;
 
 /// skiff: run short-lived container jobs from a local image store, with no daemon.
 #[derive(Debug, Parser)]
@@ -38,6 +39,11 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: image_cmd::ImageCommand,
+    },
+    /// Export images to one file, and seed a store from one (no registry).
+    Store {
+        #[command(subcommand)]
+        command: store_cmd::StoreCommand,
     },
     /// Run a job from an image, like `docker run`.
     #[command(disable_help_flag = true)]
@@ -125,6 +131,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Image { command } => image_cmd::run(&cli.root, command).map(|()| 0u8),
+        Command::Store { command } => store_cmd::run(&cli.root, command).map(|()| 0u8),
         Command::Run(args) => run_cmd::run(&cli.root, *args),
         Command::Bench(args) => bench_cmd::run(&cli.root, *args).map(|()| 0u8),
         Command::Check(args) => check_cmd::run(&cli.root, args),

@@ -102,6 +102,44 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// A writer that hashes and counts everything written through it.
+#[derive(Debug)]
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wrap `inner`.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The digest and byte count of what was written, and the writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        let hex = hex::encode(self.hasher.finalize());
+        (Digest { hex }, self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A reader that hashes and counts everything read through it.
 #[derive(Debug)]
 pub struct HashingReader<R> {

@@ -116,10 +116,10 @@ impl Snapshotter {
         if !info.blob_kept {
             // Before the metadata, so that a recorded blob-less snapshot
             // always has its tree.
-            let tree = crate::verify::tree::of_dir(unpacked).ctx("walk", unpacked)?;
+            let tree = crate::snapshot_tree::of_dir(unpacked).ctx("walk", unpacked)?;
             write_atomic(
                 &self.tree_path(&info.chain_id),
-                &crate::verify::tree::encode(&tree),
+                &crate::snapshot_tree::encode(&tree),
             )?;
         }
         loop {

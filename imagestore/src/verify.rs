@@ -24,7 +24,6 @@
 //! with its tags), plus the leftovers. Healthy data is never touched.
 
 mod layer;
-pub(crate) mod tree;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -497,7 +496,7 @@ fn check_tree(tree: &Path, dir: &Path) -> Option<String> {
         Ok(d) => d,
         Err(e) => return Some(format!("its recorded tree {}: {e}", tree.display())),
     };
-    match self::tree::decode(&data) {
+    match crate::snapshot_tree::decode(&data) {
         Err(e) => Some(format!("its recorded tree {}: {e}", tree.display())),
         Ok(t) => layer::compare(&t, dir).err().map(|e| e.to_string()),
     }

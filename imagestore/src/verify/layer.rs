@@ -7,7 +7,6 @@
 //! its children), `.wh.NAME` becomes a 0/0 character device, hardlinks share
 //! their target's type and size, device nodes other than 0/0 are skipped.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -53,18 +52,7 @@ fn more_paths(n: usize) -> String {
     }
 }
 
-/// What one path of a snapshot must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expect {
-    Dir,
-    File(u64),
-    Symlink,
-    Fifo,
-    Whiteout,
-}
-
-/// A snapshot's paths (components) and what each must be.
-pub(crate) type Tree = BTreeMap<Vec<OsString>, Expect>;
+use crate::snapshot_tree::{Expect, Tree};
 
 /// Check `dir` against the layer in `blob` as `info` records it.
 pub(super) fn check(

@@ -13,7 +13,20 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use super::layer::{Expect, Tree};
+use std::collections::BTreeMap;
+
+/// What one path of a snapshot must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    Dir,
+    File(u64),
+    Symlink,
+    Fifo,
+    Whiteout,
+}
+
+/// A snapshot's paths (components) and what each must be.
+pub(crate) type Tree = BTreeMap<Vec<OsString>, Expect>;
 
 /// The tree of `dir` as the applier left it; a symlink is never followed.
 pub(crate) fn of_dir(dir: &Path) -> io::Result<Tree> {

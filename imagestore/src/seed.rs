@@ -1,0 +1,281 @@
+//! `skiff store seed`: load an export (`export.rs`) into a store, new or
+//! not, read once as a stream. The export is hostile input like any
+//! archive: its manifest must be first and well-formed, every chain ID
+//! must follow from its parent and diff_id and every image's from its
+//! config (whose digest is checked), every blob hashes to its name, every
+//! snapshot tar to the digest and size the manifest gives it, and each is
+//! unpacked by the store's applier. What the store has already (a blob, a
+//! snapshot) is skipped, never written twice. Snapshots are committed one
+//! by one, as an import does; image records and tags come last, once all
+//! they need is there, so a seed killed midway leaves no half-visible
+//! image, only what `gc` collects.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+
+use serde::Serialize;
+
+use crate::apply::apply_layer;
+use crate::digest::{Digest, HashingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::export::{ExportManifest, FORMAT, MANIFEST_ENTRY, VERSION};
+use crate::images::ImageRecord;
+use crate::snapshot::SnapshotInfo;
+use crate::store::Store;
+
+/// The largest manifest read.
+const MAX_MANIFEST: u64 = 64 << 20;
+
+/// What a seed did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SeedReport {
+    /// Image ids recorded.
+    pub images: Vec<String>,
+    /// Snapshots unpacked.
+    pub snapshots_unpacked: usize,
+    /// Snapshots the store had.
+    pub snapshots_reused: usize,
+    /// Blobs written.
+    pub blobs_written: usize,
+    /// Blobs the store had.
+    pub blobs_reused: usize,
+}
+
+fn bad(entry: &str, detail: impl Into<String>) -> Error {
+    Error::BadJson {
+        what: format!("export entry {entry}"),
+        detail: detail.into(),
+    }
+}
+
+impl Store {
+    /// Load the export read from `input` into this store.
+    pub fn seed<R: Read>(&self, input: R) -> Result<SeedReport> {
+        self.clean_temp_if_idle()?;
+        let _shared = self.lock_shared()?;
+        let session = self.new_session()?;
+        let read_err = |what: &str| {
+            let what = what.to_string();
+            move |source| Error::ReadArchive { what, source }
+        };
+        let mut archive = tar::Archive::new(input);
+        let mut entries = archive.entries().map_err(read_err("the export"))?;
+        let mut first = entries
+            .next()
+            .ok_or_else(|| bad(MANIFEST_ENTRY, "the export is empty"))?
+            .map_err(read_err("the export"))?;
+        let name = String::from_utf8_lossy(&first.path_bytes()).into_owned();
+        if name != MANIFEST_ENTRY || first.size() > MAX_MANIFEST {
+            return Err(bad(
+                &name,
+                format!("the first entry must be {MANIFEST_ENTRY} (at most 64 MiB)"),
+            ));
+        }
+        let mut json = Vec::new();
+        (&mut first)
+            .take(MAX_MANIFEST)
+            .read_to_end(&mut json)
+            .map_err(read_err(MANIFEST_ENTRY))?;
+        drop(first);
+        let manifest: ExportManifest =
+            serde_json::from_slice(&json).map_err(|e| bad(MANIFEST_ENTRY, e.to_string()))?;
+        check_manifest(&manifest)?;
+
+        let mut report = SeedReport::default();
+        let mut blobs_seen: HashSet<Digest> = HashSet::new();
+        let mut snaps_seen: HashSet<Digest> = HashSet::new();
+        for entry in entries {
+            let mut entry = entry.map_err(read_err("the export"))?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if let Some(hex) = name.strip_prefix("blobs/") {
+                let b = Digest::from_hex(hex)
+                    .ok()
+                    .and_then(|d| manifest.blobs.iter().find(|b| b.digest == d))
+                    .ok_or_else(|| bad(&name, "a blob the manifest does not list"))?;
+                blobs_seen.insert(b.digest.clone());
+                if self.content().contains(&b.digest) {
+                    report.blobs_reused += 1;
+                    continue;
+                }
+                let mut data = Vec::new();
+                (&mut entry)
+                    .take(b.size + 1)
+                    .read_to_end(&mut data)
+                    .map_err(read_err(&name))?;
+                let actual = Digest::of_bytes(&data);
+                if actual != b.digest {
+                    return Err(Error::DigestMismatch {
+                        what: format!("{name} of the export"),
+                        expected: b.digest.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+                self.content().put_bytes(&b.digest, &data)?;
+                report.blobs_written += 1;
+            } else if let Some(hex) = name
+                .strip_prefix("snapshots/")
+                .and_then(|n| n.strip_suffix(".tar.zst"))
+            {
+                let s = Digest::from_hex(hex)
+                    .ok()
+                    .and_then(|d| manifest.snapshots.iter().find(|s| s.chain_id == d))
+                    .ok_or_else(|| bad(&name, "a snapshot the manifest does not list"))?;
+                if let Some(p) = &s.parent {
+                    if !snaps_seen.contains(p) && self.snapshots().get(p)?.is_none() {
+                        return Err(bad(&name, format!("comes before its parent {p}")));
+                    }
+                }
+                snaps_seen.insert(s.chain_id.clone());
+                let _lock = self.snapshots().lock_chain(&s.chain_id)?;
+                if self.snapshots().get(&s.chain_id)?.is_some() {
+                    report.snapshots_reused += 1;
+                    continue;
+                }
+                let tmp = session.temp_path("seed");
+                fs::create_dir(&tmp).ctx("create", &tmp)?;
+                let decoder = zstd::Decoder::new(&mut entry).map_err(read_err(&name))?;
+                let mut hashed = HashingReader::new(decoder.take(s.tar_size + 1));
+                apply_layer(&mut hashed, &tmp).map_err(|source| Error::Apply {
+                    layer: format!("{} ({name} of the export)", s.diff_id),
+                    source,
+                })?;
+                hashed.drain().map_err(read_err(&name))?;
+                let (digest, size, _) = hashed.finish();
+                if size != s.tar_size {
+                    return Err(Error::SizeMismatch {
+                        what: format!("{name} of the export"),
+                        expected: s.tar_size,
+                        actual: size,
+                    });
+                }
+                if digest != s.tar_digest {
+                    return Err(Error::DigestMismatch {
+                        what: format!("{name} of the export"),
+                        expected: s.tar_digest.to_string(),
+                        actual: digest.to_string(),
+                    });
+                }
+                self.snapshots().commit(
+                    &tmp,
+                    SnapshotInfo {
+                        chain_id: s.chain_id.clone(),
+                        parent: s.parent.clone(),
+                        diff_id: s.diff_id.clone(),
+                        dir: String::new(),
+                        blob: s.blob.clone(),
+                        blob_media_type: s.blob_media_type.clone(),
+                        blob_size: s.blob_size,
+                        unpacked_size: s.unpacked_size,
+                        blob_kept: false,
+                    },
+                )?;
+                report.snapshots_unpacked += 1;
+            } else {
+                return Err(bad(&name, "not part of a skiff export"));
+            }
+        }
+
+        for img in &manifest.images {
+            let rec = &img.record;
+            for d in [&rec.config, &rec.manifest] {
+                if !blobs_seen.contains(d) && !self.content().contains(d) {
+                    return Err(Error::MissingBlob {
+                        digest: d.to_string(),
+                        what: format!("of image {}, not in the export", rec.id),
+                    });
+                }
+            }
+            check_config(self, rec)?;
+            for l in &rec.layers {
+                if self.snapshots().get(&l.chain_id)?.is_none() {
+                    return Err(Error::Inconsistent {
+                        image: rec.id.to_string(),
+                        detail: format!("snapshot {} is not in the export", l.chain_id),
+                    });
+                }
+            }
+        }
+        for img in &manifest.images {
+            if self.images().get(&img.record.id)?.as_ref() != Some(&img.record) {
+                self.images().put(&img.record)?;
+            }
+            let tags = self.images().tags_of(&img.record.id)?;
+            for r in &img.refs {
+                let r = crate::images::normalize_reference(r)?;
+                if !tags.contains(&r) {
+                    self.images().tag(&r, &img.record.id)?;
+                }
+            }
+            report.images.push(img.record.id.to_string());
+        }
+        Ok(report)
+    }
+}
+
+/// The manifest's own consistency: its format, and chain IDs that follow
+/// from parents and diff_ids, parents listed first.
+fn check_manifest(m: &ExportManifest) -> Result<()> {
+    if m.format != FORMAT || m.version != VERSION {
+        return Err(bad(
+            MANIFEST_ENTRY,
+            format!(
+                "format {} version {}; this skiff reads {FORMAT} version {VERSION}",
+                m.format, m.version
+            ),
+        ));
+    }
+    for (i, s) in m.snapshots.iter().enumerate() {
+        if Digest::chain(s.parent.as_ref(), &s.diff_id) != s.chain_id {
+            return Err(bad(
+                MANIFEST_ENTRY,
+                format!(
+                    "snapshots[{i}]: chain ID {} does not follow from its parent and diff_id",
+                    s.chain_id
+                ),
+            ));
+        }
+    }
+    for (i, img) in m.images.iter().enumerate() {
+        let mut parent: Option<&Digest> = None;
+        for (k, l) in img.record.layers.iter().enumerate() {
+            if Digest::chain(parent, &l.diff_id) != l.chain_id {
+                return Err(bad(
+                    MANIFEST_ENTRY,
+                    format!("images[{i}].record.layers[{k}]: chain ID does not follow"),
+                ));
+            }
+            parent = Some(&l.chain_id);
+        }
+        if img.record.id != img.record.config {
+            return Err(bad(
+                MANIFEST_ENTRY,
+                format!("images[{i}]: id is not the config digest"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The image's config (verified by its digest when stored) lists the
+/// record's diff_ids, so its chain IDs are the image's.
+fn check_config(store: &Store, rec: &ImageRecord) -> Result<()> {
+    let config = store.content().read(&rec.config)?;
+    let v: serde_json::Value = serde_json::from_slice(&config).map_err(|e| Error::BadJson {
+        what: format!("config of image {}", rec.id),
+        detail: e.to_string(),
+    })?;
+    let diff_ids: Vec<&str> = v
+        .pointer("/rootfs/diff_ids")
+        .and_then(|d| d.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    let recorded: Vec<String> = rec.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    if diff_ids != recorded.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(Error::Inconsistent {
+            image: rec.id.to_string(),
+            detail: "the export's layers are not the config's diff_ids".into(),
+        });
+    }
+    Ok(())
+}
