@@ -421,19 +421,7 @@ fn test_store_plain_layers_are_written_once_and_checked_against_their_tree() {
     assert!(tree.is_file(), "its tree is recorded");
 
     // One regular file of the snapshot grows by a byte.
-    let mut victim = None;
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).expect("list").flatten() {
-            let t = e.file_type().expect("type");
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file() && victim.is_none() {
-                victim = Some(e.path());
-            }
-        }
-    }
-    let victim = victim.expect("the snapshot has a file");
+    let victim = first_file(&dir);
     let mut data = fs::read(&victim).expect("read");
     data.push(b'!');
     fs::write(&victim, &data).expect("grow");
@@ -469,15 +457,10 @@ fn test_store_plain_layers_are_written_once_and_checked_against_their_tree() {
     );
 }
 
-#[test]
-fn test_store_verify_reports_and_repairs_a_deleted_snapshot_file() {
-    let Some((env, _, chain, dir)) = damaged_store_setup() else {
-        return;
-    };
-    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
-    // One regular file of the snapshot, deep in its tree.
+/// A regular file of the snapshot `dir`, deep in its tree.
+fn first_file(dir: &Path) -> std::path::PathBuf {
     let mut victim = None;
-    let mut stack = vec![dir.clone()];
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).expect("list").flatten() {
             let t = e.file_type().expect("type");
@@ -488,7 +471,17 @@ fn test_store_verify_reports_and_repairs_a_deleted_snapshot_file() {
             }
         }
     }
-    let victim = victim.expect("the snapshot has a file");
+    victim.expect("the snapshot has a file")
+}
+
+#[test]
+fn test_store_verify_reports_and_repairs_a_deleted_snapshot_file() {
+    let Some((env, _, chain, dir)) = damaged_store_setup() else {
+        return;
+    };
+    let busybox = env.json(&["image", "inspect", "skiff-vendor/busybox"]);
+    // One regular file of the snapshot, deep in its tree.
+    let victim = first_file(&dir);
     fs::remove_file(&victim).expect("delete");
     let rel = victim
         .strip_prefix(&dir)

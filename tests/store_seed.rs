@@ -96,14 +96,9 @@ fn outputs(root: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn test_store_seed_makes_a_store_that_runs_the_images_and_writes_nothing_twice() {
-    let Some((env, file)) = exported() else {
-        return;
-    };
-    let new = tempfile::tempdir().expect("tmp");
-    let seeded = new.path().join("store");
-    let out = skiff_on(&seeded)
+/// `skiff store seed --json FILE` into `root`, which must succeed: its report.
+fn seed(root: &Path, file: &Path) -> serde_json::Value {
+    let out = skiff_on(root)
         .args(["store", "seed", "--json", file.to_str().expect("utf8")])
         .output()
         .expect("seed");
@@ -112,7 +107,17 @@ fn test_store_seed_makes_a_store_that_runs_the_images_and_writes_nothing_twice()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn test_store_seed_makes_a_store_that_runs_the_images_and_writes_nothing_twice() {
+    let Some((env, file)) = exported() else {
+        return;
+    };
+    let new = tempfile::tempdir().expect("tmp");
+    let seeded = new.path().join("store");
+    let r = seed(&seeded, &file);
     assert_eq!(r["snapshots_unpacked"], 6, "{r}");
     assert_eq!(r["images"].as_array().map(Vec::len), Some(2), "{r}");
     let verify = skiff_on(&seeded)
@@ -132,16 +137,7 @@ fn test_store_seed_makes_a_store_that_runs_the_images_and_writes_nothing_twice()
 
     // Seeding again writes nothing.
     let before = listing(&seeded);
-    let out = skiff_on(&seeded)
-        .args(["store", "seed", "--json", file.to_str().expect("utf8")])
-        .output()
-        .expect("seed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = seed(&seeded, &file);
     assert_eq!(
         (r["snapshots_unpacked"].clone(), r["blobs_written"].clone()),
         (0.into(), 0.into()),
