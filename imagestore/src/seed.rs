@@ -24,7 +24,7 @@ use crate::images::ImageRecord;
 use crate::snapshot::SnapshotInfo;
 use crate::store::Store;
 
-/// The largest manifest read.
+/// The largest manifest, config or image manifest read into memory.
 const MAX_MANIFEST: u64 = 64 << 20;
 
 /// What a seed did.
@@ -93,6 +93,13 @@ impl Store {
                     .ok()
                     .and_then(|d| manifest.blobs.iter().find(|b| b.digest == d))
                     .ok_or_else(|| bad(&name, "a blob the manifest does not list"))?;
+                if entry.size() != b.size || b.size > MAX_MANIFEST {
+                    return Err(Error::SizeMismatch {
+                        what: format!("{name} of the export (at most 64 MiB)"),
+                        expected: b.size,
+                        actual: entry.size(),
+                    });
+                }
                 blobs_seen.insert(b.digest.clone());
                 if self.content().contains(&b.digest) {
                     report.blobs_reused += 1;

@@ -19,6 +19,9 @@ pub struct CodeFetch {
     rt: tokio::runtime::Handle,
     codes: Arc<dyn CodeStorage>,
     root: PathBuf,
+    /// The store, opened at the first fetch (opening cleans stale
+    /// sessions: not for every job).
+    store: std::sync::OnceLock<imagestore::Store>,
     busy: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -29,6 +32,7 @@ impl CodeFetch {
             rt,
             codes,
             root,
+            store: std::sync::OnceLock::new(),
             busy: Mutex::default(),
         }
     }
@@ -42,15 +46,21 @@ impl CodeImages for CodeFetch {
             busy.entry(name.to_string()).or_default().clone()
         };
         let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let store = imagestore::Store::open(&self.root)
-            .map_err(|e| format!("open the store: {}", runtime::error::error_chain(&e)))?;
+        let store = match self.store.get() {
+            Some(s) => s,
+            None => {
+                let s = imagestore::Store::open(&self.root)
+                    .map_err(|e| format!("open the store: {}", runtime::error::error_chain(&e)))?;
+                self.store.get_or_init(|| s)
+            }
+        };
         let tag = code::image_tag(name);
         let want = self
             .rt
             .block_on(self.codes.package(name))
             .map_err(|e| format!("code package {name}: {e}"))?
             .ok_or_else(|| format!("code package {name} was removed"))?;
-        if holds(&store, &tag, &want.image_id) {
+        if holds(store, &tag, &want.image_id) {
             return Ok(());
         }
         let dir = self.root.join("serve").join("uploads");

@@ -4,13 +4,13 @@
 //! a push replaces row and chunks in one transaction, and a fetch reads
 //! both from one snapshot.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
 use futures_util::TryStreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::PgStore;
 use crate::code::Package;
@@ -54,7 +54,9 @@ fn sha256(h: Sha256) -> String {
 #[async_trait::async_trait]
 impl CodeStorage for PgStore {
     async fn put_package(&self, p: &Package, layer: &Path) -> Result<(), QueueError> {
-        let mut file = std::fs::File::open(layer).map_err(io_err("open code layer", layer))?;
+        let mut file = tokio::fs::File::open(layer)
+            .await
+            .map_err(io_err("open code layer", layer))?;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         sqlx::query(
@@ -85,6 +87,7 @@ impl CodeStorage for PgStore {
             while n < CHUNK {
                 match file
                     .read(&mut buf[n..])
+                    .await
                     .map_err(io_err("read code layer", layer))?
                 {
                     0 => break,
@@ -153,7 +156,9 @@ impl CodeStorage for PgStore {
         else {
             return Ok(None);
         };
-        let mut out = std::fs::File::create(to).map_err(io_err("create code layer", to))?;
+        let mut out = tokio::fs::File::create(to)
+            .await
+            .map_err(io_err("create code layer", to))?;
         let mut hash = Sha256::new();
         let mut chunks = sqlx::query("SELECT data FROM code_layers WHERE name = $1 ORDER BY seq")
             .bind(name)
@@ -162,11 +167,14 @@ impl CodeStorage for PgStore {
             let data: &[u8] = row.try_get("data")?;
             hash.update(data);
             out.write_all(data)
+                .await
                 .map_err(io_err("write code layer", to))?;
         }
         drop(chunks);
         tx.commit().await?;
-        out.sync_all().map_err(io_err("write code layer", to))?;
+        out.sync_all()
+            .await
+            .map_err(io_err("write code layer", to))?;
         let got = sha256(hash);
         let want = p.layer_digest.clone().unwrap_or_default();
         if got != want {
