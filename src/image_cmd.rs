@@ -1,4 +1,4 @@
-//! `skiff image …`: import, ls, inspect, rm, gc, verify.
+//! `skiff image …`: import, pull, ls, inspect, rm, gc, verify.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -24,6 +24,19 @@ pub enum ImageCommand {
         /// reference or tag, or a manifest digest or image id (a unique prefix).
         #[arg(long, value_name = "REF|DIGEST")]
         select: Option<String>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull an image from a registry, through its mirrors.
+    Pull {
+        /// NAME[:TAG] or NAME@DIGEST.
+        reference: String,
+        /// Platform to take from a multi-platform index (default: this host's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+        #[command(flatten)]
+        registry: crate::pull_cmd::RegistryArgs,
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
@@ -90,6 +103,12 @@ pub fn run(root: &Path, cmd: ImageCommand) -> anyhow::Result<()> {
             select,
             json,
         } => import(&store, &path, tag, platform, select, json),
+        ImageCommand::Pull {
+            reference,
+            platform,
+            registry,
+            json,
+        } => crate::pull_cmd::run(&store, &reference, &registry, platform, json),
         ImageCommand::Ls { json } => ls(&store, json),
         ImageCommand::Inspect { reference, .. } => inspect(&store, &reference),
         ImageCommand::Rm { reference, json } => {

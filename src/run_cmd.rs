@@ -116,6 +116,12 @@ pub struct RunArgs {
     /// Print a JSON result object on stdout after the job's output.
     #[arg(long)]
     pub json: bool,
+    /// Pull the image: always, missing (when the store lacks it; the
+    /// default once a registry is configured) or never (the default otherwise).
+    #[arg(long, value_parser = ["always", "missing", "never"])]
+    pub pull: Option<String>,
+    #[command(flatten)]
+    pub registry: crate::pull_cmd::RegistryArgs,
     /// IMAGE (a store reference, or an archive path to import first), then COMMAND [ARG...].
     #[arg(
         required = true,
@@ -251,6 +257,45 @@ fn job_spec(args: &RunArgs) -> anyhow::Result<JobSpec> {
     })
 }
 
+/// IMAGE, resolved once (an archive path is imported first, a reference
+/// pulled as `--pull` says); the job runs from the image's id.
+fn resolve_image(store: &Store, args: &RunArgs) -> anyhow::Result<imagestore::ImageId> {
+    let arg = &args.image_and_command[0];
+    let policy = match args.pull.as_deref() {
+        Some(p) => p,
+        None if args.registry.configured()? => "missing",
+        None => "never",
+    };
+    let pull = |store: &Store| -> anyhow::Result<imagestore::ImageId> {
+        let opts = args.registry.options(None, true)?;
+        let report = crate::pull_cmd::pull(store, arg, &opts)?;
+        for w in &report.warnings {
+            eprintln!("skiff: warning: {w}");
+        }
+        Ok(imagestore::ImageId::from_config(report.image.id))
+    };
+    // A reference, not an archive: `always` pulls before looking.
+    if policy == "always" && imagestore::ImageRef::parse(arg).is_ok() && !Path::new(arg).exists() {
+        return pull(store);
+    }
+    match store.resolve_or_import(arg, &ImportOptions::default()) {
+        Ok(resolved) => {
+            // An archive imported on the way: its warnings (skipped
+            // artifacts, another platform) as `skiff image import` prints them.
+            for w in resolved.import.iter().flat_map(|r| &r.warnings) {
+                eprintln!("skiff: warning: {w}");
+            }
+            Ok(resolved.id)
+        }
+        Err(imagestore::ResolveError::Lookup(imagestore::Error::ImageNotFound(_)))
+            if policy == "missing" =>
+        {
+            pull(store)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Run a job; returns its docker-style exit status. When the job's output
 /// could not be written (e.g. a full disk), the error names the stream and
 /// the status is 125 ([`EXIT_SKIFF_FAILED`]): skiff failed to deliver it.
@@ -261,16 +306,7 @@ pub fn run(root: &Path, args: RunArgs) -> anyhow::Result<u8> {
     let store = Store::open(root).with_context(|| format!("opening store {}", root.display()))?;
     // IMAGE is resolved here, once (an archive path is imported first); the
     // job runs from the image's id.
-    let image = store
-        .resolve_or_import(&args.image_and_command[0], &ImportOptions::default())
-        .map(|resolved| {
-            // An archive imported on the way: its warnings (skipped
-            // artifacts, another platform) as `skiff image import` prints them.
-            for w in resolved.import.iter().flat_map(|r| &r.warnings) {
-                eprintln!("skiff: warning: {w}");
-            }
-            resolved.id
-        })?;
+    let image = resolve_image(&store, &args)?;
     let mut runner = Runner::new(store)?;
     let result = if args.warm {
         runner.run_pooled(

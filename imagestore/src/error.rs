@@ -116,6 +116,9 @@ pub enum Error {
     /// A running job already holds a lease under this name.
     #[error("lease {name:?} is held by a running job (pid {pid})")]
     LeaseInUse { name: String, pid: i32 },
+    /// A registry pull failed.
+    #[error(transparent)]
+    Pull(#[from] crate::pull::PullError),
     /// Store metadata is unreadable: the store was damaged outside skiff.
     #[error("store metadata {path} is corrupt: {detail}")]
     CorruptMetadata { path: PathBuf, detail: String },

@@ -89,6 +89,8 @@ pub enum Format {
     DockerOciLayout,
     /// An OCI layout (`index.json`), as a directory or an archive.
     Oci,
+    /// Pulled from a registry (OCI Distribution API).
+    Registry,
 }
 
 impl Format {
@@ -98,6 +100,7 @@ impl Format {
             Format::DockerArchive => "docker-archive",
             Format::DockerOciLayout => "docker-archive (OCI layout)",
             Format::Oci => "oci",
+            Format::Registry => "registry",
         }
     }
 

@@ -72,6 +72,10 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRecord>,
     /// The archive format it came from.
     pub source_format: String,
+    /// `NAME@DIGEST` references a registry served it by (a pull's), where
+    /// the digest may be a multi-platform index's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
     /// Seconds since the epoch when it was (last) imported.
     pub imported_at: u64,
 }
@@ -433,7 +437,13 @@ impl ImageIndex {
                 return Ok(Some(rec));
             }
         }
-        Ok(None)
+        // A pull records the digest it resolved (an index's, perhaps),
+        // tagged or not.
+        let wanted = format!("{repo}@{digest}");
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|rec| rec.repo_digests.contains(&wanted)))
     }
 }
 
@@ -502,6 +512,7 @@ mod tests {
                 platform: "linux/amd64".into(),
                 layers: Vec::new(),
                 source_format: format.name().into(),
+                repo_digests: Vec::new(),
                 imported_at: 0,
             };
             self.index.put(&rec).expect("put");

@@ -20,6 +20,7 @@ use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use serde::Serialize;
 
 use crate::apply::apply_layer;
+use crate::blobs::Blobs;
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader, TeeReader};
 use crate::docker::DockerManifest;
@@ -158,14 +159,15 @@ impl Store {
                 }
             }
         }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (snaps, unpacked, reports) =
-            self.ensure_layers(&source, &session, &layers, &opts.progress)?;
+            self.ensure_layers(&source, &session, &layers, workers, &opts.progress)?;
         let mut warnings = plan.warnings.clone();
         warnings.extend(reports);
 
         let mut images = Vec::new();
         for img in &plan.images {
-            images.push(self.record_image(img, &snaps)?);
+            images.push(self.record_image(img, &snaps, &[])?);
         }
         opts.progress.finish_and_clear();
         let format = match source.packaging.wrapper() {
@@ -182,12 +184,14 @@ impl Store {
         })
     }
 
-    /// Make sure every layer has a snapshot, unpacking missing ones in parallel.
-    fn ensure_layers(
+    /// Make sure every layer has a snapshot, unpacking missing ones on up
+    /// to `workers` threads.
+    pub(crate) fn ensure_layers(
         &self,
-        source: &Source,
+        source: &dyn Blobs,
         session: &Session,
         layers: &[LayerPlan],
+        workers: usize,
         bar: &ProgressBar,
     ) -> Result<(HashMap<Digest, SnapshotInfo>, usize, Vec<String>)> {
         let mut snaps = HashMap::new();
@@ -207,15 +211,12 @@ impl Store {
         // counts towards the progress total, and its worker reads it.
         let entries = todo
             .iter()
-            .map(|l| source.entry(&l.entry, &format!("layer {}", l.diff_id)))
+            .map(|l| source.layer(&l.entry, l.declared_size, &format!("layer {}", l.diff_id)))
             .collect::<Result<Vec<Entry>>>()?;
         bar.set_length(entries.iter().map(Entry::size).sum());
         let entries: Mutex<Vec<Option<Entry>>> =
             Mutex::new(entries.into_iter().map(Some).collect());
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(todo.len());
+        let workers = workers.clamp(1, todo.len());
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let results: Mutex<Vec<Option<Result<LayerOutcome>>>> =
@@ -231,7 +232,7 @@ impl Store {
                     let Some(entry) = entry else {
                         break;
                     };
-                    let r = self.ensure_layer(session, todo[i], entry, bar);
+                    let r = self.ensure_layer(source, session, todo[i], entry, bar);
                     if r.is_err() {
                         failed.store(true, Ordering::SeqCst);
                     }
@@ -261,6 +262,7 @@ impl Store {
     /// Unpack one layer into a new snapshot unless another process has.
     fn ensure_layer(
         &self,
+        source: &dyn Blobs,
         session: &Session,
         layer: &LayerPlan,
         entry: Entry,
@@ -270,10 +272,11 @@ impl Store {
         if let Some(info) = self.snapshots().get(&layer.chain_id)? {
             return Ok((info, false, Vec::new()));
         }
-        let name = match &layer.declared {
-            Some(d) => format!("{d} (archive entry {})", layer.entry),
-            None => format!("{} (archive entry {})", layer.diff_id, layer.entry),
+        let named = |place: String| match &layer.declared {
+            Some(d) => format!("{d} ({place})"),
+            None => format!("{} ({place})", layer.diff_id),
         };
+        let name = named(source.place(&layer.entry));
         let spooled = entry.spooled();
         let mut raw = BufReader::with_capacity(256 * 1024, entry.into_reader()?);
         // A plain layer's blob is not kept: its snapshot holds the same
@@ -332,7 +335,7 @@ impl Store {
                 source,
             })?;
             let (d, n, _) = diff.finish();
-            Ok((if plain { None } else { Some((d, n)) }, compression, report))
+            Ok::<_, Error>((if plain { None } else { Some((d, n)) }, compression, report))
         })();
         // A failed write of the blob copy (a full disk) surfaces in the
         // reader as an error; report it as the write failure it is.
@@ -364,6 +367,8 @@ impl Store {
                 source,
             })?;
         }
+        // Where the bytes came from is known only now (a registry's mirror).
+        let name = named(source.place(&layer.entry));
         if let Some(declared) = &layer.declared {
             if declared != &blob_digest {
                 return Err(Error::DigestMismatch {
@@ -425,10 +430,11 @@ impl Store {
     }
 
     /// Store config and manifest blobs, then the image record and its tags.
-    fn record_image(
+    pub(crate) fn record_image(
         &self,
         img: &ImagePlan,
         snaps: &HashMap<Digest, SnapshotInfo>,
+        repo_digests: &[String],
     ) -> Result<ImportedImage> {
         self.content()
             .put_bytes(&img.config_digest, &img.config_bytes)?;
@@ -477,6 +483,7 @@ impl Store {
             platform: img.platform.to_string(),
             layers,
             source_format: img.format.name().to_string(),
+            repo_digests: self.merged_repo_digests(&img.config_digest, repo_digests)?,
             imported_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -493,6 +500,22 @@ impl Store {
             platform: rec.platform.clone(),
             layers: rec.layers.len(),
         })
+    }
+}
+
+impl Store {
+    /// `new` with the repo digests an earlier record of the image had.
+    fn merged_repo_digests(&self, id: &Digest, new: &[String]) -> Result<Vec<String>> {
+        let mut all = match self.images().get(id)? {
+            Some(old) => old.repo_digests,
+            None => Vec::new(),
+        };
+        for d in new {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        Ok(all)
     }
 }
 

@@ -16,6 +16,7 @@
 pub use oci_spec;
 
 pub mod apply;
+mod blobs;
 pub mod compression;
 pub mod content;
 pub mod derive;
@@ -31,6 +32,7 @@ mod oci;
 mod plan;
 pub mod platform;
 pub mod process_lock;
+pub mod pull;
 pub mod reference;
 mod reference_grammar;
 pub mod remove;
@@ -52,6 +54,7 @@ pub use format::{Format, Packaging};
 pub use images::{ImageId, ImageRecord, LayerRecord};
 pub use import::{ImportOptions, ImportReport, ImportedImage};
 pub use platform::Platform;
+pub use pull::{PullOptions, PullReport};
 pub use reference::ImageRef;
 pub use resolve::{ResolveError, Resolved};
 pub use snapshot::MountDescription;

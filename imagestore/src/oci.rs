@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
+use crate::blobs::Blobs;
 use crate::digest::Digest;
 use crate::docker::{self, DockerManifest};
 use crate::error::{Error, Result};
@@ -18,7 +19,7 @@ use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::plan::{
     chain_ids, classify_config, compute_diff_id, config_platform, is_layer_media_type, parse_json,
-    read_blob, ConfigKind, ImagePlan, LayerPlan, Plan,
+    ConfigKind, ImagePlan, LayerPlan, Plan,
 };
 use crate::platform::Platform;
 use crate::source::Source;
@@ -109,6 +110,45 @@ pub(crate) fn plan(
     Ok(plan)
 }
 
+/// Plan what a registry serves for one reference: `top` describes the index
+/// or manifest the reference names, `refs` the names it gets. The same walk
+/// as a layout's: the platform rule, attestations and artifacts skipped.
+pub(crate) fn plan_pulled(
+    source: &dyn Blobs,
+    top: &Descriptor,
+    refs: Vec<String>,
+    wanted: Option<&Platform>,
+) -> Result<Plan> {
+    let mut walk = Walk {
+        source,
+        wanted,
+        plan: Plan::default(),
+        seen: HashSet::new(),
+        skipped: Vec::new(),
+        format: Format::Registry,
+    };
+    walk.descriptor(top, source.input(), refs, 0)?;
+    if walk.plan.images.is_empty() {
+        let detail = if walk.skipped.is_empty() {
+            "no image manifests found".to_string()
+        } else {
+            format!(
+                "it names only non-image content: {}",
+                walk.skipped.join("; ")
+            )
+        };
+        return Err(Error::NoImage {
+            input: source.input().to_string(),
+            detail,
+        });
+    }
+    let mut plan = walk.plan;
+    for s in walk.skipped {
+        plan.warnings.push(format!("skipped {s}"));
+    }
+    Ok(plan)
+}
+
 /// References named by a top-level descriptor's annotations.
 fn descriptor_refs(d: &Descriptor, input: &str) -> Vec<String> {
     let Some(ann) = d.annotations() else {
@@ -159,7 +199,7 @@ fn layout_name(input: &str) -> String {
 }
 
 struct Walk<'a> {
-    source: &'a Source,
+    source: &'a dyn Blobs,
     wanted: Option<&'a Platform>,
     plan: Plan,
     seen: HashSet<Digest>,
@@ -194,7 +234,9 @@ impl Walk<'_> {
             return Ok(());
         }
         if INDEX_TYPES.contains(&mt.as_str()) {
-            let data = read_blob(self.source, &digest, Some(d.size()), "image index")?;
+            let data = self
+                .source
+                .manifest(&digest, Some(d.size()), "image index")?;
             let what = format!("image index {digest}");
             let index: ImageIndex = parse_json(&data, &what)?;
             return self.index(&index, &what, Some(refs), depth + 1);
@@ -223,7 +265,7 @@ impl Walk<'_> {
         inherited: Option<Vec<String>>,
         depth: usize,
     ) -> Result<()> {
-        let input = self.source.input.clone();
+        let input = self.source.input().to_string();
         let refs_of = |d: &Descriptor| {
             inherited
                 .clone()
@@ -302,7 +344,7 @@ impl Walk<'_> {
             Some(p) => format!("image manifest for {p}"),
             None => "image manifest".to_string(),
         };
-        let data = read_blob(self.source, digest, Some(d.size()), &what)?;
+        let data = self.source.manifest(digest, Some(d.size()), &what)?;
         let manifest_name = format!("image manifest {digest}");
         let manifest: ImageManifest = parse_json(&data, &manifest_name)?;
         let cfg_mt = manifest.config().media_type().to_string();
@@ -334,12 +376,9 @@ impl Walk<'_> {
             "config.digest",
         )?;
         let what = format!("image config {cfg_digest} of manifest {digest}");
-        let config_bytes = read_blob(
-            self.source,
-            &cfg_digest,
-            Some(manifest.config().size()),
-            &what,
-        )?;
+        let config_bytes =
+            self.source
+                .config(&cfg_digest, Some(manifest.config().size()), &what)?;
         let parsed = classify_config(&config_bytes, &what);
         let (platform, diff_ids) = match parsed {
             Ok(ConfigKind::Image(cfg, diff_ids)) => (config_platform(&cfg), diff_ids),

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use std::io::BufReader;
 
+use crate::blobs::Blobs;
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
@@ -306,8 +307,14 @@ pub(crate) fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
 
 /// Compute a layer's diff_id by decompressing it, checking the blob digest
 /// on the way. Only for images whose config does not list diff_ids.
-pub(crate) fn compute_diff_id(source: &Source, entry: &str, declared: &Digest) -> Result<Digest> {
-    let (raw, _) = source.open(entry, &format!("layer {declared}"))?;
+pub(crate) fn compute_diff_id(
+    source: &dyn Blobs,
+    entry: &str,
+    declared: &Digest,
+) -> Result<Digest> {
+    let raw = source
+        .layer(entry, None, &format!("layer {declared}"))?
+        .into_reader()?;
     let mut hashed = HashingReader::new(raw);
     let diff = {
         let (_, dec) = Compression::decoder(BufReader::new(&mut hashed)).map_err(|source| {
@@ -330,7 +337,7 @@ pub(crate) fn compute_diff_id(source: &Source, entry: &str, declared: &Digest) -
     let (actual, _, _) = hashed.finish();
     if &actual != declared {
         return Err(Error::DigestMismatch {
-            what: format!("layer {declared} (archive entry {entry})"),
+            what: format!("layer {declared} ({})", source.place(entry)),
             expected: declared.to_string(),
             actual: actual.to_string(),
         });

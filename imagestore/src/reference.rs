@@ -80,6 +80,11 @@ impl ImageRef {
         format!("{}/{}", self.inner.registry(), self.inner.repository())
     }
 
+    /// The repository path at its registry: `library/busybox`.
+    pub fn repository(&self) -> &str {
+        self.inner.repository()
+    }
+
     /// The repository as `docker images` shows it: `busybox` for
     /// `docker.io/library/busybox`, `org/app` for `docker.io/org/app`,
     /// other registries in full.

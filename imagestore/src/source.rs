@@ -374,22 +374,44 @@ impl Source {
     }
 }
 
-/// One entry of a [`Source`], found and not yet read.
+/// One entry of a [`Source`] (or a registry's blob), found and not yet read.
 #[derive(Debug)]
 pub(crate) struct Entry {
     size: u64,
     body: EntryBody,
 }
 
-#[derive(Debug)]
+/// Opens a blob that is read from elsewhere (a registry), when it is read.
+pub(crate) type OpenBlob = Box<dyn FnOnce() -> Result<Box<dyn Read + Send>> + Send>;
+
 enum EntryBody {
     /// A file beneath a directory, opened safely already.
     Open(File),
     /// A place in the archive or the session's ingest area.
     At(Loc),
+    /// Opened by the reader that reads it.
+    Remote(OpenBlob),
+}
+
+impl std::fmt::Debug for EntryBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryBody::Open(file) => f.debug_tuple("Open").field(file).finish(),
+            EntryBody::At(loc) => f.debug_tuple("At").field(loc).finish(),
+            EntryBody::Remote(_) => f.write_str("Remote"),
+        }
+    }
 }
 
 impl Entry {
+    /// A blob of `size` bytes that `open` opens when it is read.
+    pub(crate) fn remote(size: u64, open: OpenBlob) -> Entry {
+        Entry {
+            size,
+            body: EntryBody::Remote(open),
+        }
+    }
+
     /// Its size in bytes.
     pub(crate) fn size(&self) -> u64 {
         self.size
@@ -418,6 +440,7 @@ impl Entry {
                 let f = File::open(&path).ctx("open", &path)?;
                 Ok(Box::new(f))
             }
+            EntryBody::Remote(open) => open(),
         }
     }
 }

@@ -26,6 +26,8 @@ pub mod env;
 pub mod mounts;
 pub mod netns;
 pub mod privilege;
+pub mod proxy;
+pub mod registry;
 pub mod run;
 pub mod serve;
 pub mod tar;
