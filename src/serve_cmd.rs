@@ -52,6 +52,13 @@ pub struct ServeArgs {
     /// following symlinks.
     #[arg(long = "allow-volume", value_name = "DIR")]
     pub allow_volume: Vec<PathBuf>,
+    /// Pull images jobs name that the store lacks: missing (the default
+    /// once a registry is configured) or never (jobs naming them are
+    /// refused at submit; the default otherwise).
+    #[arg(long, value_parser = ["missing", "never"])]
+    pub pull: Option<String>,
+    #[command(flatten)]
+    pub registry: crate::pull_cmd::RegistryArgs,
 }
 
 /// Run the worker until SIGTERM.
@@ -89,6 +96,12 @@ pub fn run(root: &Path, args: ServeArgs) -> anyhow::Result<u8> {
         listen: args.listen,
         token_file: args.token_file,
         allow_volumes: args.allow_volume,
+        pull: match args.pull.as_deref() {
+            Some("never") => None,
+            Some(_) => Some(args.registry.options(None, true)?),
+            None if args.registry.configured()? => Some(args.registry.options(None, true)?),
+            None => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

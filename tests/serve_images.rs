@@ -52,3 +52,61 @@ fn test_bad_archives_and_tags_are_refused() {
     let (_, after) = w.call("GET", "/v1/images", None);
     assert_eq!(before, after, "a refused import changed the store");
 }
+
+#[test]
+fn test_worker_pulls_a_missing_image_once_for_every_job_waiting_for_it() {
+    if !support::privilege::gate(support::registry::missing_tools()) {
+        return;
+    }
+    let dir = support::env::test_dir("skiff-serve-pull-");
+    let reg = support::registry::Registry::plain(&dir.path().join("reg"));
+    let archive = support::env::vendor_archive("busybox");
+    reg.push(
+        &format!("docker-archive:{}", archive.display()),
+        "skiff/busybox:1",
+        false,
+    );
+    let proxy = support::proxy::Proxy::start(&reg.url());
+    let image = format!("{}/skiff/busybox:1", proxy.host());
+
+    // Without a registry configured, the job is refused at submit.
+    {
+        let Some(w) = Worker::start(&[]) else { return };
+        let (st, e) = w.call(
+            "POST",
+            "/v1/jobs",
+            Some(&json!({ "image": image, "command": ["true"] })),
+        );
+        assert_eq!(st, 400, "{e}");
+        assert_eq!(e["field"], "image", "{e}");
+    }
+    let Some(w) = Worker::start(&["--pull", "missing", "--insecure", "--launchers", "3"]) else {
+        return;
+    };
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            let j = w.submit(json!({ "image": image, "command": ["echo", format!("job {i}")] }));
+            j["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(w.wait(id, 120)["state"], "complete", "{}", w.log());
+    }
+    let manifest_gets = proxy
+        .log()
+        .iter()
+        .filter(|l| l.contains("/manifests/1"))
+        .count();
+    assert_eq!(manifest_gets, 1, "one pull for six jobs: {:?}", proxy.log());
+    // An image no registry has fails the job, naming it.
+    let j = w.submit(
+        json!({ "image": format!("{}/skiff/absent:1", proxy.host()), "command": ["true"] }),
+    );
+    let done = w.wait(j["id"].as_str().expect("id"), 120);
+    assert_eq!(done["state"], "error", "{done}");
+    let reason = done.to_string();
+    assert!(
+        reason.contains("skiff/absent:1") && reason.contains("not found"),
+        "{done}"
+    );
+}

@@ -349,7 +349,25 @@ impl Store {
         if let Some(e) = ingest_failed(&mut hashed) {
             return Err(e);
         }
-        let (diff, compression, report): (Option<(Digest, u64)>, Compression, _) = applied?;
+        let (diff, compression, report): (Option<(Digest, u64)>, Compression, _) = match applied {
+            Ok(v) => v,
+            Err(e) => {
+                // A corrupt blob shows first as a decompression or tar
+                // error; when its bytes do not hash to the declared digest,
+                // that is the cause to report, naming where they came from.
+                if let (Some(declared), Ok(())) = (&layer.declared, hashed.drain()) {
+                    let (actual, _, _) = hashed.finish();
+                    if &actual != declared {
+                        return Err(Error::DigestMismatch {
+                            what: format!("layer {}", named(source.place(&layer.entry))),
+                            expected: declared.to_string(),
+                            actual: actual.to_string(),
+                        });
+                    }
+                }
+                return Err(e);
+            }
+        };
         let drained = hashed.drain();
         if let Some(e) = ingest_failed(&mut hashed) {
             return Err(e);

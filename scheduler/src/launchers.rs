@@ -40,6 +40,16 @@ pub struct LauncherConfig {
     pub volumes: std::sync::Arc<AllowedVolumes>,
     /// On a fleet: makes code packages' images in this worker's store.
     pub code: Option<Arc<dyn CodeImages>>,
+    /// With a registry: pulls the images jobs name that the store lacks.
+    pub images: Option<Arc<dyn JobImages>>,
+}
+
+/// Where a slot gets a job's image when the store lacks it (with a
+/// registry configured, `image_pull::RegistryPulls`).
+pub trait JobImages: Send + Sync + std::fmt::Debug {
+    /// Make sure the store holds `image`: why it cannot, otherwise.
+    /// Called from a slot's thread.
+    fn ensure(&self, image: &str) -> Result<(), String>;
 }
 
 /// Where a slot gets a code package's image before its job runs (on a
@@ -247,10 +257,11 @@ pub fn outcome_of(reply: Reply) -> Outcome {
 }
 
 /// On a fleet, make sure the store holds `c`'s code package, if it names
-/// one, as last pushed.
+/// one, as last pushed; with a registry, that it holds `c`'s image.
 fn fetch_code(cfg: &LauncherConfig, c: &Claim) -> Result<(), String> {
-    match (&cfg.code, &c.request.code) {
-        (Some(fetch), Some(name)) => fetch.ensure(name),
+    match (&cfg.code, &c.request.code, &cfg.images) {
+        (Some(fetch), Some(name), _) => fetch.ensure(name),
+        (_, None, Some(images)) => images.ensure(&c.request.image_ref()),
         _ => Ok(()),
     }
 }

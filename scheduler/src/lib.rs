@@ -16,6 +16,7 @@ pub mod error;
 pub mod finish;
 pub mod fleet;
 pub mod hooks;
+pub mod image_pull;
 pub mod launchers;
 pub mod metrics;
 mod migrations;

@@ -56,6 +56,9 @@ pub struct ServeConfig {
     /// Directories beneath which API jobs may mount host paths (none:
     /// host volumes are off).
     pub allow_volumes: Vec<PathBuf>,
+    /// Pull images jobs name that the store lacks, with these options
+    /// (none: such jobs are refused at submit).
+    pub pull: Option<imagestore::PullOptions>,
 }
 
 /// Why the worker could not start or stopped badly.
@@ -233,6 +236,12 @@ pub async fn serve(
                     cfg.root.clone(),
                 ))),
             },
+            images: cfg.pull.clone().map(|opts| {
+                Arc::new(crate::image_pull::RegistryPulls::new(
+                    cfg.root.clone(),
+                    opts,
+                )) as Arc<dyn crate::launchers::JobImages>
+            }),
         },
     );
     let wake = Arc::new(Notify::new());
@@ -349,6 +358,7 @@ pub async fn serve(
             Engine::Sqlite(q) => Arc::new(Queue::clone(q)),
             Engine::Postgres(pg) => Arc::new(pg.clone()),
         },
+        pulls: cfg.pull.is_some(),
     });
     let tcp = match (cfg.listen, token) {
         (Some(addr), Some(token)) => {

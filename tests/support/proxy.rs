@@ -23,7 +23,7 @@ pub const TOKEN: &str = "skiff-test-token";
 pub struct Behaviour {
     /// Blob bodies at most this fast (bytes/s); 0: as fast as they come.
     pub bytes_per_sec: AtomicU64,
-    /// Flip a byte in the body of blobs whose path holds this digest.
+    /// Flip byte 4 of the body of blobs whose path holds this digest.
     pub corrupt: Mutex<Option<String>>,
     /// Demand `Bearer TOKEN`, issued to this `user:password` by `/token`.
     pub bearer: Mutex<Option<(String, String)>>,
@@ -220,9 +220,11 @@ async fn handle(State(st): State<Arc<Shared>>, req: Request) -> Response {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     let mut data = chunk.to_vec();
-                    if corrupt && !data.is_empty() {
-                        let last = data.len() - 1;
-                        data[last] ^= 0xff;
+                    if corrupt && data.len() > 4 {
+                        // Byte 4 of a gzip stream is in its header's MTIME:
+                        // the layer still decompresses to the same tar, so
+                        // only the blob's digest can tell.
+                        data[4] ^= 0xff;
                         corrupt = false;
                     }
                     let bps = behaviour.bytes_per_sec.load(Ordering::SeqCst);

@@ -176,7 +176,16 @@ impl Inner {
         let mut rounds = 0;
         for round in 0..self.retry.rounds.max(1) {
             if round > 0 {
-                std::thread::sleep(self.retry.pause(round));
+                let pause = self.retry.pause(round);
+                tracing::warn!(
+                    "{what}: no endpoint served it ({}); trying again in {pause:?}",
+                    failures
+                        .iter()
+                        .map(|(ep, f): &(String, Failure)| format!("{ep}: {}", f.detail()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                std::thread::sleep(pause);
             }
             rounds += 1;
             failures.clear();
@@ -194,7 +203,7 @@ impl Inner {
                         return Ok((resp, ep.label.clone()));
                     }
                     Err(f) => {
-                        tracing::warn!("{what}: {}: {}", ep.label, f.detail());
+                        tracing::debug!("{what}: {}: {}", ep.label, f.detail());
                         failures.push((ep.label.clone(), f));
                     }
                 }

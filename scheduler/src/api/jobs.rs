@@ -102,17 +102,19 @@ pub(crate) fn check_admissible(
 
 /// Whether this worker's store resolves each image: `(field, image)`.
 pub(crate) async fn check_images(root: PathBuf, jobs: Vec<(String, String)>) -> ApiResult<()> {
-    match unresolved(root, jobs).await?.into_iter().next() {
+    match unresolved(root, jobs, false).await?.into_iter().next() {
         Some((field, _, e)) => Err(ApiError::field(FieldError::new(field, e))),
         None => Ok(()),
     }
 }
 
 /// The images of `jobs` (`(field, image)`) this worker's store does not
-/// resolve, with why: `(field, image, error)`.
+/// resolve, with why: `(field, image, error)`. With `pulls`, a registry
+/// reference the store lacks is no problem: the worker pulls it.
 async fn unresolved(
     root: PathBuf,
     jobs: Vec<(String, String)>,
+    pulls: bool,
 ) -> ApiResult<Vec<(String, String, String)>> {
     tokio::task::spawn_blocking(move || {
         let store = imagestore::Store::open(&root).map_err(|e| {
@@ -122,6 +124,11 @@ async fn unresolved(
             .into_iter()
             .filter_map(|(field, image)| {
                 let e = store.resolve(&image).err()?;
+                let pullable = matches!(e, imagestore::Error::ImageNotFound(_))
+                    && imagestore::ImageRef::parse(&image).is_ok();
+                if pulls && pullable {
+                    return None;
+                }
                 Some((field, image, e.to_string()))
             })
             .collect())
@@ -136,7 +143,7 @@ pub(super) async fn check_images_in_fleet(
     st: &AppState,
     jobs: Vec<(String, String)>,
 ) -> ApiResult<()> {
-    let missing = unresolved(st.store_root.clone(), jobs).await?;
+    let missing = unresolved(st.store_root.clone(), jobs, st.pulls).await?;
     let Some((field, _, e)) = missing.first() else {
         return Ok(());
     };

@@ -68,6 +68,8 @@ pub struct AppState {
     pub queue_settings: Arc<dyn crate::db::queue_store::QueueSettings>,
     /// Code packages, on the queue's engine.
     pub codes: Arc<dyn crate::db::code_store::CodeStorage>,
+    /// Whether the worker pulls images the store lacks (a registry is configured).
+    pub pulls: bool,
 }
 
 /// An API error: status, message, and the field at fault.
