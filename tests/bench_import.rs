@@ -20,7 +20,7 @@ fn bench_import_smallest_run_writes_parsable_json() {
             "--warmup",
             "0",
             "--contenders",
-            "skiff,tar",
+            "skiff,tar,skiff-seed,skiff-pull",
             "--settle",
             "0",
         ])
@@ -67,7 +67,11 @@ fn bench_import_smallest_run_writes_parsable_json() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["skiff", "tar"], "only the contenders asked for run");
+    assert_eq!(
+        names,
+        ["skiff", "tar", "skiff-seed", "skiff-pull"],
+        "only the contenders asked for run"
+    );
     for c in contenders {
         assert_eq!(c["samples_s"].as_array().map(Vec::len), Some(1));
         for key in ["median_s", "min_s", "max_s", "mb_per_s", "ratio_vs_skiff"] {

@@ -13,7 +13,13 @@
 //!   directory (as skiff unpacks each layer into its own snapshot);
 //! - `podman`: `podman load -i` into a private, fresh storage root;
 //! - `skopeo-umoci`: `skopeo copy docker-archive:… oci:…` then
-//!   `umoci unpack`, timed together (each phase is kept too).
+//!   `umoci unpack`, timed together (each phase is kept too);
+//! - `skiff-seed`: `imagestore::Store::seed` of an export of the image
+//!   (made once, untimed) into a fresh store;
+//! - `skiff-pull`, `skopeo-umoci-pull`, `podman-pull`: the image pulled from
+//!   a local `docker-registry` (started and filled once, untimed; plain HTTP
+//!   on loopback) by skiff in process, by `skopeo copy docker://… oci:…`
+//!   then `umoci unpack`, and by `podman pull` (see [`crate::import_sources`]).
 //!
 //! After each run, its output is evicted from the page cache (outside the
 //! timed window): otherwise, once memory is full, every later run pays for
@@ -83,17 +89,29 @@ pub enum Contender {
     Podman,
     /// `skopeo copy` plus `umoci unpack`.
     SkopeoUmoci,
+    /// `skiff store seed` of an export.
+    SkiffSeed,
+    /// `skiff image pull` from a local registry.
+    SkiffPull,
+    /// `skopeo copy docker://…` plus `umoci unpack`.
+    SkopeoUmociPull,
+    /// `podman pull` from a local registry.
+    PodmanPull,
 }
 
 impl Contender {
     /// Every contender, in running order.
-    pub const ALL: [Contender; 6] = [
+    pub const ALL: [Contender; 10] = [
         Contender::Skiff,
         Contender::Tar,
         Contender::TarRaw,
         Contender::TarParallel,
         Contender::Podman,
         Contender::SkopeoUmoci,
+        Contender::SkiffSeed,
+        Contender::SkiffPull,
+        Contender::SkopeoUmociPull,
+        Contender::PodmanPull,
     ];
 
     /// Its name on the command line and in results.
@@ -105,6 +123,10 @@ impl Contender {
             Contender::TarParallel => "tar-parallel",
             Contender::Podman => "podman",
             Contender::SkopeoUmoci => "skopeo-umoci",
+            Contender::SkiffSeed => "skiff-seed",
+            Contender::SkiffPull => "skiff-pull",
+            Contender::SkopeoUmociPull => "skopeo-umoci-pull",
+            Contender::PodmanPull => "podman-pull",
         }
     }
 
@@ -122,9 +144,9 @@ impl Contender {
     /// Rough bytes written per uncompressed byte, for the free-space check.
     fn write_factor(self) -> f64 {
         match self {
-            Contender::Skiff => 2.0,
-            Contender::Podman => 2.5,
-            Contender::SkopeoUmoci => 2.0,
+            Contender::Skiff | Contender::SkiffPull => 2.0,
+            Contender::Podman | Contender::PodmanPull => 2.5,
+            Contender::SkopeoUmoci | Contender::SkopeoUmociPull => 2.0,
             _ => 1.0,
         }
     }
@@ -325,6 +347,32 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
                     .is_none()
                     .then_some("podman is not installed"),
             ),
+            Contender::SkiffSeed => (
+                "imagestore::Store::seed(EXPORT) into a fresh store, in process".to_string(),
+                Some(format!("skiff {}", env!("CARGO_PKG_VERSION"))),
+                None,
+            ),
+            Contender::SkiffPull => (
+                "imagestore::Store::pull(REGISTRY/bench/image:1, insecure) into a fresh store, \
+                 in process"
+                    .to_string(),
+                Some(format!("skiff {}", env!("CARGO_PKG_VERSION"))),
+                pull_missing(&[]),
+            ),
+            Contender::SkopeoUmociPull => (
+                "skopeo copy --src-tls-verify=false docker://REGISTRY/bench/image:1 oci:DIR:bench \
+                 && umoci unpack --image DIR:bench BUNDLE"
+                    .to_string(),
+                tool_version("skopeo", &["--version"]),
+                pull_missing(&["umoci"]),
+            ),
+            Contender::PodmanPull => (
+                "podman --root R --runroot RR --storage-driver overlay pull -q \
+                 --tls-verify=false REGISTRY/bench/image:1"
+                    .to_string(),
+                tool_version("podman", &["--version"]),
+                pull_missing(&["podman"]),
+            ),
             Contender::SkopeoUmoci => {
                 let missing = if find_on_host("skopeo").is_none() {
                     Some("skopeo is not installed")
@@ -354,6 +402,18 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
             skip(&mut skipped, c, why.to_string());
             continue;
         }
+        let pulls = matches!(
+            c,
+            Contender::SkiffPull | Contender::SkopeoUmociPull | Contender::PodmanPull
+        );
+        if (pulls || c == Contender::SkiffSeed) && !image.format.starts_with("docker-archive") {
+            skip(
+                &mut skipped,
+                c,
+                format!("the image is not a docker-archive ({})", image.format),
+            );
+            continue;
+        }
         if c == Contender::SkopeoUmoci && !image.format.starts_with("docker-archive") {
             skip(
                 &mut skipped,
@@ -375,6 +435,30 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     if ready.is_empty() {
         return Err(Error::Usage("no contender can run".into()));
     }
+    // What seeds and pulls read, made once, outside every timed window.
+    let sources_dir = workdir.join("sources");
+    trash::set_aside(&sources_dir, &trash_dir)?;
+    fs::create_dir_all(&sources_dir).ctx("create", &sources_dir)?;
+    let has = |c: &[Contender]| ready.iter().any(|r| c.contains(&r.which));
+    let sources = Sources {
+        export: if has(&[Contender::SkiffSeed]) {
+            ui.spin("exporting the image for the seed contender");
+            Some(crate::import_sources::export(&image, &sources_dir)?)
+        } else {
+            None
+        },
+        registry: if has(&[
+            Contender::SkiffPull,
+            Contender::SkopeoUmociPull,
+            Contender::PodmanPull,
+        ]) {
+            ui.spin("starting a local registry and pushing the image to it");
+            Some(crate::import_sources::registry(&image, &sources_dir)?)
+        } else {
+            None
+        },
+    };
+    ui.clear();
     if let Some(why) = layers_note {
         notes.push(format!("tar contenders skipped: {why}"));
     }
@@ -444,7 +528,7 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
             ui.message(format!("{label}: {}", r.which.name()));
             let dir = runs.join(format!("{}-r{round}", r.which.name()));
             fs::create_dir(&dir).ctx("create", &dir)?;
-            let outcome = run_once(r.which, &image, &dir);
+            let outcome = run_once(r.which, &image, &dir, &sources);
             // Out of the way by rename (deleted after the last round), and
             // out of the page cache, so that every run starts with the same
             // free memory.
@@ -495,6 +579,8 @@ pub fn run(cfg: &ImportConfig, ui: &Ui) -> Result<ImportResults> {
     }
 
     // Clean up, outside every timed window.
+    drop(sources);
+    trash::set_aside(&sources_dir, &trash_dir)?;
     if cfg.keep_trash {
         notes.push(format!(
             "run output kept in {} (--keep-trash)",
@@ -669,7 +755,33 @@ impl Timer {
 }
 
 /// Run one contender once into the fresh directory `dir`, timing it.
-fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<Sample, RunError> {
+/// What seeds and pulls read (see [`crate::import_sources`]).
+#[derive(Debug)]
+struct Sources {
+    export: Option<PathBuf>,
+    registry: Option<crate::import_sources::LocalRegistry>,
+}
+
+/// Why a pull contender cannot run here: a program it needs is missing.
+fn pull_missing(extra: &[&'static str]) -> Option<&'static str> {
+    ["docker-registry", "skopeo"]
+        .iter()
+        .chain(extra)
+        .find(|p| find_on_host(p).is_none())
+        .map(|p| match *p {
+            "docker-registry" => "docker-registry is not installed",
+            "skopeo" => "skopeo is not installed",
+            "umoci" => "umoci is not installed",
+            _ => "podman is not installed",
+        })
+}
+
+fn run_once(
+    c: Contender,
+    image: &ImageInfo,
+    dir: &Path,
+    sources: &Sources,
+) -> std::result::Result<Sample, RunError> {
     let stored = |l: &image::LayerInfo| l.stored_path.clone().unwrap_or(l.tar_path.clone());
     let tar_flags = |l: &image::LayerInfo, raw: bool| -> Vec<&'static str> {
         match (raw, l.compression.as_str()) {
@@ -794,6 +906,92 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
             r?;
             Ok(sample)
         }
+        Contender::SkiffSeed | Contender::SkiffPull => {
+            let root = dir.join("store");
+            let timer = Timer::start();
+            let store = imagestore::Store::open(&root).map_err(|source| RunError::OpenStore {
+                path: root.clone(),
+                source: Box::new(source),
+            })?;
+            let (what, r) = if c == Contender::SkiffSeed {
+                let export = sources.export.clone().unwrap_or_default();
+                let file = fs::File::open(&export).map_err(|source| RunError::Io {
+                    op: "open",
+                    path: export.clone(),
+                    source,
+                })?;
+                let r = store.seed(std::io::BufReader::with_capacity(1 << 20, file));
+                (export, r.map(drop))
+            } else {
+                let reference = registry_ref(sources);
+                let opts = imagestore::PullOptions {
+                    insecure: true,
+                    ..Default::default()
+                };
+                (
+                    PathBuf::from(&reference),
+                    store.pull(&reference, &opts).map(drop),
+                )
+            };
+            r.map_err(|source| RunError::Import {
+                path: what,
+                source: Box::new(source),
+            })?;
+            Ok(timer.stop(Vec::new()))
+        }
+        Contender::SkopeoUmociPull => {
+            let tmp = dir.join("tmp");
+            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
+            let layout = dir.join("oci");
+            let mut copy = Command::new("skopeo");
+            copy.args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
+                .arg(format!("docker://{}", registry_ref(sources)))
+                .arg(format!("oci:{}:bench", layout.display()))
+                .env("TMPDIR", &tmp);
+            let mut unpack = Command::new("umoci");
+            unpack
+                .args(["unpack", "--image"])
+                .arg(format!("{}:bench", layout.display()))
+                .arg(dir.join("bundle"))
+                .env("TMPDIR", &tmp);
+            let timer = Timer::start();
+            run_checked(&mut copy)?;
+            let copied = timer.wall.elapsed();
+            run_checked(&mut unpack)?;
+            let took = timer.wall.elapsed();
+            Ok(timer.stop(vec![
+                ("skopeo copy".into(), copied),
+                ("umoci unpack".into(), took - copied),
+            ]))
+        }
+        Contender::PodmanPull => {
+            let tmp = dir.join("tmp");
+            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
+            let mut cmd = Command::new("podman");
+            cmd.arg("--root")
+                .arg(dir.join("root"))
+                .arg("--runroot")
+                .arg(dir.join("runroot"))
+                .arg("--tmpdir")
+                .arg(dir.join("libpod-tmp"))
+                .args([
+                    "--storage-driver",
+                    "overlay",
+                    "--cgroup-manager=cgroupfs",
+                    "--events-backend=file",
+                    "pull",
+                    "-q",
+                    "--tls-verify=false",
+                ])
+                .arg(registry_ref(sources))
+                .env("TMPDIR", &tmp);
+            let timer = Timer::start();
+            let r = run_checked(&mut cmd);
+            let sample = timer.stop(Vec::new());
+            trash::unmount_under(dir);
+            r?;
+            Ok(sample)
+        }
         Contender::SkopeoUmoci => {
             let tmp = dir.join("tmp");
             fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
@@ -821,6 +1019,15 @@ fn run_once(c: Contender, image: &ImageInfo, dir: &Path) -> std::result::Result<
             ]))
         }
     }
+}
+
+/// The local registry's reference to the image.
+fn registry_ref(sources: &Sources) -> String {
+    sources
+        .registry
+        .as_ref()
+        .map(|r| r.reference.clone())
+        .unwrap_or_default()
 }
 
 fn create_error(path: &Path, source: std::io::Error) -> RunError {

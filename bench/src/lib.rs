@@ -25,6 +25,7 @@ pub mod error;
 pub mod host;
 pub mod image;
 pub mod import;
+mod import_sources;
 pub mod launch;
 pub mod plot;
 pub mod queue;
