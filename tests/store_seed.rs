@@ -337,3 +337,41 @@ fn test_store_seed_refuses_tampered_truncated_and_foreign_exports() {
     let err = refused(&foreign.into_inner().expect("tar"));
     assert!(err.contains("etc/evil"), "the entry is named: {err}");
 }
+
+#[test]
+fn test_a_seeded_store_passes_the_conformance_suite() {
+    // The vendored images imported, exported, and seeded into a new root:
+    // every conformance case runs from the seeded store.
+    let Some(src) = support::run::env() else {
+        return;
+    };
+    let file = src.root.path().join("images.skx");
+    let out = src.skiff(&["store", "export", file.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seeded = support::run::Env {
+        root: tempfile::Builder::new()
+            .prefix("skiff-seeded-")
+            .tempdir()
+            .expect("seeded root"),
+    };
+    let out = seeded.skiff(&["store", "seed", file.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut launcher = seeded.launcher();
+    let failures = support::run::run_suite(&mut launcher, &seeded.work_dir(), "seeded");
+    assert!(launcher.finish().expect("launcher exit").success());
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed from the seeded store:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    seeded.assert_clean("state left: ", "cgroups left: ");
+}

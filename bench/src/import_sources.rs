@@ -24,7 +24,7 @@ fn failed(image: &ImageInfo, detail: String) -> Error {
 
 /// Import the image into a store under `dir`, export it to `dir/export.skiff`.
 pub(crate) fn export(image: &ImageInfo, dir: &Path) -> Result<PathBuf> {
-    let store = imagestore::Store::open(&dir.join("export-store"))
+    let store = imagestore::Store::open(dir.join("export-store"))
         .map_err(|e| failed(image, format!("opening a store to export from: {e}")))?;
     let report = store
         .import(

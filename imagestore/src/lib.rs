@@ -38,6 +38,7 @@ mod reference_grammar;
 pub mod remove;
 pub mod resolve;
 pub mod seed;
+mod seed_unpack;
 pub mod session;
 pub mod snapshot;
 pub mod snapshot_tar;

@@ -11,17 +11,17 @@
 //! image, only what `gc` collects.
 
 use std::collections::HashSet;
-use std::fs;
 use std::io::Read;
 
 use serde::Serialize;
 
-use crate::apply::apply_layer;
-use crate::digest::{Digest, HashingReader};
-use crate::error::{Error, IoContext, Result};
+use std::sync::atomic::Ordering;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
 use crate::export::{ExportManifest, FORMAT, MANIFEST_ENTRY, VERSION};
 use crate::images::ImageRecord;
-use crate::snapshot::SnapshotInfo;
+use crate::seed_unpack::{Pool, Shared, Work};
 use crate::store::Store;
 
 /// The largest manifest, config or image manifest read into memory.
@@ -85,103 +85,82 @@ impl Store {
         let mut report = SeedReport::default();
         let mut blobs_seen: HashSet<Digest> = HashSet::new();
         let mut snaps_seen: HashSet<Digest> = HashSet::new();
-        for entry in entries {
-            let mut entry = entry.map_err(read_err("the export"))?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            if let Some(hex) = name.strip_prefix("blobs/") {
-                let b = Digest::from_hex(hex)
-                    .ok()
-                    .and_then(|d| manifest.blobs.iter().find(|b| b.digest == d))
-                    .ok_or_else(|| bad(&name, "a blob the manifest does not list"))?;
-                if entry.size() != b.size || b.size > MAX_MANIFEST {
-                    return Err(Error::SizeMismatch {
-                        what: format!("{name} of the export (at most 64 MiB)"),
-                        expected: b.size,
-                        actual: entry.size(),
-                    });
-                }
-                blobs_seen.insert(b.digest.clone());
-                if self.content().contains(&b.digest) {
-                    report.blobs_reused += 1;
-                    continue;
-                }
-                let mut data = Vec::new();
-                (&mut entry)
-                    .take(b.size + 1)
-                    .read_to_end(&mut data)
-                    .map_err(read_err(&name))?;
-                let actual = Digest::of_bytes(&data);
-                if actual != b.digest {
-                    return Err(Error::DigestMismatch {
-                        what: format!("{name} of the export"),
-                        expected: b.digest.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
-                self.content().put_bytes(&b.digest, &data)?;
-                report.blobs_written += 1;
-            } else if let Some(hex) = name
-                .strip_prefix("snapshots/")
-                .and_then(|n| n.strip_suffix(".tar.zst"))
-            {
-                let s = Digest::from_hex(hex)
-                    .ok()
-                    .and_then(|d| manifest.snapshots.iter().find(|s| s.chain_id == d))
-                    .ok_or_else(|| bad(&name, "a snapshot the manifest does not list"))?;
-                if let Some(p) = &s.parent {
-                    if !snaps_seen.contains(p) && self.snapshots().get(p)?.is_none() {
-                        return Err(bad(&name, format!("comes before its parent {p}")));
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (shared, tx) = Shared::new(self, &session, workers);
+        let mut reused_early = 0;
+        std::thread::scope(|scope| -> Result<()> {
+            let mut pool = Pool::start(scope, &shared, tx, workers);
+            for entry in entries {
+                let mut entry = entry.map_err(read_err("the export"))?;
+                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                if let Some(hex) = name.strip_prefix("blobs/") {
+                    let b = Digest::from_hex(hex)
+                        .ok()
+                        .and_then(|d| manifest.blobs.iter().find(|b| b.digest == d))
+                        .ok_or_else(|| bad(&name, "a blob the manifest does not list"))?;
+                    if entry.size() != b.size || b.size > MAX_MANIFEST {
+                        return Err(Error::SizeMismatch {
+                            what: format!("{name} of the export (at most 64 MiB)"),
+                            expected: b.size,
+                            actual: entry.size(),
+                        });
                     }
+                    blobs_seen.insert(b.digest.clone());
+                    if self.content().contains(&b.digest) {
+                        report.blobs_reused += 1;
+                        continue;
+                    }
+                    let mut data = Vec::new();
+                    (&mut entry)
+                        .take(b.size + 1)
+                        .read_to_end(&mut data)
+                        .map_err(read_err(&name))?;
+                    let actual = Digest::of_bytes(&data);
+                    if actual != b.digest {
+                        return Err(Error::DigestMismatch {
+                            what: format!("{name} of the export"),
+                            expected: b.digest.to_string(),
+                            actual: actual.to_string(),
+                        });
+                    }
+                    self.content().put_bytes(&b.digest, &data)?;
+                    report.blobs_written += 1;
+                } else if let Some(hex) = name
+                    .strip_prefix("snapshots/")
+                    .and_then(|n| n.strip_suffix(".tar.zst"))
+                {
+                    let s = Digest::from_hex(hex)
+                        .ok()
+                        .and_then(|d| manifest.snapshots.iter().find(|s| s.chain_id == d))
+                        .ok_or_else(|| bad(&name, "a snapshot the manifest does not list"))?;
+                    if let Some(p) = &s.parent {
+                        if !snaps_seen.contains(p) && self.snapshots().get(p)?.is_none() {
+                            return Err(bad(&name, format!("comes before its parent {p}")));
+                        }
+                    }
+                    snaps_seen.insert(s.chain_id.clone());
+                    // What the store has is skipped unread; the rest is
+                    // unpacked by the pool, which checks again under the
+                    // chain's lock.
+                    if self.snapshots().get(&s.chain_id)?.is_some() {
+                        reused_early += 1;
+                        continue;
+                    }
+                    let size = entry.size();
+                    let work = Work::read(s.clone(), name, &mut entry, size, &session)?;
+                    pool.send(work)?;
+                } else {
+                    return Err(bad(&name, "not part of a skiff export"));
                 }
-                snaps_seen.insert(s.chain_id.clone());
-                let _lock = self.snapshots().lock_chain(&s.chain_id)?;
-                if self.snapshots().get(&s.chain_id)?.is_some() {
-                    report.snapshots_reused += 1;
-                    continue;
-                }
-                let tmp = session.temp_path("seed");
-                fs::create_dir(&tmp).ctx("create", &tmp)?;
-                let decoder = zstd::Decoder::new(&mut entry).map_err(read_err(&name))?;
-                let mut hashed = HashingReader::new(decoder.take(s.tar_size + 1));
-                apply_layer(&mut hashed, &tmp).map_err(|source| Error::Apply {
-                    layer: format!("{} ({name} of the export)", s.diff_id),
-                    source,
-                })?;
-                hashed.drain().map_err(read_err(&name))?;
-                let (digest, size, _) = hashed.finish();
-                if size != s.tar_size {
-                    return Err(Error::SizeMismatch {
-                        what: format!("{name} of the export"),
-                        expected: s.tar_size,
-                        actual: size,
-                    });
-                }
-                if digest != s.tar_digest {
-                    return Err(Error::DigestMismatch {
-                        what: format!("{name} of the export"),
-                        expected: s.tar_digest.to_string(),
-                        actual: digest.to_string(),
-                    });
-                }
-                self.snapshots().commit(
-                    &tmp,
-                    SnapshotInfo {
-                        chain_id: s.chain_id.clone(),
-                        parent: s.parent.clone(),
-                        diff_id: s.diff_id.clone(),
-                        dir: String::new(),
-                        blob: s.blob.clone(),
-                        blob_media_type: s.blob_media_type.clone(),
-                        blob_size: s.blob_size,
-                        unpacked_size: s.unpacked_size,
-                        blob_kept: false,
-                    },
-                )?;
-                report.snapshots_unpacked += 1;
-            } else {
-                return Err(bad(&name, "not part of a skiff export"));
             }
+            pool.close();
+            Ok(())
+        })?;
+        if let Some(e) = shared.error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(e);
         }
+        report.snapshots_unpacked = shared.unpacked.load(Ordering::SeqCst);
+        report.snapshots_reused = reused_early + shared.reused.load(Ordering::SeqCst);
 
         for img in &manifest.images {
             let rec = &img.record;

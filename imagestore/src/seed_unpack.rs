@@ -1,0 +1,238 @@
+//! The seed's snapshot unpackers: the seed reads its one stream on one
+//! thread and hands each snapshot's compressed tar to a pool of threads
+//! that decompress, unpack, hash and commit it, so snapshots unpack in
+//! parallel as an import's layers do. A snapshot's bytes wait in memory (at
+//! most [`MAX_IN_MEMORY`]) or in a file of the session; the queue holds at
+//! most one per thread, so memory stays bounded however large the export.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+
+use crate::apply::apply_layer;
+use crate::digest::HashingReader;
+use crate::error::{Error, IoContext, Result};
+use crate::export::ExportedSnapshot;
+use crate::session::Session;
+use crate::snapshot::SnapshotInfo;
+use crate::store::Store;
+
+/// A snapshot tar larger than this (compressed) waits in a file, not in memory.
+const MAX_IN_MEMORY: u64 = 64 << 20;
+
+/// One snapshot to unpack: its manifest entry, its export entry's name, and
+/// its compressed bytes.
+pub(crate) struct Work {
+    pub snapshot: ExportedSnapshot,
+    pub name: String,
+    body: Body,
+}
+
+enum Body {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Work {
+    /// Read an export entry's bytes (`size` of them) off the stream.
+    pub(crate) fn read<R: Read>(
+        snapshot: ExportedSnapshot,
+        name: String,
+        entry: &mut R,
+        size: u64,
+        session: &Session,
+    ) -> Result<Work> {
+        let read_err = |source| Error::ReadArchive {
+            what: name.clone(),
+            source,
+        };
+        let body = if size <= MAX_IN_MEMORY {
+            let mut data = Vec::with_capacity(size as usize);
+            entry.take(size).read_to_end(&mut data).map_err(read_err)?;
+            Body::Memory(data)
+        } else {
+            let path = session.temp_path("seed-tar");
+            let mut f = File::create(&path).ctx("create", &path)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = entry.read(&mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                f.write_all(&buf[..n]).ctx("write", &path)?;
+            }
+            Body::File(path)
+        };
+        Ok(Work {
+            snapshot,
+            name,
+            body,
+        })
+    }
+}
+
+/// Unpackers running for one seed.
+pub(crate) struct Pool<'a> {
+    tx: Option<SyncSender<Work>>,
+    error: &'a Mutex<Option<Error>>,
+}
+
+/// What the unpackers share.
+pub(crate) struct Shared<'a> {
+    pub store: &'a Store,
+    pub session: &'a Session,
+    pub unpacked: AtomicUsize,
+    pub reused: AtomicUsize,
+    pub error: Mutex<Option<Error>>,
+    rx: Mutex<Receiver<Work>>,
+}
+
+impl<'a> Shared<'a> {
+    /// The shared state of `n` unpackers, and the queue's sending end.
+    pub(crate) fn new(
+        store: &'a Store,
+        session: &'a Session,
+        n: usize,
+    ) -> (Self, SyncSender<Work>) {
+        let (tx, rx) = sync_channel::<Work>(n.max(1));
+        (
+            Shared {
+                store,
+                session,
+                unpacked: AtomicUsize::new(0),
+                reused: AtomicUsize::new(0),
+                error: Mutex::new(None),
+                rx: Mutex::new(rx),
+            },
+            tx,
+        )
+    }
+}
+
+impl<'a> Pool<'a> {
+    /// Start `n` unpackers in `scope`, fed through `tx`.
+    pub(crate) fn start<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        shared: &'a Shared<'env>,
+        tx: SyncSender<Work>,
+        n: usize,
+    ) -> Pool<'a>
+    where
+        'a: 'scope,
+    {
+        for _ in 0..n.max(1) {
+            scope.spawn(move || loop {
+                let work = match shared.rx.lock() {
+                    Ok(r) => r.recv(),
+                    Err(_) => return,
+                };
+                let Ok(work) = work else { return };
+                if shared.error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    continue;
+                }
+                if let Err(e) = unpack(shared, work) {
+                    if let Ok(mut slot) = shared.error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                }
+            });
+        }
+        Pool {
+            tx: Some(tx),
+            error: &shared.error,
+        }
+    }
+
+    /// Queue a snapshot; an error when an unpacker has failed already.
+    pub(crate) fn send(&self, work: Work) -> Result<()> {
+        self.failed()?;
+        if let Some(tx) = &self.tx {
+            // Unpackers only stop once the sender is dropped.
+            let _ = tx.send(work);
+        }
+        Ok(())
+    }
+
+    /// Whether an unpacker has failed (its error, taken).
+    pub(crate) fn failed(&self) -> Result<()> {
+        match self.error.lock().ok().and_then(|mut e| e.take()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Let the unpackers finish what is queued.
+    pub(crate) fn close(&mut self) {
+        self.tx = None;
+    }
+}
+
+/// Unpack one snapshot unless the store has it, and commit it once its
+/// tar's digest and size are the manifest's.
+fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
+    let Work {
+        snapshot: s,
+        name,
+        body,
+    } = work;
+    let store = shared.store;
+    let _lock = store.snapshots().lock_chain(&s.chain_id)?;
+    if store.snapshots().get(&s.chain_id)?.is_some() {
+        shared.reused.fetch_add(1, Ordering::SeqCst);
+        return Ok(());
+    }
+    let read_err = |source| Error::ReadArchive {
+        what: format!("{name} of the export"),
+        source,
+    };
+    let input: Box<dyn Read> = match &body {
+        Body::Memory(data) => Box::new(io::Cursor::new(data)),
+        Body::File(p) => Box::new(File::open(p).ctx("open", p)?),
+    };
+    let tmp = shared.session.temp_path("seed");
+    fs::create_dir(&tmp).ctx("create", &tmp)?;
+    let decoder = zstd::Decoder::new(input).map_err(read_err)?;
+    let mut hashed = HashingReader::new(decoder.take(s.tar_size + 1));
+    apply_layer(&mut hashed, &tmp).map_err(|source| Error::Apply {
+        layer: format!("{} ({name} of the export)", s.diff_id),
+        source,
+    })?;
+    hashed.drain().map_err(read_err)?;
+    let (digest, size, _) = hashed.finish();
+    if let Body::File(p) = &body {
+        let _ = fs::remove_file(p);
+    }
+    if size != s.tar_size {
+        return Err(Error::SizeMismatch {
+            what: format!("{name} of the export"),
+            expected: s.tar_size,
+            actual: size,
+        });
+    }
+    if digest != s.tar_digest {
+        return Err(Error::DigestMismatch {
+            what: format!("{name} of the export"),
+            expected: s.tar_digest.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    store.snapshots().commit(
+        &tmp,
+        SnapshotInfo {
+            chain_id: s.chain_id.clone(),
+            parent: s.parent.clone(),
+            diff_id: s.diff_id.clone(),
+            dir: String::new(),
+            blob: s.blob.clone(),
+            blob_media_type: s.blob_media_type.clone(),
+            blob_size: s.blob_size,
+            unpacked_size: s.unpacked_size,
+            blob_kept: false,
+        },
+    )?;
+    shared.unpacked.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
