@@ -1,8 +1,6 @@
 //! `skiff image …`: import, pull, ls, inspect, rm, gc, verify.
 
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use imagestore::{ImageRecord, ImageRef, ImportOptions, Input, Platform, Store};
@@ -182,23 +180,6 @@ fn verify(store: &Store, json: bool, repair: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal, hidden otherwise or with `--json`.
-fn progress(json: bool) -> indicatif::ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} unpacking [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
 /// Import an archive, a layout directory, or `-` (stdin). What kind of
 /// input it is, imagestore decides (as for `skiff run ARCHIVE`).
 pub fn import_path(
@@ -225,7 +206,7 @@ fn import(
         tag,
         platform,
         select,
-        progress: progress(json),
+        progress: crate::progress::bar(json, "unpacking"),
     };
     let report = import_path(store, path, &opts)?;
     if json {

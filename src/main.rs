@@ -12,6 +12,7 @@ mod code_cmd;
 mod image_cmd;
 mod jobs_cmd;
 mod matrix_cmd;
+mod progress;
 mod pull_cmd;
 mod run_cmd;
 mod schedule_cmd;

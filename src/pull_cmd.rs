@@ -1,8 +1,6 @@
 //! `skiff image pull`, and the registry flags `skiff run --pull` shares.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use imagestore::pull::{AuthFile, PullOptions, RegistryConfig, DEFAULT_CONFIG};
@@ -58,27 +56,10 @@ impl RegistryArgs {
             mirrors: self.mirrors.clone(),
             auth,
             insecure: self.insecure,
-            progress: progress(json),
+            progress: crate::progress::bar(json, "pulling"),
             ..PullOptions::default()
         })
     }
-}
-
-/// A progress bar on a terminal, hidden otherwise or with `--json`.
-fn progress(json: bool) -> indicatif::ProgressBar {
-    if json || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} pulling [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
 }
 
 /// Pull one reference, with context for the error.
@@ -121,4 +102,7 @@ pub fn print_report(report: &PullReport) {
         report.layers_reused
     );
     println!("Digest: {}", report.digest);
+    if !report.served_by.is_empty() {
+        println!("Served by: {}", report.served_by.join(", "));
+    }
 }

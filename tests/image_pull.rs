@@ -445,14 +445,17 @@ fn wait_for(secs: u64, what: &str, pred: impl Fn() -> bool) {
     }
 }
 
-#[test]
-fn test_pull_survives_a_registry_killed_mid_blob_and_resumes_with_range() {
-    if !ready() {
-        return;
-    }
-    let dir = test_dir("skiff-pull-resume-");
-    let mut reg = Registry::plain(&dir.path().join("reg"));
-    let big = big_archive(dir.path(), "big:1", 24);
+/// A big image in a plain registry behind a proxy throttled to `bps`, and
+/// a pull of it started (`--insecure`, stdout and stderr piped), once its
+/// layer download has begun: (registry, proxy, layer digest, the pull).
+fn throttled_pull(
+    dir: &Path,
+    env: &Env,
+    mib: usize,
+    bps: u64,
+) -> (Registry, Proxy, String, std::process::Child) {
+    let reg = Registry::plain(&dir.join("reg"));
+    let big = big_archive(dir, "big:1", mib);
     reg.push(
         &format!("docker-archive:{}", big.display()),
         "skiff/big:1",
@@ -463,8 +466,7 @@ fn test_pull_survives_a_registry_killed_mid_blob_and_resumes_with_range() {
     proxy
         .behaviour
         .bytes_per_sec
-        .store(6 << 20, std::sync::atomic::Ordering::SeqCst);
-    let env = Env::new();
+        .store(bps, std::sync::atomic::Ordering::SeqCst);
     let child = env
         .skiff()
         .args(["image", "pull", "--json", "--insecure"])
@@ -476,6 +478,17 @@ fn test_pull_survives_a_registry_killed_mid_blob_and_resumes_with_range() {
     wait_for(60, "the layer download to start", || {
         proxy.log().iter().any(|l| l.contains(&layer))
     });
+    (reg, proxy, layer, child)
+}
+
+#[test]
+fn test_pull_survives_a_registry_killed_mid_blob_and_resumes_with_range() {
+    if !ready() {
+        return;
+    }
+    let dir = test_dir("skiff-pull-resume-");
+    let env = Env::new();
+    let (mut reg, proxy, layer, child) = throttled_pull(dir.path(), &env, 24, 6 << 20);
     std::thread::sleep(Duration::from_millis(1500));
     reg.kill();
     std::thread::sleep(Duration::from_millis(700));
@@ -505,31 +518,9 @@ fn test_pull_killed_mid_download_leaves_no_image_and_a_second_pull_finishes() {
         return;
     }
     let dir = test_dir("skiff-pull-kill-");
-    let reg = Registry::plain(&dir.path().join("reg"));
-    let big = big_archive(dir.path(), "big:1", 16);
-    reg.push(
-        &format!("docker-archive:{}", big.display()),
-        "skiff/big:1",
-        false,
-    );
-    let layer = layer_digests(&reg.host(), "skiff/big:1").remove(0);
-    let proxy = Proxy::start(&reg.url());
-    proxy
-        .behaviour
-        .bytes_per_sec
-        .store(4 << 20, std::sync::atomic::Ordering::SeqCst);
     let env = Env::new();
+    let (_reg, proxy, _, mut child) = throttled_pull(dir.path(), &env, 16, 4 << 20);
     let reference = format!("{}/skiff/big:1", proxy.host());
-    let mut child = env
-        .skiff()
-        .args(["image", "pull", "--json", "--insecure", &reference])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start pull");
-    wait_for(60, "the layer download to start", || {
-        proxy.log().iter().any(|l| l.contains(&layer))
-    });
     std::thread::sleep(Duration::from_millis(800));
     child.kill().expect("SIGKILL the pull");
     let _ = child.wait();

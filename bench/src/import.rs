@@ -878,33 +878,9 @@ fn run_once(
             }
         }
         Contender::Podman => {
-            let tmp = dir.join("tmp");
-            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
-            let mut cmd = Command::new("podman");
-            cmd.arg("--root")
-                .arg(dir.join("root"))
-                .arg("--runroot")
-                .arg(dir.join("runroot"))
-                .arg("--tmpdir")
-                .arg(dir.join("libpod-tmp"))
-                .args([
-                    "--storage-driver",
-                    "overlay",
-                    "--cgroup-manager=cgroupfs",
-                    "--events-backend=file",
-                    "load",
-                    "-q",
-                    "-i",
-                ])
-                .arg(&image.archive)
-                .env("TMPDIR", &tmp);
-            let timer = Timer::start();
-            let r = run_checked(&mut cmd);
-            let sample = timer.stop(Vec::new());
-            // podman may leave its storage mounted; never rename a mount away.
-            trash::unmount_under(dir);
-            r?;
-            Ok(sample)
+            let mut cmd = podman(dir, &["load", "-q", "-i"])?;
+            cmd.arg(&image.archive);
+            time_podman(cmd, dir)
         }
         Contender::SkiffSeed | Contender::SkiffPull => {
             let root = dir.join("store");
@@ -965,32 +941,9 @@ fn run_once(
             ]))
         }
         Contender::PodmanPull => {
-            let tmp = dir.join("tmp");
-            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
-            let mut cmd = Command::new("podman");
-            cmd.arg("--root")
-                .arg(dir.join("root"))
-                .arg("--runroot")
-                .arg(dir.join("runroot"))
-                .arg("--tmpdir")
-                .arg(dir.join("libpod-tmp"))
-                .args([
-                    "--storage-driver",
-                    "overlay",
-                    "--cgroup-manager=cgroupfs",
-                    "--events-backend=file",
-                    "pull",
-                    "-q",
-                    "--tls-verify=false",
-                ])
-                .arg(registry_ref(sources))
-                .env("TMPDIR", &tmp);
-            let timer = Timer::start();
-            let r = run_checked(&mut cmd);
-            let sample = timer.stop(Vec::new());
-            trash::unmount_under(dir);
-            r?;
-            Ok(sample)
+            let mut cmd = podman(dir, &["pull", "-q", "--tls-verify=false"])?;
+            cmd.arg(registry_ref(sources));
+            time_podman(cmd, dir)
         }
         Contender::SkopeoUmoci => {
             let tmp = dir.join("tmp");
@@ -1019,6 +972,39 @@ fn run_once(
             ]))
         }
     }
+}
+
+/// `podman` on a private, fresh storage root under `dir`, running `args`.
+fn podman(dir: &Path, args: &[&str]) -> std::result::Result<Command, RunError> {
+    let tmp = dir.join("tmp");
+    fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("runroot"))
+        .arg("--tmpdir")
+        .arg(dir.join("libpod-tmp"))
+        .args([
+            "--storage-driver",
+            "overlay",
+            "--cgroup-manager=cgroupfs",
+            "--events-backend=file",
+        ])
+        .args(args)
+        .env("TMPDIR", &tmp);
+    Ok(cmd)
+}
+
+/// Time one podman command.
+fn time_podman(mut cmd: Command, dir: &Path) -> std::result::Result<Sample, RunError> {
+    let timer = Timer::start();
+    let r = run_checked(&mut cmd);
+    let sample = timer.stop(Vec::new());
+    // podman may leave its storage mounted; never rename a mount away.
+    trash::unmount_under(dir);
+    r?;
+    Ok(sample)
 }
 
 /// The local registry's reference to the image.

@@ -4,8 +4,7 @@
 //! is planned, checked and unpacked by the same code as an import.
 
 use crate::digest::Digest;
-use crate::error::Result;
-use crate::plan::read_blob;
+use crate::error::{Error, Result};
 use crate::source::{Entry, Source};
 
 /// Blobs by digest, and layers by entry name (`blobs/sha256/HEX`).
@@ -45,4 +44,50 @@ impl Blobs for Source {
     fn layer(&self, entry: &str, _size: Option<u64>, what: &str) -> Result<Entry> {
         self.entry(entry, what)
     }
+}
+
+/// Read a blob by digest from `blobs/sha256/<hex>`, checking digest and size.
+pub(crate) fn read_blob(
+    source: &Source,
+    digest: &Digest,
+    size: Option<u64>,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let entry = format!("blobs/sha256/{}", digest.hex());
+    if !source.has(&entry) {
+        return Err(Error::MissingBlob {
+            digest: digest.to_string(),
+            what: what.to_string(),
+        });
+    }
+    let data = source.read_small(&entry, what)?;
+    check_bytes(&data, digest, size, &format!("{digest} ({what})"))?;
+    Ok(data)
+}
+
+/// Check bytes against a declared digest and size.
+pub(crate) fn check_bytes(
+    data: &[u8],
+    digest: &Digest,
+    size: Option<u64>,
+    what: &str,
+) -> Result<()> {
+    let actual = Digest::of_bytes(data);
+    if &actual != digest {
+        return Err(Error::DigestMismatch {
+            what: what.to_string(),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    if let Some(size) = size {
+        if size != data.len() as u64 {
+            return Err(Error::SizeMismatch {
+                what: what.to_string(),
+                expected: size,
+                actual: data.len() as u64,
+            });
+        }
+    }
+    Ok(())
 }

@@ -118,7 +118,7 @@ pub enum Error {
     LeaseInUse { name: String, pid: i32 },
     /// A registry pull failed.
     #[error(transparent)]
-    Pull(#[from] crate::pull::PullError),
+    Pull(#[from] crate::pull_error::PullError),
     /// Store metadata is unreadable: the store was damaged outside skiff.
     #[error("store metadata {path} is corrupt: {detail}")]
     CorruptMetadata { path: PathBuf, detail: String },

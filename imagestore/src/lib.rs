@@ -33,6 +33,7 @@ mod plan;
 pub mod platform;
 pub mod process_lock;
 pub mod pull;
+mod pull_error;
 pub mod reference;
 mod reference_grammar;
 pub mod remove;

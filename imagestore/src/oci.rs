@@ -89,25 +89,7 @@ pub(crate) fn plan(
             }
         }
     }
-    if walk.plan.images.is_empty() {
-        let detail = if walk.skipped.is_empty() {
-            "no image manifests found".to_string()
-        } else {
-            format!(
-                "the layout holds only non-image content: {}",
-                walk.skipped.join("; ")
-            )
-        };
-        return Err(Error::NoImage {
-            input: source.input.clone(),
-            detail,
-        });
-    }
-    let mut plan = walk.plan;
-    for s in walk.skipped {
-        plan.warnings.push(format!("skipped {s}"));
-    }
-    Ok(plan)
+    walk.finish("the layout holds")
 }
 
 /// Plan what a registry serves for one reference: `top` describes the index
@@ -128,25 +110,7 @@ pub(crate) fn plan_pulled(
         format: Format::Registry,
     };
     walk.descriptor(top, source.input(), refs, 0)?;
-    if walk.plan.images.is_empty() {
-        let detail = if walk.skipped.is_empty() {
-            "no image manifests found".to_string()
-        } else {
-            format!(
-                "it names only non-image content: {}",
-                walk.skipped.join("; ")
-            )
-        };
-        return Err(Error::NoImage {
-            input: source.input().to_string(),
-            detail,
-        });
-    }
-    let mut plan = walk.plan;
-    for s in walk.skipped {
-        plan.warnings.push(format!("skipped {s}"));
-    }
-    Ok(plan)
+    walk.finish("it names")
 }
 
 /// References named by a top-level descriptor's annotations.
@@ -208,6 +172,30 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// The plan, with what was skipped as warnings; an error when it holds
+    /// no image (`holds` says where: "the layout holds").
+    fn finish(self, holds: &str) -> Result<Plan> {
+        if self.plan.images.is_empty() {
+            let detail = if self.skipped.is_empty() {
+                "no image manifests found".to_string()
+            } else {
+                format!(
+                    "{holds} only non-image content: {}",
+                    self.skipped.join("; ")
+                )
+            };
+            return Err(Error::NoImage {
+                input: self.source.input().to_string(),
+                detail,
+            });
+        }
+        let mut plan = self.plan;
+        for s in self.skipped {
+            plan.warnings.push(format!("skipped {s}"));
+        }
+        Ok(plan)
+    }
+
     /// Walk one entry of the index `at` names (`index.json manifests[2]`).
     fn descriptor(
         &mut self,

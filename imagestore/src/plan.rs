@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use std::io::BufReader;
 
+pub(crate) use crate::blobs::check_bytes;
 use crate::blobs::Blobs;
 use crate::compression::Compression;
 use crate::digest::{Digest, HashingReader};
@@ -14,7 +15,6 @@ use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::images::normalize_reference;
 use crate::platform::Platform;
-use crate::source::Source;
 
 /// One layer to bring into the store.
 #[derive(Debug, Clone)]
@@ -157,52 +157,6 @@ pub(crate) fn is_layer_media_type(mt: &str) -> bool {
             | "application/tar+gzip"
             | "application/x-tar"
     )
-}
-
-/// Read a blob by digest from `blobs/sha256/<hex>`, checking digest and size.
-pub(crate) fn read_blob(
-    source: &Source,
-    digest: &Digest,
-    size: Option<u64>,
-    what: &str,
-) -> Result<Vec<u8>> {
-    let entry = format!("blobs/sha256/{}", digest.hex());
-    if !source.has(&entry) {
-        return Err(Error::MissingBlob {
-            digest: digest.to_string(),
-            what: what.to_string(),
-        });
-    }
-    let data = source.read_small(&entry, what)?;
-    check_bytes(&data, digest, size, &format!("{digest} ({what})"))?;
-    Ok(data)
-}
-
-/// Check bytes against a declared digest and size.
-pub(crate) fn check_bytes(
-    data: &[u8],
-    digest: &Digest,
-    size: Option<u64>,
-    what: &str,
-) -> Result<()> {
-    let actual = Digest::of_bytes(data);
-    if &actual != digest {
-        return Err(Error::DigestMismatch {
-            what: what.to_string(),
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
-    if let Some(size) = size {
-        if size != data.len() as u64 {
-            return Err(Error::SizeMismatch {
-                what: what.to_string(),
-                expected: size,
-                actual: data.len() as u64,
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Parse a JSON document. An error names `what` (the blob or archive entry)

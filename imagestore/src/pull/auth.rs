@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::config::canonical_host;
-use super::error::PullError;
+use crate::pull_error::PullError;
 
 /// A user name and password for one registry.
 #[derive(Clone, PartialEq, Eq)]

@@ -12,12 +12,25 @@ use reqwest::blocking::Response;
 use reqwest::header::CONTENT_RANGE;
 use reqwest::StatusCode;
 
-use super::registry::Inner;
+use super::retry::Retry;
 use crate::digest::Digest;
+use crate::pull_error::PullError;
+
+/// Where a blob reader (re)opens its blob: the registry's endpoints.
+pub(crate) trait Fetch: Send + Sync {
+    /// GET the blob from byte `from` on, at the first endpoint serving it:
+    /// the response and that endpoint's label.
+    fn open(&self, digest: &Digest, what: &str, from: u64)
+        -> Result<(Response, String), PullError>;
+    /// Note that `label` served (part of) the blob.
+    fn served(&self, digest: &Digest, label: &str);
+    /// The retry policy.
+    fn retry(&self) -> Retry;
+}
 
 /// The blob `digest`, `size` bytes when the manifest says so.
 pub(crate) struct BlobReader {
-    registry: Arc<Inner>,
+    registry: Arc<dyn Fetch>,
     digest: Digest,
     size: Option<u64>,
     what: String,
@@ -29,7 +42,7 @@ pub(crate) struct BlobReader {
 
 impl BlobReader {
     pub(crate) fn new(
-        registry: Arc<Inner>,
+        registry: Arc<dyn Fetch>,
         digest: Digest,
         size: Option<u64>,
         what: String,
@@ -50,7 +63,7 @@ impl BlobReader {
         let what = format!("{} ({})", self.digest, self.what);
         let (mut resp, ep) = self
             .registry
-            .fetch(&what, &format!("blobs/{}", self.digest), "", self.offset)
+            .open(&self.digest, &what, self.offset)
             .map_err(io::Error::other)?;
         self.registry.served(&self.digest, &ep);
         if self.offset == 0 {
@@ -96,7 +109,7 @@ impl BlobReader {
     fn broke(&mut self, why: String) -> io::Result<()> {
         self.body = None;
         self.breaks += 1;
-        let retry = self.registry.retry;
+        let retry = self.registry.retry();
         if self.breaks >= retry.rounds.max(1) {
             return Err(io::Error::other(format!(
                 "blob {} ({}): download broke at byte {} {} times in a row, last: {why}",

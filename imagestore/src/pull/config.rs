@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::error::PullError;
+use crate::pull_error::PullError;
 
 /// Where the registry config is read from unless another is given.
 pub const DEFAULT_CONFIG: &str = "/etc/skiff/registries.json";

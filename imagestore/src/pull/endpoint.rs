@@ -15,7 +15,7 @@ use reqwest::{StatusCode, Url};
 
 use super::auth::{parse_challenge, Challenge, Credentials, TokenResponse};
 use super::config::is_loopback_url;
-use super::error::PullError;
+use crate::pull_error::PullError;
 
 /// How long to wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

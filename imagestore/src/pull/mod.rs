@@ -14,8 +14,8 @@ pub mod auth;
 mod blob_reader;
 pub mod config;
 mod endpoint;
-pub mod error;
 mod registry;
+mod retry;
 
 use indicatif::ProgressBar;
 use reqwest::Url;
@@ -31,10 +31,10 @@ use crate::platform::{import_mismatch_warning, Platform};
 use crate::reference::ImageRef;
 use crate::store::Store;
 
+pub use crate::pull_error::PullError;
 pub use auth::AuthFile;
 pub use config::{RegistryConfig, DEFAULT_CONFIG};
-pub use error::PullError;
-pub use registry::Retry;
+pub use retry::Retry;
 
 use config::is_loopback_url;
 use endpoint::Endpoint;

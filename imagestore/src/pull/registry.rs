@@ -7,19 +7,19 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use oci_spec::image::{Descriptor, DescriptorBuilder, MediaType};
 use reqwest::blocking::Response;
 use reqwest::header::CONTENT_TYPE;
 
-use super::blob_reader::BlobReader;
+use super::blob_reader::{BlobReader, Fetch};
 use super::endpoint::{Endpoint, Failure};
-use super::error::PullError;
+use super::retry::Retry;
+use crate::blobs::check_bytes;
 use crate::blobs::Blobs;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::plan::check_bytes;
+use crate::pull_error::PullError;
 use crate::source::{Entry, MAX_JSON};
 
 /// The largest manifest or index accepted (distribution's own limit).
@@ -29,32 +29,6 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+jso
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
-
-/// How often, and how patiently, requests are repeated.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    /// Rounds over every endpoint before giving up (at least 1).
-    pub rounds: u32,
-    /// The first backoff; it doubles each round, to at most 4 s.
-    pub backoff: Duration,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            rounds: 6,
-            backoff: Duration::from_millis(250),
-        }
-    }
-}
-
-impl Retry {
-    /// The pause before round `n` (1-based after the first).
-    pub(crate) fn pause(&self, n: u32) -> Duration {
-        let factor = 1u32 << n.saturating_sub(1).min(8);
-        (self.backoff * factor).min(Duration::from_secs(4))
-    }
-}
 
 /// A repository's endpoints and what has been fetched from them.
 #[derive(Debug, Clone)]
@@ -277,6 +251,25 @@ impl Inner {
     }
 }
 
+impl Fetch for Inner {
+    fn open(
+        &self,
+        digest: &Digest,
+        what: &str,
+        from: u64,
+    ) -> Result<(Response, String), PullError> {
+        self.fetch(what, &format!("blobs/{digest}"), "", from)
+    }
+
+    fn served(&self, digest: &Digest, label: &str) {
+        Inner::served(self, digest, label);
+    }
+
+    fn retry(&self) -> Retry {
+        self.retry
+    }
+}
+
 impl Blobs for Registry {
     fn input(&self) -> &str {
         &self.inner.input
@@ -309,7 +302,7 @@ impl Blobs for Registry {
     fn layer(&self, entry: &str, size: Option<u64>, what: &str) -> Result<Entry> {
         let hex = entry.strip_prefix("blobs/sha256/").unwrap_or(entry);
         let digest = Digest::from_hex(hex)?;
-        let inner = Arc::clone(&self.inner);
+        let inner: Arc<dyn Fetch> = self.inner.clone();
         let what = what.to_string();
         Ok(Entry::remote(
             size.unwrap_or(0),
