@@ -320,6 +320,15 @@ fn test_store_seed_refuses_tampered_truncated_and_foreign_exports() {
     let err = refused(&forged);
     assert!(err.contains("chain ID"), "{err}");
 
+    // A record that borrows the other image's manifest (both blobs sound):
+    // NAME@DIGEST would then find it, so the seed refuses it.
+    let mut v: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    let theirs = v["images"][1]["record"]["manifest"].clone();
+    v["images"][0]["record"]["manifest"] = theirs;
+    let borrowed = rebuild(&members, &v.to_string(), |_, b| b.to_vec());
+    let err = refused(&borrowed);
+    assert!(err.contains("its config is not the record's"), "{err}");
+
     // An entry that is not part of an export.
     let mut foreign = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();

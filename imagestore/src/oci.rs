@@ -76,6 +76,8 @@ pub(crate) fn plan(
         seen: HashSet::new(),
         skipped: Vec::new(),
         format,
+        budget: LAYOUT_BUDGET,
+        single: false,
     };
     let extra_tags = match docker_manifest {
         Some(m) => m.repo_tags()?,
@@ -108,6 +110,8 @@ pub(crate) fn plan_pulled(
         seen: HashSet::new(),
         skipped: Vec::new(),
         format: Format::Registry,
+        budget: PULL_BUDGET,
+        single: true,
     };
     walk.descriptor(top, source.input(), refs, 0)?;
     walk.finish("it names")
@@ -169,7 +173,18 @@ struct Walk<'a> {
     seen: HashSet<Digest>,
     skipped: Vec<String>,
     format: Format,
+    /// Descriptors the walk may still visit: a hostile index cannot make it
+    /// fetch without end.
+    budget: usize,
+    /// A pull: one image is wanted, and entries without a platform beside
+    /// the chosen one are skipped, not planned.
+    single: bool,
 }
+
+/// Descriptors an import's walk may visit.
+const LAYOUT_BUDGET: usize = 100_000;
+/// Descriptors a pull's walk may visit (each may be a request).
+const PULL_BUDGET: usize = 64;
 
 impl Walk<'_> {
     /// The plan, with what was skipped as warnings; an error when it holds
@@ -204,6 +219,10 @@ impl Walk<'_> {
         refs: Vec<String>,
         depth: usize,
     ) -> Result<()> {
+        self.budget = self.budget.checked_sub(1).ok_or_else(|| Error::NoImage {
+            input: self.source.input().to_string(),
+            detail: "it lists more manifests and indexes than a walk visits".into(),
+        })?;
         let mt = d.media_type().to_string();
         let digest = descriptor_digest(d, at)?;
         if depth > MAX_DEPTH {
@@ -296,8 +315,14 @@ impl Walk<'_> {
             });
         };
         self.descriptor(chosen, &at(chosen), refs_of(chosen), depth)?;
-        // Entries without a platform in a platform index are other images.
+        // Entries without a platform in a platform index are other images
+        // (a pull wants the one chosen).
         for &d in kids.iter().filter(|d| d.platform().is_none()) {
+            if self.single {
+                self.skipped
+                    .push(format!("{}: no platform, beside the chosen one", at(d)));
+                continue;
+            }
             self.descriptor(d, &at(d), refs_of(d), depth)?;
         }
         Ok(())
@@ -463,6 +488,12 @@ impl Walk<'_> {
                 diff_id,
                 chain_id,
                 parent,
+            });
+        }
+        if self.single && !self.plan.images.is_empty() {
+            return Err(Error::NoImage {
+                input: self.source.input().to_string(),
+                detail: "it names several images with no platform to choose between them".into(),
             });
         }
         self.plan.images.push(ImagePlan {

@@ -86,7 +86,7 @@ impl Store {
         let mut blobs_seen: HashSet<Digest> = HashSet::new();
         let mut snaps_seen: HashSet<Digest> = HashSet::new();
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (shared, tx) = Shared::new(self, &session, workers);
+        let (shared, tx) = Shared::new(self, &session);
         let mut reused_early = 0;
         std::thread::scope(|scope| -> Result<()> {
             let mut pool = Pool::start(scope, &shared, tx, workers);
@@ -173,6 +173,7 @@ impl Store {
                 }
             }
             check_config(self, rec)?;
+            check_image_manifest(self, rec)?;
             for l in &rec.layers {
                 if self.snapshots().get(&l.chain_id)?.is_none() {
                     return Err(Error::Inconsistent {
@@ -183,8 +184,15 @@ impl Store {
             }
         }
         for img in &manifest.images {
-            if self.images().get(&img.record.id)?.as_ref() != Some(&img.record) {
-                self.images().put(&img.record)?;
+            // A registry's NAME@DIGEST cannot be checked without that
+            // registry's index: the exporting store's claims are not kept.
+            let mut record = img.record.clone();
+            record.repo_digests.clear();
+            if let Some(old) = self.images().get(&record.id)? {
+                record.repo_digests = old.repo_digests;
+            }
+            if self.images().get(&record.id)?.as_ref() != Some(&record) {
+                self.images().put(&record)?;
             }
             let tags = self.images().tags_of(&img.record.id)?;
             for r in &img.refs {
@@ -239,6 +247,32 @@ fn check_manifest(m: &ExportManifest) -> Result<()> {
                 format!("images[{i}]: id is not the config digest"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The image's manifest (verified by its digest when stored) names the
+/// record's config and layer blobs: a record cannot borrow another image's
+/// manifest, which `NAME@DIGEST` would then find.
+fn check_image_manifest(store: &Store, rec: &ImageRecord) -> Result<()> {
+    let data = store.content().read(&rec.manifest)?;
+    let bad = |detail: String| Error::Inconsistent {
+        image: rec.id.to_string(),
+        detail: format!("manifest {}: {detail}", rec.manifest),
+    };
+    let v: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| bad(format!("not JSON: {e}")))?;
+    if v.pointer("/config/digest").and_then(|d| d.as_str()) != Some(&rec.config.to_string()) {
+        return Err(bad("its config is not the record's".into()));
+    }
+    let layers: Vec<&str> = v
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .map(|a| a.iter().filter_map(|l| l.get("digest")?.as_str()).collect())
+        .unwrap_or_default();
+    let recorded: Vec<String> = rec.layers.iter().map(|l| l.digest.to_string()).collect();
+    if layers != recorded.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(bad("its layers are not the record's".into()));
     }
     Ok(())
 }

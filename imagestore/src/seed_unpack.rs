@@ -2,8 +2,9 @@
 //! thread and hands each snapshot's compressed tar to a pool of threads
 //! that decompress, unpack, hash and commit it, so snapshots unpack in
 //! parallel as an import's layers do. A snapshot's bytes wait in memory (at
-//! most [`MAX_IN_MEMORY`]) or in a file of the session; the queue holds at
-//! most one per thread, so memory stays bounded however large the export.
+//! most [`MAX_IN_MEMORY`]) or in a file of the session; the queue holds
+//! one, so at most (threads + 2) × [`MAX_IN_MEMORY`] wait in memory,
+//! however large the export. A panicking unpacker is an error, not a hang.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -21,7 +22,7 @@ use crate::snapshot::SnapshotInfo;
 use crate::store::Store;
 
 /// A snapshot tar larger than this (compressed) waits in a file, not in memory.
-const MAX_IN_MEMORY: u64 = 64 << 20;
+const MAX_IN_MEMORY: u64 = 32 << 20;
 
 /// One snapshot to unpack: its manifest entry, its export entry's name, and
 /// its compressed bytes.
@@ -91,13 +92,9 @@ pub(crate) struct Shared<'a> {
 }
 
 impl<'a> Shared<'a> {
-    /// The shared state of `n` unpackers, and the queue's sending end.
-    pub(crate) fn new(
-        store: &'a Store,
-        session: &'a Session,
-        n: usize,
-    ) -> (Self, SyncSender<Work>) {
-        let (tx, rx) = sync_channel::<Work>(n.max(1));
+    /// The unpackers' shared state, and the queue's sending end.
+    pub(crate) fn new(store: &'a Store, session: &'a Session) -> (Self, SyncSender<Work>) {
+        let (tx, rx) = sync_channel::<Work>(1);
         (
             Shared {
                 store,
@@ -133,7 +130,15 @@ impl<'a> Pool<'a> {
                 if shared.error.lock().map(|e| e.is_some()).unwrap_or(true) {
                     continue;
                 }
-                if let Err(e) = unpack(shared, work) {
+                let r =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unpack(shared, work)))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Inconsistent {
+                                image: "-".into(),
+                                detail: "a snapshot unpacker panicked".into(),
+                            })
+                        });
+                if let Err(e) = r {
                     if let Ok(mut slot) = shared.error.lock() {
                         slot.get_or_insert(e);
                     }
@@ -195,7 +200,7 @@ fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
     let tmp = shared.session.temp_path("seed");
     fs::create_dir(&tmp).ctx("create", &tmp)?;
     let decoder = zstd::Decoder::new(input).map_err(read_err)?;
-    let mut hashed = HashingReader::new(decoder.take(s.tar_size + 1));
+    let mut hashed = HashingReader::new(decoder.take(s.tar_size.saturating_add(1)));
     apply_layer(&mut hashed, &tmp).map_err(|source| Error::Apply {
         layer: format!("{} ({name} of the export)", s.diff_id),
         source,

@@ -55,13 +55,18 @@ impl JobImages for RegistryPulls {
             return Err(format!("no such image: {image}"));
         }
         let flight = {
-            let mut f = self.flights.lock().map_err(|_| "pull table poisoned")?;
+            let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(f.entry(image.to_string()).or_default())
         };
-        let mut outcome = flight.lock().map_err(|_| "pull poisoned")?;
+        // A pull that panicked leaves no outcome: the next one tries again.
+        let mut outcome = flight.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = outcome.as_ref() {
             // Another job's pull of it ended while this one waited.
             return r.clone();
+        }
+        if store.resolve(image).is_ok() {
+            // Pulled by a flight that ended before this one began.
+            return Ok(());
         }
         tracing::info!("pulling {image}: a job needs it and the store lacks it");
         let r = store
@@ -76,11 +81,10 @@ impl JobImages for RegistryPulls {
             .map_err(|e| format!("pulling {image}: {}", error_chain(&e)));
         *outcome = Some(r.clone());
         drop(outcome);
-        if let Ok(mut f) = self.flights.lock() {
-            // Later jobs look at the store again (and pull again after a failure).
-            if f.get(image).is_some_and(|x| Arc::ptr_eq(x, &flight)) {
-                f.remove(image);
-            }
+        // Later jobs look at the store again (and pull again after a failure).
+        let mut f = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if f.get(image).is_some_and(|x| Arc::ptr_eq(x, &flight)) {
+            f.remove(image);
         }
         r
     }

@@ -28,6 +28,14 @@ pub(crate) trait Fetch: Send + Sync {
     fn retry(&self) -> Retry;
 }
 
+/// Why a blob could not be reopened.
+enum Reopen {
+    /// No endpoint served it, after every round.
+    Final(io::Error),
+    /// One answered, but broke off or did not fit: another break.
+    Broke(String),
+}
+
 /// The blob `digest`, `size` bytes when the manifest says so.
 pub(crate) struct BlobReader {
     registry: Arc<dyn Fetch>,
@@ -58,13 +66,15 @@ impl BlobReader {
         }
     }
 
-    /// Open the blob from `self.offset` on.
-    fn open(&mut self) -> io::Result<Response> {
+    /// Open the blob from `self.offset` on. Every endpoint failing is
+    /// final (the fetch retried already); an answer that breaks off or
+    /// does not fit is one more break.
+    fn open(&mut self) -> Result<Response, Reopen> {
         let what = format!("{} ({})", self.digest, self.what);
         let (mut resp, ep) = self
             .registry
             .open(&self.digest, &what, self.offset)
-            .map_err(io::Error::other)?;
+            .map_err(|e| Reopen::Final(io::Error::other(e)))?;
         self.registry.served(&self.digest, &ep);
         if self.offset == 0 {
             return Ok(resp);
@@ -77,7 +87,7 @@ impl BlobReader {
                 .unwrap_or("");
             let want = format!("bytes {}-", self.offset);
             if !range.starts_with(&want) {
-                return Err(io::Error::other(format!(
+                return Err(Reopen::Broke(format!(
                     "{ep} answered a request for {want} of blob {} with Content-Range {range:?}",
                     self.digest
                 )));
@@ -90,9 +100,10 @@ impl BlobReader {
             return Ok(resp);
         }
         // No Range support: skip what was read already.
-        let skipped = io::copy(&mut (&mut resp).take(self.offset), &mut io::sink())?;
+        let skipped = io::copy(&mut (&mut resp).take(self.offset), &mut io::sink())
+            .map_err(|e| Reopen::Broke(format!("{ep}: skipping to byte {}: {e}", self.offset)))?;
         if skipped != self.offset {
-            return Err(io::Error::other(format!(
+            return Err(Reopen::Broke(format!(
                 "{ep} sent blob {} shorter ({skipped} bytes) than the part already read",
                 self.digest
             )));
@@ -137,7 +148,14 @@ impl Read for BlobReader {
         });
         loop {
             if self.body.is_none() {
-                self.body = Some(self.open()?);
+                match self.open() {
+                    Ok(b) => self.body = Some(b),
+                    Err(Reopen::Final(e)) => return Err(e),
+                    Err(Reopen::Broke(why)) => {
+                        self.broke(why)?;
+                        continue;
+                    }
+                }
             }
             let Some(body) = self.body.as_mut() else {
                 continue;

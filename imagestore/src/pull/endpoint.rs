@@ -4,6 +4,7 @@
 //! header is kept for the endpoint's later requests.
 
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::pull_error::PullError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request, or one read of a body, may stall.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest token-service answer read.
+const MAX_TOKEN_ANSWER: u64 = 1 << 20;
 
 /// Why one request to one endpoint failed.
 #[derive(Debug)]
@@ -62,7 +65,8 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     /// An endpoint at `base` for `repo`. Its client trusts, beyond the
-    /// system's roots, every `*.crt` in `certs_dir/HOST[:PORT]/`.
+    /// roots built in (Mozilla's, by `webpki-roots`; not the system's
+    /// store), every `*.crt` in `certs_dir/HOST[:PORT]/`.
     pub(crate) fn new(
         kind: &str,
         mut base: Url,
@@ -128,7 +132,11 @@ impl Endpoint {
                 return Ok(resp);
             }
             match status {
-                StatusCode::UNAUTHORIZED if !authenticated => {
+                // A redirect target's challenge is not this endpoint's to
+                // answer with its credentials.
+                StatusCode::UNAUTHORIZED
+                    if !authenticated && same_origin(resp.url(), &self.base) =>
+                {
                     let challenge = resp
                         .headers()
                         .get_all(WWW_AUTHENTICATE)
@@ -258,14 +266,29 @@ impl Endpoint {
                 status.as_u16()
             )));
         }
-        let body: TokenResponse = resp
-            .json()
+        let mut data = Vec::new();
+        resp.take(MAX_TOKEN_ANSWER + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Failure::Retry(format!("token service {realm}: {e}")))?;
+        if data.len() as u64 > MAX_TOKEN_ANSWER {
+            return Err(Failure::Fatal(format!(
+                "token service {realm}: its answer is over {MAX_TOKEN_ANSWER} bytes"
+            )));
+        }
+        let body: TokenResponse = serde_json::from_slice(&data)
             .map_err(|e| Failure::Fatal(format!("token service {realm}: bad answer: {e}")))?;
         body.token
             .or(body.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Failure::Fatal(format!("token service {realm} answered no token")))
     }
+}
+
+/// Whether two URLs have the same scheme, host and port.
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// `host[:port]` of a URL.
@@ -327,7 +350,6 @@ fn sensitive(s: &str) -> Result<HeaderValue, Failure> {
 /// The first line of an error body, for messages (registries explain in
 /// JSON: `{"errors":[{"code":"MANIFEST_UNKNOWN",...}]}`).
 fn error_body(resp: Response) -> String {
-    use std::io::Read;
     let mut buf = Vec::new();
     let _ = resp.take(512).read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
