@@ -78,7 +78,7 @@ fn outputs(root: &Path) -> Vec<String> {
         (IMAGES[1], &[]),
         (IMAGES[1], &["ls", "-lan", "/home/app"]),
     ];
-    cases
+    let out = cases
         .iter()
         .map(|(image, cmd)| {
             let out = skiff_on(root)
@@ -93,7 +93,11 @@ fn outputs(root: &Path) -> Vec<String> {
             );
             String::from_utf8_lossy(&out.stdout).into_owned()
         })
-        .collect()
+        .collect();
+    // A seeded store in a bare temporary directory: end its job cgroups too.
+    let _ = skiff_on(root).arg("gc").status();
+    support::run::forget_store_cgroups(root);
+    out
 }
 
 /// `skiff store seed --json FILE` into `root`, which must succeed: its report.

@@ -85,6 +85,17 @@ pub struct Env {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Jobs run from this store leave its `skiff/<store key>` cgroups
+        // (kept between jobs); `gc` and the rmdir end them with the store.
+        if self.root().join("run").exists() {
+            let _ = self.quiet().arg("gc").status();
+            super::run::forget_store_cgroups(&self.root());
+        }
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env::with_prefix("skiff-test-")

@@ -191,14 +191,19 @@ impl Drop for Env {
     fn drop(&mut self) {
         // Clean up whatever a failed test left, so no cgroup or process outlives it.
         let _ = self.skiff(&["gc"]);
-        // skiff keeps `skiff/<store key>` between jobs; this store is going away.
-        if let Ok(root) = std::fs::canonicalize(self.root.path()) {
-            let key = store_key(&root);
-            for base in all_hierarchy_bases() {
-                // Not the shared `skiff` parent: removing it races with
-                // other tests' launches creating their groups under it.
-                let _ = std::fs::remove_dir(base.join("skiff").join(&key));
-            }
+        forget_store_cgroups(self.root.path());
+    }
+}
+
+/// skiff keeps `skiff/<store key>` between jobs; remove it (when empty) for
+/// a store that is going away.
+pub fn forget_store_cgroups(root: &Path) {
+    if let Ok(root) = std::fs::canonicalize(root) {
+        let key = store_key(&root);
+        for base in all_hierarchy_bases() {
+            // Not the shared `skiff` parent: removing it races with
+            // other tests' launches creating their groups under it.
+            let _ = std::fs::remove_dir(base.join("skiff").join(&key));
         }
     }
 }
