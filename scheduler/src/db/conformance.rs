@@ -300,6 +300,124 @@ async fn test_postgres_workers_share_one_queue() {
     assert_eq!(t.recorded, vec![Some(JobState::Complete)]);
 }
 
+/// Sixteen slots on four workers each record their last attempt and claim
+/// the next job in one statement, as fast as they can: 2,000 jobs all end
+/// complete, each claimed once, and no turn fails. With the claim not
+/// gated on the record (`turn.rs`), PostgreSQL reported `deadlock
+/// detected` here.
+#[tokio::test]
+async fn test_postgres_turns_record_and_claim_without_deadlock() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let url = c.url("turns").expect("a database");
+    let mut workers = Vec::new();
+    for i in 1..=4 {
+        workers.push(Arc::new(
+            PgStore::open(&url, &format!("w{i}")).await.expect("open"),
+        ));
+    }
+    let ids = submit(&*workers[0], vec![job(); 2000]).await;
+    let slots = workers.iter().flat_map(|w| (0..4).map(move |_| w.clone()));
+    let runs = slots.map(|w| async move {
+        let mut mine = Vec::new();
+        let mut ended_last: Vec<Ended> = Vec::new();
+        loop {
+            let t = w.turn(&ended_last, Some(&fits())).await?;
+            for r in &t.recorded {
+                assert_eq!(*r, Some(JobState::Complete));
+            }
+            let Some(c) = t.claim? else {
+                return Ok::<_, crate::error::QueueError>(mine);
+            };
+            ended_last = vec![ended(&c.id, c.attempt, c.retry, JobState::Complete)];
+            ended_last[0].outcome.exit_code = Some(0);
+            mine.push(c.id);
+        }
+    });
+    let mut all = Vec::new();
+    for r in futures_util::future::join_all(runs).await {
+        all.extend(r.expect("a turn failed"));
+    }
+    all.sort();
+    let mut want: Vec<String> = ids.into_iter().map(|(id, _)| id).collect();
+    want.sort();
+    assert_eq!(all, want, "every job claimed exactly once");
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state <> 'complete'")
+        .fetch_one(workers[0].pool())
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "every job recorded complete");
+}
+
+/// Attempts, transitions and outputs carry no foreign key on PostgreSQL
+/// (migration 0005): every path that writes them (submit, claim, record,
+/// a retry put off and promoted, cancel, the drain's requeue, a lost
+/// worker's recovery, an API retry) leaves none without its job.
+#[tokio::test]
+async fn test_postgres_children_always_have_their_job() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let s = PgStore::open(&c.url("children").expect("a database"), "w1")
+        .await
+        .expect("open");
+    let retried = JobRequest {
+        max_retries: Some(1),
+        retry_delay: Some(0),
+        ..job()
+    };
+    let ids = submit(&s, vec![retried, job(), job(), job(), job()]).await;
+    let claim = |s: &PgStore| {
+        let s = s.clone();
+        async move {
+            s.turn(&[], Some(&fits()))
+                .await
+                .expect("turn")
+                .claim
+                .expect("claim")
+                .expect("a job")
+        }
+    };
+    let a = claim(&s).await;
+    let t = s
+        .turn(&[ended(&a.id, 1, a.retry, JobState::Error)], Some(&fits()))
+        .await
+        .expect("turn");
+    assert_eq!(t.recorded, vec![Some(JobState::Delayed)]);
+    let b = t.claim.expect("claim").expect("a job");
+    s.promote_delayed().await.expect("promote");
+    assert!(!s.cancel(&ids[2].0).await.expect("cancel a waiting job"));
+    s.requeue_stopped(&[(b.id.clone(), b.attempt)])
+        .await
+        .expect("requeue");
+    let d = claim(&s).await;
+    assert_eq!(s.recover_mine().await.expect("recover").len(), 1);
+    s.retry(&d.id).await.expect("retry");
+    for _ in 0..3 {
+        let c = claim(&s).await;
+        let e = ended(&c.id, c.attempt, c.retry, JobState::Complete);
+        assert_eq!(
+            s.finish(&e).await.expect("finish"),
+            Some(JobState::Complete)
+        );
+    }
+    for table in ["attempts", "transitions", "outputs"] {
+        let orphans: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} x WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = x.job_id)"
+        ))
+        .fetch_one(s.pool())
+        .await
+        .expect("count");
+        assert_eq!(orphans, 0, "{table} rows without their job");
+    }
+    let transitions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transitions")
+        .fetch_one(s.pool())
+        .await
+        .expect("count");
+    assert!(transitions >= 15, "{transitions} transitions written");
+}
+
 /// One turn records the last attempt and claims the next job; a fenced
 /// record in the same turn still claims.
 #[tokio::test]

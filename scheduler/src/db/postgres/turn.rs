@@ -6,13 +6,16 @@
 //! `RETURNING`. Each statement commits on its own, on the dispatcher's
 //! `synchronous_commit=off` connections.
 //!
-//! Record and claim are not one statement (as they are one batch on
-//! SQLite): a claim reads a snapshot from its start, and may lock a job
-//! that another worker claimed since (the row fails the recheck and is
+//! A claim reads a snapshot from its start, and may lock a job that
+//! another worker claimed since (the row fails the recheck and is
 //! skipped, but stays locked until the statement ends). A claim never
 //! waits, so alone it cannot close a cycle; joined to a record, which
-//! waits for its job's row, two workers deadlocked (the no-op benchmark
-//! found it: `deadlock detected` after a 1 s stall).
+//! waits for its job's row, two workers deadlocked when the claim's scan
+//! ran first (the no-op benchmark found it: `deadlock detected` after a
+//! 1 s stall). So the usual turn, one ended attempt and a free slot, is
+//! one statement ([`TURN`]) whose claim is gated on the record having
+//! run: the statement can wait only before it holds any row lock. A turn
+//! with more ended attempts records the others first, one by one.
 
 use std::sync::LazyLock;
 
@@ -45,7 +48,7 @@ j AS (
     reason = j.reason, exit_code = $10, signal = $11, oom_killed = $12, wall_ms = $13,
     cpu_usec = $14, peak_memory_bytes = $15, stdout_dropped = $16, stderr_dropped = $17,
     ended_at = $3
-  FROM j WHERE attempts.job_id = j.id AND attempts.n = $7
+  FROM j WHERE attempts.job_id = $6 AND attempts.n = $7
 ), t AS (
   INSERT INTO transitions (job_id, at, state) SELECT id, $3, state FROM j
 ), w AS (
@@ -102,6 +105,42 @@ static FINISH: LazyLock<String> =
 
 /// A claim alone: the job started, if any.
 static CLAIM: LazyLock<String> = LazyLock::new(|| format!("WITH {CLAIM_CTES} SELECT * FROM c"));
+
+/// The record of one ended attempt and the next claim, in one statement:
+/// one round trip and one commit where two were. `(SELECT count(*) FROM
+/// j) >= 0` holds no column, so PostgreSQL makes it a one-time filter
+/// above the claim's scan: the record's update (and its wait for its own
+/// job's row, if any) is done before the claim locks a row, which keeps
+/// the deadlock described above out. Returns `recorded` (the job's new
+/// state, or null when fenced off), then the claim's columns (null when
+/// nothing was claimed). The record's parameters are `$1`–`$19`, the
+/// claim's follow from `$20`.
+static TURN: LazyLock<String> = LazyLock::new(|| {
+    let gated = CLAIM_CTES.replace("/*caps*/", "AND (SELECT count(*) FROM j) >= 0");
+    format!(
+        "WITH {FINISH_CTES}, {} SELECT r.state AS recorded, c.* \
+         FROM (SELECT (SELECT state FROM j) AS state) r LEFT JOIN c ON true",
+        shift_params(&gated, 19)
+    )
+});
+
+/// `sql` with every parameter `$N` renumbered `$(N + by)`.
+fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// The claim when some queue or code package has a cap: a queue (or
 /// package) whose running jobs, across the fleet, reach its
@@ -195,12 +234,33 @@ impl PgStore {
     ) -> Result<Turn, QueueError> {
         let now = now_ms();
         let mut recorded = Vec::with_capacity(ended.len());
+        let capped = self.capped.load(std::sync::atomic::Ordering::Relaxed);
+        if let (Some(fits), Some((last, before)), false) = (fits, ended.split_last(), capped) {
+            for e in before {
+                recorded.push(self.record(e, now).await?);
+            }
+            let [out, err] = self.captured(last).await;
+            let q = bind_finish(sqlx::query(&TURN), last, &self.worker, now)
+                .bind(out)
+                .bind(err);
+            let row = bind_claim(q, fits, self, now)
+                .fetch_one(&self.dispatch)
+                .await?;
+            let state: Option<String> = row.try_get("recorded")?;
+            recorded.push(state.and_then(|s| JobState::parse(&s)));
+            let claimed: Option<String> = row.try_get("id")?;
+            let claim = match claimed {
+                None => Ok(None),
+                Some(_) => self.claim_of(&row).await,
+            };
+            return Ok(Turn { recorded, claim });
+        }
         for e in ended {
             recorded.push(self.record(e, now).await?);
         }
         let row = match fits {
             None => None,
-            Some(fits) if self.capped.load(std::sync::atomic::Ordering::Relaxed) => {
+            Some(fits) if capped => {
                 let mut tx = self.dispatch.begin().await?;
                 sqlx::query(CAPS_LOCK).execute(&mut *tx).await?;
                 let row = bind_claim(sqlx::query(&CLAIM_CAPPED), fits, self, now)
@@ -250,5 +310,28 @@ impl PgStore {
                 Err(why)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_params;
+
+    #[test]
+    fn shift_params_renumbers_every_parameter_whole() {
+        assert_eq!(
+            shift_params("a = $1 AND b = $10, $2::bytea $", 19),
+            "a = $20 AND b = $29, $21::bytea $"
+        );
+    }
+
+    #[test]
+    fn the_turn_uses_the_record_and_claim_parameters_in_order() {
+        let sql = &*super::TURN;
+        for n in 1..=29 {
+            assert!(sql.contains(&format!("${n}")), "${n} missing");
+        }
+        assert!(!sql.contains("$30"));
+        assert!(sql.contains("(SELECT count(*) FROM j) >= 0"));
     }
 }
