@@ -288,7 +288,18 @@ fn test_store_seed_refuses_tampered_truncated_and_foreign_exports() {
     let i = plain.len() / 2;
     plain[i] ^= 0x01;
     let recompressed = zstd::encode_all(&plain[..], 3).expect("zstd");
-    let edited = rebuild(&members, &manifest, |n, b| {
+    // Its compressed size is corrected in the manifest, as a forger would.
+    let mut v: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    for snap in v["snapshots"].as_array_mut().expect("snapshots") {
+        let chain = snap["chain_id"]
+            .as_str()
+            .expect("chain")
+            .replace("sha256:", "");
+        if name.contains(&chain) {
+            snap["zst_size"] = serde_json::json!(recompressed.len());
+        }
+    }
+    let edited = rebuild(&members, &v.to_string(), |n, b| {
         if n == name {
             recompressed.clone()
         } else {
@@ -387,4 +398,82 @@ fn test_a_seeded_store_passes_the_conformance_suite() {
         failures.join("\n")
     );
     seeded.assert_clean("state left: ", "cgroups left: ");
+}
+
+/// A version 1 export (tar digests only, as the last release wrote) still
+/// seeds, and its snapshots are checked by their tar digests; a version 2
+/// manifest that drops a snapshot's compressed digest is refused.
+#[test]
+fn test_store_seed_reads_version_1_exports_and_needs_version_2_digests() {
+    let Some((_env, file)) = exported() else {
+        return;
+    };
+    let members = support::tar::members(&file);
+    let manifest = String::from_utf8(members["skiff-export.json"].clone()).expect("utf8");
+    let mut v1: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    assert_eq!(v1["version"], 2);
+    v1["version"] = 1.into();
+    for snap in v1["snapshots"].as_array_mut().expect("snapshots") {
+        let snap = snap.as_object_mut().expect("object");
+        assert!(snap.remove("zst_digest").is_some() && snap.remove("zst_size").is_some());
+    }
+    let old = rebuild(&members, &v1.to_string(), |_, b| b.to_vec());
+    let new = tempfile::tempdir().expect("tmp");
+    let root = new.path().join("store");
+    let mut child = skiff_on(&root)
+        .args(["store", "seed", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("seed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(&old).expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify = skiff_on(&root)
+        .args(["image", "verify"])
+        .output()
+        .expect("verify");
+    assert!(verify.status.success(), "{verify:?}");
+
+    // Version 1's check still holds: a snapshot changed and compressed
+    // again is refused by its tar digest.
+    let (name, body) = members
+        .iter()
+        .filter(|(n, _)| n.starts_with("snapshots/"))
+        .max_by_key(|(_, b)| b.len())
+        .expect("a snapshot");
+    let mut plain = zstd::decode_all(&body[..]).expect("zstd");
+    let i = plain.len() / 2;
+    plain[i] ^= 0x01;
+    let recompressed = zstd::encode_all(&plain[..], 3).expect("zstd");
+    let edited = rebuild(&members, &v1.to_string(), |n, b| {
+        if n == name {
+            recompressed.clone()
+        } else {
+            b.to_vec()
+        }
+    });
+    let err = refused(&edited);
+    assert!(
+        err.contains(name.as_str()) && err.contains("digest mismatch"),
+        "{err}"
+    );
+
+    let mut dropped: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    dropped["snapshots"][0]
+        .as_object_mut()
+        .expect("object")
+        .remove("zst_digest");
+    let err = refused(&rebuild(&members, &dropped.to_string(), |_, b| b.to_vec()));
+    assert!(
+        err.contains("snapshots[0]") && err.contains("zst_digest"),
+        "{err}"
+    );
 }

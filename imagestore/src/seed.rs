@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::export::{ExportManifest, FORMAT, MANIFEST_ENTRY, VERSION};
+use crate::export::{ExportManifest, FORMAT, MANIFEST_ENTRY, VERSION, VERSION_TAR_DIGESTS};
 use crate::images::ImageRecord;
 use crate::seed_unpack::{Pool, Shared, Work};
 use crate::store::Store;
@@ -147,7 +147,14 @@ impl Store {
                         continue;
                     }
                     let size = entry.size();
-                    let work = Work::read(s.clone(), name, &mut entry, size, &session)?;
+                    if s.zst_size.is_some_and(|z| z != size) {
+                        return Err(Error::SizeMismatch {
+                            what: format!("{name} of the export"),
+                            expected: s.zst_size.unwrap_or_default(),
+                            actual: size,
+                        });
+                    }
+                    let work = Work::read(s.clone(), name, &mut entry, size, &shared)?;
                     pool.send(work)?;
                 } else {
                     return Err(bad(&name, "not part of a skiff export"));
@@ -210,16 +217,29 @@ impl Store {
 /// The manifest's own consistency: its format, and chain IDs that follow
 /// from parents and diff_ids, parents listed first.
 fn check_manifest(m: &ExportManifest) -> Result<()> {
-    if m.format != FORMAT || m.version != VERSION {
+    if m.format != FORMAT || !(VERSION_TAR_DIGESTS..=VERSION).contains(&m.version) {
         return Err(bad(
             MANIFEST_ENTRY,
             format!(
-                "format {} version {}; this skiff reads {FORMAT} version {VERSION}",
+                "format {} version {}; this skiff reads {FORMAT} versions \
+                 {VERSION_TAR_DIGESTS} to {VERSION}",
                 m.format, m.version
             ),
         ));
     }
     for (i, s) in m.snapshots.iter().enumerate() {
+        // From version 2 every snapshot's compressed bytes have a digest,
+        // and none before: a digest cannot be dropped to skip its check.
+        if (m.version >= 2) != (s.zst_digest.is_some() && s.zst_size.is_some()) {
+            return Err(bad(
+                MANIFEST_ENTRY,
+                format!(
+                    "snapshots[{i}]: version {} {} zst_digest and zst_size",
+                    m.version,
+                    if m.version >= 2 { "needs" } else { "has no" }
+                ),
+            ));
+        }
         if Digest::chain(s.parent.as_ref(), &s.diff_id) != s.chain_id {
             return Err(bad(
                 MANIFEST_ENTRY,

@@ -1,28 +1,33 @@
 //! The seed's snapshot unpackers: the seed reads its one stream on one
 //! thread and hands each snapshot's compressed tar to a pool of threads
-//! that decompress, unpack, hash and commit it, so snapshots unpack in
-//! parallel as an import's layers do. A snapshot's bytes wait in memory (at
-//! most [`MAX_IN_MEMORY`]) or in a file of the session; the queue holds
-//! one, so at most (threads + 2) × [`MAX_IN_MEMORY`] wait in memory,
-//! however large the export. A panicking unpacker is an error, not a hang.
+//! that decompress, unpack and commit it, so snapshots unpack in parallel
+//! as an import's layers do. The reading thread hashes each compressed
+//! entry as it reads it (version 2 exports), so a tampered snapshot is
+//! refused before it is unpacked; a version 1 export's tar is hashed as it
+//! unpacks. Snapshots wait in memory while their sizes fit
+//! [`MEMORY_BUDGET`] together, the others in files of the session. A
+//! panicking unpacker is an error, not a hang.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
+use sha2::{Digest as _, Sha256};
+
 use crate::apply::apply_layer;
-use crate::digest::HashingReader;
+use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::export::ExportedSnapshot;
 use crate::session::Session;
 use crate::snapshot::SnapshotInfo;
 use crate::store::Store;
 
-/// A snapshot tar larger than this (compressed) waits in a file, not in memory.
-const MAX_IN_MEMORY: u64 = 32 << 20;
+/// Compressed snapshot bytes held in memory at once, at most; a snapshot
+/// that does not fit what is left waits in a file.
+const MEMORY_BUDGET: u64 = 256 << 20;
 
 /// One snapshot to unpack: its manifest entry, its export entry's name, and
 /// its compressed bytes.
@@ -30,6 +35,8 @@ pub(crate) struct Work {
     pub snapshot: ExportedSnapshot,
     pub name: String,
     body: Body,
+    /// The compressed bytes hashed to the manifest's digest already.
+    verified: bool,
 }
 
 enum Body {
@@ -38,24 +45,30 @@ enum Body {
 }
 
 impl Work {
-    /// Read an export entry's bytes (`size` of them) off the stream.
+    /// Read an export entry's bytes (`size` of them) off the stream,
+    /// hashing them, and check them against the manifest's compressed
+    /// digest when it has one.
     pub(crate) fn read<R: Read>(
         snapshot: ExportedSnapshot,
         name: String,
         entry: &mut R,
         size: u64,
-        session: &Session,
+        shared: &Shared<'_>,
     ) -> Result<Work> {
         let read_err = |source| Error::ReadArchive {
             what: name.clone(),
             source,
         };
-        let body = if size <= MAX_IN_MEMORY {
+        let mut hasher = Sha256::new();
+        let held = shared.in_memory.load(Ordering::SeqCst);
+        let body = if held.saturating_add(size) <= MEMORY_BUDGET {
             let mut data = Vec::with_capacity(size as usize);
             entry.take(size).read_to_end(&mut data).map_err(read_err)?;
+            hasher.update(&data);
+            shared.in_memory.fetch_add(size, Ordering::SeqCst);
             Body::Memory(data)
         } else {
-            let path = session.temp_path("seed-tar");
+            let path = shared.session.temp_path("seed-tar");
             let mut f = File::create(&path).ctx("create", &path)?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -63,14 +76,30 @@ impl Work {
                 if n == 0 {
                     break;
                 }
+                hasher.update(&buf[..n]);
                 f.write_all(&buf[..n]).ctx("write", &path)?;
             }
             Body::File(path)
+        };
+        let verified = match &snapshot.zst_digest {
+            None => false,
+            Some(expected) => {
+                let actual = Digest::from_hex(&hex::encode(hasher.finalize()))?;
+                if &actual != expected {
+                    return Err(Error::DigestMismatch {
+                        what: format!("{name} of the export"),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+                true
+            }
         };
         Ok(Work {
             snapshot,
             name,
             body,
+            verified,
         })
     }
 }
@@ -87,6 +116,8 @@ pub(crate) struct Shared<'a> {
     pub session: &'a Session,
     pub unpacked: AtomicUsize,
     pub reused: AtomicUsize,
+    /// Compressed bytes of the snapshots held in memory.
+    in_memory: AtomicU64,
     pub error: Mutex<Option<Error>>,
     rx: Mutex<Receiver<Work>>,
 }
@@ -101,6 +132,7 @@ impl<'a> Shared<'a> {
                 session,
                 unpacked: AtomicUsize::new(0),
                 reused: AtomicUsize::new(0),
+                in_memory: AtomicU64::new(0),
                 error: Mutex::new(None),
                 rx: Mutex::new(rx),
             },
@@ -176,12 +208,24 @@ impl<'a> Pool<'a> {
 }
 
 /// Unpack one snapshot unless the store has it, and commit it once its
-/// tar's digest and size are the manifest's.
+/// tar's size (and, unless its compressed bytes were checked already, its
+/// digest) are the manifest's.
 fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
+    let held = match &work.body {
+        Body::Memory(data) => data.len() as u64,
+        Body::File(_) => 0,
+    };
+    let r = unpack_held(shared, work);
+    shared.in_memory.fetch_sub(held, Ordering::SeqCst);
+    r
+}
+
+fn unpack_held(shared: &Shared<'_>, work: Work) -> Result<()> {
     let Work {
         snapshot: s,
         name,
         body,
+        verified,
     } = work;
     let store = shared.store;
     let _lock = store.snapshots().lock_chain(&s.chain_id)?;
@@ -200,13 +244,12 @@ fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
     let tmp = shared.session.temp_path("seed");
     fs::create_dir(&tmp).ctx("create", &tmp)?;
     let decoder = zstd::Decoder::new(input).map_err(read_err)?;
-    let mut hashed = HashingReader::new(decoder.take(s.tar_size.saturating_add(1)));
-    apply_layer(&mut hashed, &tmp).map_err(|source| Error::Apply {
+    let mut tar = Counted::new(decoder.take(s.tar_size.saturating_add(1)), !verified);
+    apply_layer(&mut tar, &tmp).map_err(|source| Error::Apply {
         layer: format!("{} ({name} of the export)", s.diff_id),
         source,
     })?;
-    hashed.drain().map_err(read_err)?;
-    let (digest, size, _) = hashed.finish();
+    let (digest, size) = tar.finish().map_err(read_err)?;
     if let Body::File(p) = &body {
         let _ = fs::remove_file(p);
     }
@@ -217,7 +260,7 @@ fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
             actual: size,
         });
     }
-    if digest != s.tar_digest {
+    if let Some(digest) = digest.filter(|d| d != &s.tar_digest) {
         return Err(Error::DigestMismatch {
             what: format!("{name} of the export"),
             expected: s.tar_digest.to_string(),
@@ -240,4 +283,45 @@ fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
     )?;
     shared.unpacked.fetch_add(1, Ordering::SeqCst);
     Ok(())
+}
+
+/// A snapshot's tar as it is unpacked: counted, and hashed when asked.
+enum Counted<R> {
+    Hashed(HashingReader<R>),
+    Plain(R, u64),
+}
+
+impl<R: Read> Counted<R> {
+    fn new(inner: R, hash: bool) -> Self {
+        if hash {
+            Counted::Hashed(HashingReader::new(inner))
+        } else {
+            Counted::Plain(inner, 0)
+        }
+    }
+
+    /// Read what the applier left, then the digest (when hashed) and size.
+    fn finish(mut self) -> io::Result<(Option<Digest>, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(match self {
+            Counted::Hashed(h) => {
+                let (d, n, _) = h.finish();
+                (Some(d), n)
+            }
+            Counted::Plain(_, n) => (None, n),
+        })
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Counted::Hashed(h) => h.read(buf),
+            Counted::Plain(r, n) => {
+                let k = r.read(buf)?;
+                *n += k as u64;
+                Ok(k)
+            }
+        }
+    }
 }
