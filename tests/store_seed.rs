@@ -308,8 +308,10 @@ fn test_store_seed_refuses_tampered_truncated_and_foreign_exports() {
     });
     let err = refused(&edited);
     assert!(
-        err.contains(name.as_str()) && err.contains("digest mismatch"),
-        "the snapshot is named: {err}"
+        err.contains(name.as_str())
+            && err.contains("its compressed bytes")
+            && err.contains("digest mismatch"),
+        "the snapshot is named, refused by its compressed digest: {err}"
     );
 
     // Cut short in the middle of that snapshot.
@@ -462,7 +464,7 @@ fn test_store_seed_reads_version_1_exports_and_needs_version_2_digests() {
     });
     let err = refused(&edited);
     assert!(
-        err.contains(name.as_str()) && err.contains("digest mismatch"),
+        err.contains(name.as_str()) && err.contains("its tar") && err.contains("digest mismatch"),
         "{err}"
     );
 

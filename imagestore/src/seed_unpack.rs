@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
 
@@ -40,8 +40,32 @@ pub(crate) struct Work {
 }
 
 enum Body {
-    Memory(Vec<u8>),
+    Memory(Held),
     File(PathBuf),
+}
+
+/// Compressed bytes held in memory, counted against [`MEMORY_BUDGET`]
+/// until dropped, whichever way the seed goes.
+struct Held {
+    data: Vec<u8>,
+    budget: Arc<AtomicU64>,
+}
+
+impl Held {
+    fn new(data: Vec<u8>, budget: &Arc<AtomicU64>) -> Held {
+        budget.fetch_add(data.len() as u64, Ordering::SeqCst);
+        Held {
+            data,
+            budget: budget.clone(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget
+            .fetch_sub(self.data.len() as u64, Ordering::SeqCst);
+    }
 }
 
 impl Work {
@@ -65,8 +89,7 @@ impl Work {
             let mut data = Vec::with_capacity(size as usize);
             entry.take(size).read_to_end(&mut data).map_err(read_err)?;
             hasher.update(&data);
-            shared.in_memory.fetch_add(size, Ordering::SeqCst);
-            Body::Memory(data)
+            Body::Memory(Held::new(data, &shared.in_memory))
         } else {
             let path = shared.session.temp_path("seed-tar");
             let mut f = File::create(&path).ctx("create", &path)?;
@@ -87,7 +110,7 @@ impl Work {
                 let actual = Digest::from_hex(&hex::encode(hasher.finalize()))?;
                 if &actual != expected {
                     return Err(Error::DigestMismatch {
-                        what: format!("{name} of the export"),
+                        what: format!("{name} of the export (its compressed bytes)"),
                         expected: expected.to_string(),
                         actual: actual.to_string(),
                     });
@@ -117,7 +140,7 @@ pub(crate) struct Shared<'a> {
     pub unpacked: AtomicUsize,
     pub reused: AtomicUsize,
     /// Compressed bytes of the snapshots held in memory.
-    in_memory: AtomicU64,
+    in_memory: Arc<AtomicU64>,
     pub error: Mutex<Option<Error>>,
     rx: Mutex<Receiver<Work>>,
 }
@@ -132,7 +155,7 @@ impl<'a> Shared<'a> {
                 session,
                 unpacked: AtomicUsize::new(0),
                 reused: AtomicUsize::new(0),
-                in_memory: AtomicU64::new(0),
+                in_memory: Arc::new(AtomicU64::new(0)),
                 error: Mutex::new(None),
                 rx: Mutex::new(rx),
             },
@@ -211,16 +234,6 @@ impl<'a> Pool<'a> {
 /// tar's size (and, unless its compressed bytes were checked already, its
 /// digest) are the manifest's.
 fn unpack(shared: &Shared<'_>, work: Work) -> Result<()> {
-    let held = match &work.body {
-        Body::Memory(data) => data.len() as u64,
-        Body::File(_) => 0,
-    };
-    let r = unpack_held(shared, work);
-    shared.in_memory.fetch_sub(held, Ordering::SeqCst);
-    r
-}
-
-fn unpack_held(shared: &Shared<'_>, work: Work) -> Result<()> {
     let Work {
         snapshot: s,
         name,
@@ -238,7 +251,7 @@ fn unpack_held(shared: &Shared<'_>, work: Work) -> Result<()> {
         source,
     };
     let input: Box<dyn Read> = match &body {
-        Body::Memory(data) => Box::new(io::Cursor::new(data)),
+        Body::Memory(held) => Box::new(io::Cursor::new(&held.data)),
         Body::File(p) => Box::new(File::open(p).ctx("open", p)?),
     };
     let tmp = shared.session.temp_path("seed");
@@ -262,7 +275,7 @@ fn unpack_held(shared: &Shared<'_>, work: Work) -> Result<()> {
     }
     if let Some(digest) = digest.filter(|d| d != &s.tar_digest) {
         return Err(Error::DigestMismatch {
-            what: format!("{name} of the export"),
+            what: format!("{name} of the export (its tar)"),
             expected: s.tar_digest.to_string(),
             actual: digest.to_string(),
         });

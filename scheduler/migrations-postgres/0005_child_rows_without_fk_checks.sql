@@ -6,6 +6,10 @@
 -- queue's throughput on 2 cores (`skiff bench queue --noop`: 4,850 to
 -- 5,495 jobs/s) and could never fail: they go. The conformance test
 -- `test_postgres_children_always_have_their_job` checks the invariant.
+-- The tables are locked in the order a worker's statements take them
+-- (jobs, then its children), so a worker still running during a rolling
+-- upgrade waits for this migration instead of deadlocking with it.
+LOCK TABLE jobs, attempts, transitions, outputs IN ACCESS EXCLUSIVE MODE;
 ALTER TABLE attempts DROP CONSTRAINT attempts_job_id_fkey;
 ALTER TABLE transitions DROP CONSTRAINT transitions_job_id_fkey;
 ALTER TABLE outputs DROP CONSTRAINT outputs_job_id_fkey;

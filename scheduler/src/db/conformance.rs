@@ -351,17 +351,27 @@ async fn test_postgres_turns_record_and_claim_without_deadlock() {
 }
 
 /// Attempts, transitions and outputs carry no foreign key on PostgreSQL
-/// (migration 0005): every path that writes them (submit, claim, record,
-/// a retry put off and promoted, cancel, the drain's requeue, a lost
-/// worker's recovery, an API retry) leaves none without its job.
+/// (migration 0005): the paths that write them run here (submit, claim,
+/// the one-statement turn and a record alone, both with captured output,
+/// a retry put off and promoted, a waiting job's cancel, the drain's
+/// requeue, a lost worker's recovery, an API retry), and leave no row
+/// without its job. (The capped claim and a running job's cancel write
+/// through the same CTEs.)
 #[tokio::test]
 async fn test_postgres_children_always_have_their_job() {
     let Some(c) = cluster() else {
         return;
     };
+    let outputs = tempfile::tempdir().expect("tmp");
     let s = PgStore::open(&c.url("children").expect("a database"), "w1")
         .await
-        .expect("open");
+        .expect("open")
+        .with_output_dir(outputs.path().to_path_buf());
+    let captured = |id: &str, n: i64| {
+        let (out, err) = crate::launchers::output_names(id, n);
+        std::fs::write(outputs.path().join(out), b"out").expect("write");
+        std::fs::write(outputs.path().join(err), b"err").expect("write");
+    };
     let retried = JobRequest {
         max_retries: Some(1),
         retry_delay: Some(0),
@@ -380,6 +390,7 @@ async fn test_postgres_children_always_have_their_job() {
         }
     };
     let a = claim(&s).await;
+    captured(&a.id, 1);
     let t = s
         .turn(&[ended(&a.id, 1, a.retry, JobState::Error)], Some(&fits()))
         .await
@@ -396,6 +407,7 @@ async fn test_postgres_children_always_have_their_job() {
     s.retry(&d.id).await.expect("retry");
     for _ in 0..3 {
         let c = claim(&s).await;
+        captured(&c.id, c.attempt);
         let e = ended(&c.id, c.attempt, c.retry, JobState::Complete);
         assert_eq!(
             s.finish(&e).await.expect("finish"),
@@ -411,11 +423,13 @@ async fn test_postgres_children_always_have_their_job() {
         .expect("count");
         assert_eq!(orphans, 0, "{table} rows without their job");
     }
-    let transitions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transitions")
-        .fetch_one(s.pool())
-        .await
-        .expect("count");
-    assert!(transitions >= 15, "{transitions} transitions written");
+    for (table, least) in [("transitions", 15), ("outputs", 8)] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(s.pool())
+            .await
+            .expect("count");
+        assert!(n >= least, "{n} rows written to {table}");
+    }
 }
 
 /// One turn records the last attempt and claims the next job; a fenced

@@ -325,6 +325,58 @@ mod tests {
         );
     }
 
+    /// The deadlock argument holds only while PostgreSQL makes the gate a
+    /// one-time filter between the claim's row locks and its scan: the
+    /// turn's plan is read back (with PostgreSQL 15 `EXPLAIN` shows the
+    /// plan for these values; the gate holds no column, so a generic plan
+    /// places it alike).
+    #[tokio::test]
+    async fn the_claim_is_gated_on_the_record_in_the_plan() {
+        use crate::db::conformance::{cluster, ended, fits};
+        let Some(c) = cluster() else {
+            return;
+        };
+        let s = super::PgStore::open(&c.url("plan").expect("a database"), "w1")
+            .await
+            .expect("open");
+        let e = ended(
+            "j-none",
+            1,
+            Default::default(),
+            crate::state::JobState::Complete,
+        );
+        let admission = fits();
+        let sql = format!("EXPLAIN (COSTS OFF) {}", &*super::TURN);
+        let q = super::bind_finish(sqlx::query(&sql), &e, "w1", 0)
+            .bind(None::<Vec<u8>>)
+            .bind(None::<Vec<u8>>);
+        let rows = super::bind_claim(q, &admission, &s, 0)
+            .fetch_all(&s.dispatch)
+            .await
+            .expect("explain");
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| sqlx::Row::try_get::<String, _>(r, 0).expect("a plan line"))
+            .collect();
+        let after = |from: usize, what: &str| {
+            plan.iter()
+                .skip(from)
+                .position(|l| l.contains(what))
+                .map(|i| i + from)
+                .unwrap_or(usize::MAX)
+        };
+        let next = after(0, "CTE next");
+        let lock = after(next, "LockRows");
+        let gate = after(lock, "One-Time Filter: ");
+        let scan = after(gate, " on jobs ");
+        let end = after(next, "CTE c");
+        assert!(
+            next < lock && lock < gate && gate < scan && scan < end,
+            "the gate sits between the row locks and the scan:\n{}",
+            plan.join("\n")
+        );
+    }
+
     #[test]
     fn the_turn_uses_the_record_and_claim_parameters_in_order() {
         let sql = &*super::TURN;
