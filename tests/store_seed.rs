@@ -198,17 +198,7 @@ fn test_store_export_streams_into_seed() {
 fn refused(data: &[u8]) -> String {
     let new = tempfile::tempdir().expect("tmp");
     let root = new.path().join("store");
-    let mut child = skiff_on(&root)
-        .args(["store", "seed", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("seed");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let _ = stdin.write_all(data);
-    drop(stdin);
-    let out = child.wait_with_output().expect("wait");
+    let out = seed_from_stdin(&root, data);
     assert!(!out.status.success(), "a bad export was seeded");
     let ls = skiff_on(&root)
         .args(["image", "ls", "--json"])
@@ -220,6 +210,22 @@ fn refused(data: &[u8]) -> String {
         "an image is visible"
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `skiff store seed -` into `root`, fed `data`.
+fn seed_from_stdin(root: &std::path::Path, data: &[u8]) -> std::process::Output {
+    let mut child = skiff_on(root)
+        .args(["store", "seed", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("seed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // A refused seed may stop reading early: that write error is expected.
+    let _ = stdin.write_all(data);
+    drop(stdin);
+    child.wait_with_output().expect("wait")
 }
 
 /// An export made again from `members` (name → bytes) in an export's
@@ -422,17 +428,7 @@ fn test_store_seed_reads_version_1_exports_and_needs_version_2_digests() {
     let old = rebuild(&members, &v1.to_string(), |_, b| b.to_vec());
     let new = tempfile::tempdir().expect("tmp");
     let root = new.path().join("store");
-    let mut child = skiff_on(&root)
-        .args(["store", "seed", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("seed");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(&old).expect("write");
-    drop(stdin);
-    let out = child.wait_with_output().expect("wait");
+    let out = seed_from_stdin(&root, &old);
     assert!(
         out.status.success(),
         "{}",

@@ -915,63 +915,55 @@ fn run_once(
             })?;
             Ok(timer.stop(Vec::new()))
         }
-        Contender::SkopeoUmociPull => {
-            let tmp = dir.join("tmp");
-            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
-            let layout = dir.join("oci");
-            let mut copy = Command::new("skopeo");
-            copy.args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
-                .arg(format!("docker://{}", registry_ref(sources)))
-                .arg(format!("oci:{}:bench", layout.display()))
-                .env("TMPDIR", &tmp);
-            let mut unpack = Command::new("umoci");
-            unpack
-                .args(["unpack", "--image"])
-                .arg(format!("{}:bench", layout.display()))
-                .arg(dir.join("bundle"))
-                .env("TMPDIR", &tmp);
-            let timer = Timer::start();
-            run_checked(&mut copy)?;
-            let copied = timer.wall.elapsed();
-            run_checked(&mut unpack)?;
-            let took = timer.wall.elapsed();
-            Ok(timer.stop(vec![
-                ("skopeo copy".into(), copied),
-                ("umoci unpack".into(), took - copied),
-            ]))
-        }
+        Contender::SkopeoUmociPull => skopeo_umoci(
+            dir,
+            &["--src-tls-verify=false"],
+            format!("docker://{}", registry_ref(sources)),
+        ),
         Contender::PodmanPull => {
             let mut cmd = podman(dir, &["pull", "-q", "--tls-verify=false"])?;
             cmd.arg(registry_ref(sources));
             time_podman(cmd, dir)
         }
-        Contender::SkopeoUmoci => {
-            let tmp = dir.join("tmp");
-            fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
-            let layout = dir.join("oci");
-            let bundle = dir.join("bundle");
-            let mut copy = Command::new("skopeo");
-            copy.args(["--insecure-policy", "copy", "-q"])
-                .arg(format!("docker-archive:{}", image.archive.display()))
-                .arg(format!("oci:{}:bench", layout.display()))
-                .env("TMPDIR", &tmp);
-            let mut unpack = Command::new("umoci");
-            unpack
-                .args(["unpack", "--image"])
-                .arg(format!("{}:bench", layout.display()))
-                .arg(&bundle)
-                .env("TMPDIR", &tmp);
-            let timer = Timer::start();
-            run_checked(&mut copy)?;
-            let copied = timer.wall.elapsed();
-            run_checked(&mut unpack)?;
-            let took = timer.wall.elapsed();
-            Ok(timer.stop(vec![
-                ("skopeo copy".into(), copied),
-                ("umoci unpack".into(), took - copied),
-            ]))
-        }
+        Contender::SkopeoUmoci => skopeo_umoci(
+            dir,
+            &[],
+            format!("docker-archive:{}", image.archive.display()),
+        ),
     }
+}
+
+/// `skopeo copy SOURCE oci:…` (with `copy_args`), then `umoci unpack`
+/// into a bundle under `dir`: timed together, each phase kept too.
+fn skopeo_umoci(
+    dir: &Path,
+    copy_args: &[&str],
+    source: String,
+) -> std::result::Result<Sample, RunError> {
+    let tmp = dir.join("tmp");
+    fs::create_dir(&tmp).map_err(|source| create_error(&tmp, source))?;
+    let layout = dir.join("oci");
+    let mut copy = Command::new("skopeo");
+    copy.args(["--insecure-policy", "copy", "-q"])
+        .args(copy_args)
+        .arg(source)
+        .arg(format!("oci:{}:bench", layout.display()))
+        .env("TMPDIR", &tmp);
+    let mut unpack = Command::new("umoci");
+    unpack
+        .args(["unpack", "--image"])
+        .arg(format!("{}:bench", layout.display()))
+        .arg(dir.join("bundle"))
+        .env("TMPDIR", &tmp);
+    let timer = Timer::start();
+    run_checked(&mut copy)?;
+    let copied = timer.wall.elapsed();
+    run_checked(&mut unpack)?;
+    let took = timer.wall.elapsed();
+    Ok(timer.stop(vec![
+        ("skopeo copy".into(), copied),
+        ("umoci unpack".into(), took - copied),
+    ]))
 }
 
 /// `podman` on a private, fresh storage root under `dir`, running `args`.

@@ -69,16 +69,7 @@ pub(crate) fn plan(
         });
     }
     let index: ImageIndex = parse_json(&data, "index.json")?;
-    let mut walk = Walk {
-        source,
-        wanted,
-        plan: Plan::default(),
-        seen: HashSet::new(),
-        skipped: Vec::new(),
-        format,
-        budget: LAYOUT_BUDGET,
-        single: false,
-    };
+    let mut walk = Walk::new(source, wanted, format, LAYOUT_BUDGET, false);
     let extra_tags = match docker_manifest {
         Some(m) => m.repo_tags()?,
         None => Vec::new(),
@@ -103,16 +94,7 @@ pub(crate) fn plan_pulled(
     refs: Vec<String>,
     wanted: Option<&Platform>,
 ) -> Result<Plan> {
-    let mut walk = Walk {
-        source,
-        wanted,
-        plan: Plan::default(),
-        seen: HashSet::new(),
-        skipped: Vec::new(),
-        format: Format::Registry,
-        budget: PULL_BUDGET,
-        single: true,
-    };
+    let mut walk = Walk::new(source, wanted, Format::Registry, PULL_BUDGET, true);
     walk.descriptor(top, source.input(), refs, 0)?;
     walk.finish("it names")
 }
@@ -186,7 +168,28 @@ const LAYOUT_BUDGET: usize = 100_000;
 /// Descriptors a pull's walk may visit (each may be a request).
 const PULL_BUDGET: usize = 64;
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    /// A walk of `source` for `wanted`, visiting at most `budget`
+    /// descriptors; `single` for a pull.
+    fn new(
+        source: &'a dyn Blobs,
+        wanted: Option<&'a Platform>,
+        format: Format,
+        budget: usize,
+        single: bool,
+    ) -> Self {
+        Walk {
+            source,
+            wanted,
+            plan: Plan::default(),
+            seen: HashSet::new(),
+            skipped: Vec::new(),
+            format,
+            budget,
+            single,
+        }
+    }
+
     /// The plan, with what was skipped as warnings; an error when it holds
     /// no image (`holds` says where: "the layout holds").
     fn finish(self, holds: &str) -> Result<Plan> {
