@@ -228,6 +228,27 @@ fn seed_from_stdin(root: &std::path::Path, data: &[u8]) -> std::process::Output 
     child.wait_with_output().expect("wait")
 }
 
+/// A zstd snapshot with one byte in the middle of its tar flipped,
+/// compressed again: a sound stream that only a digest can tell apart.
+fn changed_and_recompressed(body: &[u8]) -> Vec<u8> {
+    let mut plain = zstd::decode_all(body).expect("zstd");
+    let i = plain.len() / 2;
+    plain[i] ^= 0x01;
+    zstd::encode_all(&plain[..], 3).expect("zstd")
+}
+
+/// `members` as an export again, with `manifest`, and `name` replaced by `body`.
+fn with_member(
+    members: &BTreeMap<String, Vec<u8>>,
+    manifest: &str,
+    name: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    rebuild(members, manifest, |n, b| {
+        if n == name { body } else { b }.to_vec()
+    })
+}
+
 /// An export made again from `members` (name → bytes) in an export's
 /// order: `manifest` first, the blobs, then the snapshots in the
 /// manifest's order (parents first); `edit` may change a member.
@@ -290,10 +311,7 @@ fn test_store_seed_refuses_tampered_truncated_and_foreign_exports() {
     // The same snapshot with one byte of a file changed, compressed again:
     // a sound zstd stream, so only the manifest's digest can tell.
     let manifest = String::from_utf8(members["skiff-export.json"].clone()).expect("utf8");
-    let mut plain = zstd::decode_all(&body[..]).expect("zstd");
-    let i = plain.len() / 2;
-    plain[i] ^= 0x01;
-    let recompressed = zstd::encode_all(&plain[..], 3).expect("zstd");
+    let recompressed = changed_and_recompressed(body);
     // Its compressed size is corrected in the manifest, as a forger would.
     let mut v: serde_json::Value = serde_json::from_str(&manifest).expect("json");
     for snap in v["snapshots"].as_array_mut().expect("snapshots") {
@@ -305,13 +323,7 @@ fn test_store_seed_refuses_tampered_truncated_and_foreign_exports() {
             snap["zst_size"] = serde_json::json!(recompressed.len());
         }
     }
-    let edited = rebuild(&members, &v.to_string(), |n, b| {
-        if n == name {
-            recompressed.clone()
-        } else {
-            b.to_vec()
-        }
-    });
+    let edited = with_member(&members, &v.to_string(), name, &recompressed);
     let err = refused(&edited);
     assert!(
         err.contains(name.as_str())
@@ -447,17 +459,8 @@ fn test_store_seed_reads_version_1_exports_and_needs_version_2_digests() {
         .filter(|(n, _)| n.starts_with("snapshots/"))
         .max_by_key(|(_, b)| b.len())
         .expect("a snapshot");
-    let mut plain = zstd::decode_all(&body[..]).expect("zstd");
-    let i = plain.len() / 2;
-    plain[i] ^= 0x01;
-    let recompressed = zstd::encode_all(&plain[..], 3).expect("zstd");
-    let edited = rebuild(&members, &v1.to_string(), |n, b| {
-        if n == name {
-            recompressed.clone()
-        } else {
-            b.to_vec()
-        }
-    });
+    let recompressed = changed_and_recompressed(body);
+    let edited = with_member(&members, &v1.to_string(), name, &recompressed);
     let err = refused(&edited);
     assert!(
         err.contains(name.as_str()) && err.contains("its tar") && err.contains("digest mismatch"),
